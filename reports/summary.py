@@ -1,0 +1,126 @@
+"""The report's numbers as one JSON-ready dict: the single source for summary.json and index.html.
+
+Schema (non-finite numbers become null):
+    title, created (ISO 8601, UTC), reference ("random"), n_seeds, seeds, config, notes, warnings,
+    shared_compute_seconds: compute block of round 0 (trained once for all strategies),
+    strategies: {name: {
+        points: [{n_examples, accuracy_mean, ci_low, ci_high, n_seeds}],
+        ratio: {n_examples, mean, ci_low, ci_high, median, n_seeds, bound,
+                per_seed: [{seed, accuracy, iid_examples, ratio, bound}]} | null   (final budget),
+        ratios: [{n_examples, mean, ci_low, ci_high, median, n_seeds, bound}]      (every budget),
+        aulc: {log_n, n_min, n_max, mean, ci_low, ci_high, n_seeds,
+               diff_vs_reference: {mean, ci_low, ci_high, n_seeds}},
+        deficiency: {mean, ci_low, ci_high, median, n_seeds},
+        compute_seconds: {total, per_seed, by_stage: {stage: seconds}}}}
+bound is null (exact), "lower" (true ratio >= value), "upper" (<=) or "mixed" (seeds disagree).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+
+import polars as pl
+
+from loop.schema import SHARED_STRATEGY
+from reports.area import strategy_aulc
+from reports.compute import compute_by_stage
+from reports.curves import curve_points, fold_shared
+from reports.efficiency import REFERENCE, headline_ratios, seed_ratios, strategy_ratios
+
+
+def clean(value):
+    """Recursively make `value` JSON-safe: NaN/inf -> None, tuples -> lists, numpy scalars -> Python."""
+    if isinstance(value, dict):
+        return {str(k): clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _compute_block(compute: pl.DataFrame, strategy: str) -> dict:
+    rows = compute.filter(pl.col("strategy") == strategy)
+    if rows.height == 0:
+        return {"total": 0.0, "per_seed": None, "by_stage": {}}
+    return {
+        "total": float(rows["seconds"].sum()),
+        "per_seed": float(rows["seconds_per_seed"].sum()),
+        "by_stage": dict(zip(rows["stage"].to_list(), rows["seconds"].to_list())),
+    }
+
+
+def build_summary(
+    evals: pl.DataFrame,
+    timings: pl.DataFrame,
+    *,
+    reference: str = REFERENCE,
+    title: str = "curation-loop report",
+    config_summary: dict | None = None,
+    notes=(),
+) -> dict:
+    """Assemble every report number from an evaluations frame (EVAL_SCHEMA) and a timings frame
+    (TIMING_SCHEMA); see the module docstring for the schema."""
+    folded = fold_shared(evals)
+    points = curve_points(evals)
+    compute = compute_by_stage(timings)
+    warnings: list[str] = []
+    has_reference = folded.filter(pl.col("strategy") == reference).height > 0
+    if has_reference:
+        per_seed = seed_ratios(evals, reference)
+        ratios = strategy_ratios(evals, reference)
+        headline = headline_ratios(ratios)
+    else:
+        warnings.append(f"no {reference!r} strategy in the evaluations: ratios, AULC differences and deficiency are empty")
+        per_seed = ratios = headline = None
+    areas = strategy_aulc(evals, reference)
+
+    strategies = {}
+    for strategy in sorted(points["strategy"].unique().to_list()):
+        block: dict = {
+            "points": points.filter(pl.col("strategy") == strategy).drop("strategy").to_dicts(),
+            "ratio": None,
+            "ratios": [],
+        }
+        if has_reference:
+            block["ratios"] = ratios.filter(pl.col("strategy") == strategy).drop("strategy").to_dicts()
+            head = headline.filter(pl.col("strategy") == strategy)
+            if head.height:
+                row = head.drop("strategy").row(0, named=True)
+                seeds = per_seed.filter((pl.col("strategy") == strategy) & (pl.col("n_examples") == row["n_examples"]))
+                row["per_seed"] = seeds.select("seed", "accuracy", "iid_examples", "ratio", "bound").to_dicts()
+                block["ratio"] = row
+        a = areas.filter(pl.col("strategy") == strategy).row(0, named=True)
+        block["aulc"] = {
+            "log_n": True, "n_min": a["n_min"], "n_max": a["n_max"],
+            "mean": a["aulc_mean"], "ci_low": a["aulc_ci_low"], "ci_high": a["aulc_ci_high"], "n_seeds": a["n_seeds"],
+            "diff_vs_reference": {
+                "mean": a["diff_mean"], "ci_low": a["diff_ci_low"], "ci_high": a["diff_ci_high"],
+                "n_seeds": a["diff_n_seeds"],
+            },
+        }
+        block["deficiency"] = {
+            "mean": a["deficiency_mean"], "ci_low": a["deficiency_ci_low"], "ci_high": a["deficiency_ci_high"],
+            "median": a["deficiency_median"], "n_seeds": a["deficiency_n_seeds"],
+        }
+        block["compute_seconds"] = _compute_block(compute, strategy)
+        strategies[strategy] = block
+
+    seeds = sorted(evals["seed"].unique().to_list())
+    return clean({
+        "title": title,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "reference": reference,
+        "n_seeds": len(seeds),
+        "seeds": seeds,
+        "config": config_summary or {},
+        "notes": list(notes),
+        "warnings": warnings,
+        "shared_compute_seconds": _compute_block(compute, SHARED_STRATEGY),
+        "strategies": strategies,
+    })

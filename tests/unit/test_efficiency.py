@@ -1,0 +1,272 @@
+"""Hand-computed cases for the report metrics: curves, intervals, data-efficiency ratio, AULC, deficiency, compute."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from loop.schema import EVAL_SCHEMA, TIMING_SCHEMA
+from reports import (
+    area_under_curve,
+    compute_by_stage,
+    curve_points,
+    data_efficiency_ratio,
+    deficiency,
+    fold_shared,
+    headline_ratios,
+    iid_examples_needed,
+    mean_interval,
+    seed_aulc,
+    strategy_aulc,
+    strategy_ratios,
+)
+from reports.efficiency import combine_bounds
+from reports.stats import t_quantile_975
+
+REF_N = [100, 200, 400]
+REF_ACC = [0.5, 0.6, 0.7]
+
+
+def evals(rows) -> pl.DataFrame:
+    """rows: (strategy, seed, round, n_examples, accuracy); question/sample counts are filler."""
+    return pl.DataFrame([(*r, 100, 1) for r in rows], schema=EVAL_SCHEMA, orient="row")
+
+
+# --- intervals -------------------------------------------------------------------------------
+
+def test_t_quantiles_match_tables_and_expansion():
+    assert t_quantile_975(1) == pytest.approx(12.7062047, abs=1e-6)
+    assert t_quantile_975(4) == pytest.approx(2.7764451, abs=1e-6)
+    # Above the table the Cornish-Fisher expansion takes over; reference values from t tables.
+    assert t_quantile_975(40) == pytest.approx(2.0210754, abs=1e-6)
+    assert t_quantile_975(120) == pytest.approx(1.9799304, abs=1e-6)
+    with pytest.raises(ValueError):
+        t_quantile_975(0)
+
+
+def test_mean_interval_by_hand():
+    iv = mean_interval([1.0, 2.0, 3.0])  # sd 1, half-width t_{0.975,2} / sqrt(3)
+    half = 4.302652730 / math.sqrt(3)
+    assert iv.mean == 2.0
+    assert iv.low == pytest.approx(2.0 - half) and iv.high == pytest.approx(2.0 + half)
+    assert mean_interval([0.7, 0.7, 0.7]) == (0.7, 0.7, 0.7)  # identical seeds: zero width
+    assert mean_interval([0.4]) == (0.4, 0.4, 0.4)  # one seed: the point itself
+    assert all(math.isnan(v) for v in mean_interval([]))
+
+
+# --- curves and round-0 folding ---------------------------------------------------------------
+
+def test_curve_points_fold_round0_into_every_strategy():
+    ev = evals([
+        ("shared", 0, 0, 100, 0.5), ("shared", 1, 0, 100, 0.5),
+        ("random", 0, 1, 200, 0.6), ("random", 1, 1, 200, 0.6),
+        ("premem", 0, 1, 200, 0.6), ("premem", 1, 1, 200, 0.8),
+    ])
+    pts = curve_points(ev)
+    assert set(pts["strategy"]) == {"random", "premem"}  # "shared" is folded away
+    first = pts.filter(pl.col("n_examples") == 100)
+    assert first["strategy"].sort().to_list() == ["premem", "random"]
+    assert first["accuracy_mean"].to_list() == [0.5, 0.5] and first["n_seeds"].to_list() == [2, 2]
+    rnd = pts.filter((pl.col("strategy") == "random") & (pl.col("n_examples") == 200)).row(0, named=True)
+    assert rnd["ci_low"] == rnd["ci_high"] == 0.6  # identical seeds: zero-width interval
+    pm = pts.filter((pl.col("strategy") == "premem") & (pl.col("n_examples") == 200)).row(0, named=True)
+    half = 12.706204736 * np.std([0.6, 0.8], ddof=1) / math.sqrt(2)
+    assert pm["accuracy_mean"] == pytest.approx(0.7)
+    assert pm["ci_high"] - pm["ci_low"] == pytest.approx(2 * half)
+
+
+def test_fold_shared_pairs_by_seed_and_respects_own_round0():
+    ev = evals([
+        ("shared", 0, 0, 100, 0.5), ("shared", 1, 0, 100, 0.5),
+        ("random", 0, 1, 200, 0.6),  # seed 1 never ran random: no shared copy for it
+        ("custom", 0, 0, 100, 0.3), ("custom", 0, 1, 200, 0.4),  # has its own round 0
+    ])
+    f = fold_shared(ev)
+    assert f.filter(pl.col("strategy") == "random")["seed"].to_list() == [0, 0]
+    assert f.filter(pl.col("strategy") == "custom")["accuracy"].to_list() == [0.3, 0.4]
+
+
+def test_fold_shared_rejects_bad_tables_naming_the_field():
+    with pytest.raises(ValueError, match="accuracy"):
+        fold_shared(evals([("random", 0, 1, 200, 0.6)]).drop("accuracy"))
+    with pytest.raises(ValueError, match="duplicate"):
+        fold_shared(evals([("random", 0, 1, 200, 0.6), ("random", 0, 1, 200, 0.7)]))
+    with pytest.raises(ValueError, match="n_examples must be > 0"):
+        fold_shared(evals([("random", 0, 1, 0, 0.6)]))
+    nulls = evals([("random", 0, 1, 200, 0.6)]).with_columns(pl.lit(None, pl.Float64).alias("accuracy"))
+    with pytest.raises(ValueError, match="'accuracy' is null"):
+        fold_shared(nulls)
+    with pytest.raises(ValueError, match="empty"):
+        fold_shared(evals([]))
+
+
+# --- data-efficiency ratio --------------------------------------------------------------------
+
+def test_ratio_on_a_reference_point():
+    # 0.6 is what random reaches at 200; the strategy got there with 100.
+    assert data_efficiency_ratio(REF_N, REF_ACC, 100, 0.6) == (2.0, None)
+    assert data_efficiency_ratio(REF_N, REF_ACC, 400, 0.7) == (1.0, None)
+
+
+def test_ratio_interpolates_linearly_in_log_n():
+    # 0.65 is halfway from 0.6 (n 200) to 0.7 (n 400) in accuracy, so halfway in ln n:
+    # n_R = exp((ln 200 + ln 400) / 2) = 200 * sqrt(2); linear in n would give 300 (ratio 1.5).
+    value, bound = data_efficiency_ratio(REF_N, REF_ACC, 200, 0.65)
+    assert bound is None
+    assert value == pytest.approx(math.sqrt(2), rel=1e-12)
+    # A quarter of the way from 0.5 to 0.6: n_R = 100 * 2**0.25, at n = 50.
+    assert data_efficiency_ratio(REF_N, REF_ACC, 50, 0.525).value == pytest.approx(2 * 2**0.25, rel=1e-12)
+
+
+def test_ratio_edges_are_flagged_bounds():
+    # Above random's best: random needs more than its largest budget 400, ratio >= 400 / 200.
+    assert data_efficiency_ratio(REF_N, REF_ACC, 200, 0.8) == (2.0, "lower")
+    # Below random's first point: random needs at most 100, ratio <= 100 / 200.
+    assert data_efficiency_ratio(REF_N, REF_ACC, 200, 0.4) == (0.5, "upper")
+    # A one-point reference: exact only at its accuracy.
+    assert data_efficiency_ratio([100], [0.5], 50, 0.5) == (2.0, None)
+    assert data_efficiency_ratio([100], [0.5], 50, 0.6) == (2.0, "lower")
+
+
+def test_ratio_uses_running_maximum_of_a_non_monotone_reference():
+    n, acc = [100, 200, 400, 800], [0.5, 0.7, 0.6, 0.8]  # dip at 400; running max 0.5, 0.7, 0.7, 0.8
+    # 0.65 is first reached between 100 and 200: 3/4 of the way in accuracy -> n_R = 100 * 2**0.75.
+    assert iid_examples_needed(n, acc, 0.65).value == pytest.approx(100 * 2**0.75, rel=1e-12)
+    # 0.7 is first reached at 200, not on the way back up after the dip.
+    assert iid_examples_needed(n, acc, 0.7) == (200.0, None)
+    # 0.75: from the plateau (400, 0.7) to (800, 0.8), halfway -> 400 * sqrt(2).
+    assert iid_examples_needed(n, acc, 0.75).value == pytest.approx(400 * math.sqrt(2), rel=1e-12)
+
+
+def test_ratio_ignores_input_order_and_rejects_bad_curves():
+    assert data_efficiency_ratio([400, 100, 200], [0.7, 0.5, 0.6], 200, 0.65).value == pytest.approx(math.sqrt(2))
+    with pytest.raises(ValueError, match="repeated"):
+        data_efficiency_ratio([100, 100], [0.5, 0.6], 100, 0.5)
+    with pytest.raises(ValueError, match="non-empty"):
+        data_efficiency_ratio([], [], 100, 0.5)
+    with pytest.raises(ValueError, match="n > 0"):
+        data_efficiency_ratio([0, 100], [0.5, 0.6], 100, 0.5)
+    with pytest.raises(ValueError, match="positive"):
+        data_efficiency_ratio(REF_N, REF_ACC, 0, 0.5)
+    with pytest.raises(ValueError, match="finite"):
+        data_efficiency_ratio(REF_N, REF_ACC, 100, float("nan"))
+
+
+def test_combine_bounds():
+    assert combine_bounds([None, None]) is None
+    assert combine_bounds([None, "lower"]) == "lower"
+    assert combine_bounds(["upper", "upper"]) == "upper"
+    assert combine_bounds(["upper", "lower"]) == "mixed"
+
+
+def paired_evals() -> pl.DataFrame:
+    """Two seeds whose random curves differ by 0.1; the strategy sits at the same place on each."""
+    rows = []
+    for seed, shift in ((0, 0.0), (1, 0.1)):
+        rows += [("shared", seed, 0, 100, 0.5 + shift), ("random", seed, 1, 200, 0.6 + shift),
+                 ("random", seed, 2, 400, 0.7 + shift), ("premem", seed, 1, 200, 0.65 + shift)]
+    rows.append(("premem", 0, 2, 400, 0.75))  # above seed 0's random: lower bound 400 / 400
+    rows.append(("premem", 1, 2, 400, 0.8))   # exactly seed 1's random at 400: ratio 1
+    return evals(rows)
+
+
+def test_strategy_ratios_are_paired_by_seed():
+    r = strategy_ratios(paired_evals())
+    at200 = r.filter((pl.col("strategy") == "premem") & (pl.col("n_examples") == 200)).row(0, named=True)
+    # Paired, each seed gives exactly sqrt(2); against a pooled reference they would differ.
+    assert at200["mean"] == pytest.approx(math.sqrt(2)) and at200["median"] == pytest.approx(math.sqrt(2))
+    assert at200["ci_high"] - at200["ci_low"] == pytest.approx(0.0, abs=1e-12)
+    assert at200["n_seeds"] == 2 and at200["bound"] is None
+    at400 = r.filter((pl.col("strategy") == "premem") & (pl.col("n_examples") == 400)).row(0, named=True)
+    assert at400["mean"] == pytest.approx(1.0) and at400["bound"] == "lower"
+    rnd = r.filter(pl.col("strategy") == "random")
+    assert rnd["mean"].to_list() == pytest.approx([1.0, 1.0, 1.0])
+
+
+def test_headline_is_the_final_budget_shared_by_all_seeds():
+    ev = pl.concat([paired_evals(), evals([("random", 0, 3, 800, 0.72), ("premem", 0, 3, 800, 0.9)])])
+    head = headline_ratios(strategy_ratios(ev))
+    # n 800 has one seed only (the other is unfinished): the headline stays at n 400 with both seeds.
+    assert head.filter(pl.col("strategy") == "premem")["n_examples"].to_list() == [400]
+    assert head["strategy"].to_list() == ["premem", "random"]
+
+
+def test_strategy_ratios_need_the_reference():
+    with pytest.raises(ValueError, match="'random'"):
+        strategy_ratios(evals([("shared", 0, 0, 100, 0.5), ("premem", 0, 1, 200, 0.6)]))
+
+
+# --- AULC and deficiency ----------------------------------------------------------------------
+
+def test_aulc_of_a_constant_curve_is_the_constant():
+    assert area_under_curve([100, 300, 5000], [0.42, 0.42, 0.42]) == pytest.approx(0.42)
+    assert area_under_curve([100, 300, 5000], [0.42, 0.42, 0.42], log_n=False) == pytest.approx(0.42)
+    assert area_under_curve([100], [0.42]) == 0.42
+
+
+def test_aulc_by_hand_on_log_and_linear_axes():
+    n, acc = [100, 200, 800], [0.5, 0.6, 0.6]
+    # ln-axis widths ln 2 and 2 ln 2: (0.55 ln2 + 0.6 * 2 ln2) / 3 ln2 = 1.75 / 3.
+    assert area_under_curve(n, acc) == pytest.approx(1.75 / 3)
+    # n-axis widths 100 and 600: (55 + 360) / 700.
+    assert area_under_curve(n, acc, log_n=False) == pytest.approx(415 / 700)
+    # Restricted to [100, 200] of a curve measured at 100 and 400: 0.6 interpolated at 200 (in ln n).
+    assert area_under_curve([100, 400], [0.5, 0.7], n_range=(100, 200)) == pytest.approx(0.55)
+    with pytest.raises(ValueError, match="not inside"):
+        area_under_curve([100, 400], [0.5, 0.7], n_range=(100, 800))
+
+
+def test_deficiency_by_hand():
+    assert deficiency(REF_N, REF_ACC, REF_N, REF_ACC) == 1.0  # random against itself
+    # sum(0.7 - [0.5, 0.65, 0.7]) / sum(0.7 - [0.5, 0.6, 0.7]) = 0.25 / 0.3
+    assert deficiency(REF_N, REF_ACC, REF_N, [0.5, 0.65, 0.7]) == pytest.approx(0.25 / 0.3)
+    # Reference interpolated in ln n at 200: 0.6; n_K = 200: (0.1 - 0.05) / (0.1 + 0).
+    assert deficiency([100, 400], [0.5, 0.7], [100, 200], [0.5, 0.65]) == pytest.approx(0.5)
+    # Points beyond the reference are dropped; a flat reference leaves it undefined.
+    assert deficiency([100, 200], [0.5, 0.6], [100, 200, 400], [0.5, 0.65, 0.9]) == pytest.approx(0.5)
+    assert math.isnan(deficiency([100, 200], [0.6, 0.6], [100, 200], [0.6, 0.7]))
+
+
+def test_strategy_aulc_pairs_on_the_shared_range():
+    ev = evals([
+        ("shared", 0, 0, 100, 0.5), ("shared", 1, 0, 100, 0.5),
+        ("random", 0, 1, 200, 0.6), ("random", 1, 1, 200, 0.6),
+        ("random", 0, 2, 800, 0.9), ("random", 1, 2, 800, 0.9),  # extended i.i.d. reference point
+        ("same", 0, 1, 200, 0.6), ("same", 1, 1, 200, 0.6),
+        ("better", 0, 1, 200, 0.7), ("better", 1, 1, 200, 0.7),
+    ])
+    per_seed = seed_aulc(ev)
+    same = per_seed.filter(pl.col("strategy") == "same")
+    # Identical to random on 100..200: zero difference, although random's own AULC (to 800) is larger.
+    assert same["diff"].to_list() == [0.0, 0.0]
+    assert same["deficiency"].to_list() == [1.0, 1.0]
+    s = strategy_aulc(ev).filter(pl.col("strategy") == "better").row(0, named=True)
+    assert s["aulc_mean"] == pytest.approx(0.6) and s["diff_mean"] == pytest.approx(0.05)
+    assert s["diff_ci_low"] == pytest.approx(0.05) and s["diff_n_seeds"] == 2
+    # R(200) = 0.6: ((0.6 - 0.5) + (0.6 - 0.7)) / ((0.6 - 0.5) + 0) = 0.
+    assert s["deficiency_mean"] == pytest.approx(0.0)
+    rnd = strategy_aulc(ev).filter(pl.col("strategy") == "random").row(0, named=True)
+    assert rnd["aulc_mean"] == pytest.approx((0.55 + 0.75 * 2) / 3) and rnd["n_max"] == 800
+
+
+# --- compute ----------------------------------------------------------------------------------
+
+def test_compute_by_stage_sums_seconds():
+    tm = pl.DataFrame([
+        ("shared", 0, 0, "train", 10.0),
+        ("premem", 0, 1, "train", 4.0), ("premem", 1, 1, "train", 6.0),
+        ("premem", 0, 1, "dynamics", 3.0), ("premem", 1, 2, "dynamics", 7.0),
+        ("random", 0, 1, "train", 5.0),
+    ], schema=TIMING_SCHEMA, orient="row")
+    c = compute_by_stage(tm)
+    pm = {r["stage"]: r for r in c.filter(pl.col("strategy") == "premem").to_dicts()}
+    assert pm["train"]["seconds"] == 10.0 and pm["dynamics"]["seconds"] == 10.0
+    assert pm["train"]["seconds_per_seed"] == 5.0 and pm["train"]["n_seeds"] == 2
+    assert pm["train"]["share"] == 0.5
+    assert c.filter(pl.col("strategy") == "shared")["seconds"].to_list() == [10.0]
+    assert compute_by_stage(tm.head(0)).height == 0
+    with pytest.raises(ValueError, match=">= 0"):
+        compute_by_stage(tm.with_columns(pl.lit(-1.0).alias("seconds")))
