@@ -1,0 +1,79 @@
+"""`curation-loop` command line: run the flow without a server, list strategies, re-render a report, serve."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# Offline by default: no hub lookups, no telemetry; a slow 2-core machine needs time to start Prefect.
+for key, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                   "DO_NOT_TRACK": "1", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+                   "TOKENIZERS_PARALLELISM": "false"}.items():
+    os.environ.setdefault(key, value)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from loop.config import build_config
+
+    overrides = list(args.overrides)
+    if args.out:
+        overrides.append(f"out_dir={args.out}")
+    try:
+        config = build_config(args.preset, args.config, overrides)
+    except (ValidationError, ValueError) as err:
+        print(f"curation-loop: invalid config: {err}", file=sys.stderr)
+        return 2
+    from flows.curation import curation_loop
+
+    path = curation_loop(config)
+    print(f"\nReport written to {os.path.abspath(path)}")
+    return 0
+
+
+def _strategies(_: argparse.Namespace) -> int:
+    import strategies.registry as registry
+
+    for name in registry.names():
+        item = registry.resolve(name)
+        needs = f" [needs: {', '.join(item.needs)}]" if item.needs else ""
+        print(f"{name:<12} {item.description}{needs}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from reports.run import write_run_report
+
+    print(write_run_report(args.run_dir))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from flows.deploy import serve
+
+    serve()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="curation-loop", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a comparison (the curation-loop flow, no server needed)")
+    run.add_argument("--preset", default=None, help="a preset in loop/presets (default, smoke, ...)")
+    run.add_argument("--config", default=None, help="a YAML config file (applied after the preset)")
+    run.add_argument("--out", default=None, help="run folder (out_dir); rerunning resumes there")
+    run.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=4 seeds=[0,1]")
+    run.set_defaults(func=_run)
+    sub.add_parser("strategies", help="list registered strategies").set_defaults(func=_strategies)
+    rep = sub.add_parser("report", help="(re)write the report of a run folder")
+    rep.add_argument("run_dir")
+    rep.set_defaults(func=_report)
+    sub.add_parser("serve", help="serve the deployments of prefect.yaml from this process").set_defaults(func=_serve)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

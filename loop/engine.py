@@ -1,0 +1,292 @@
+"""The curation loop without any orchestrator: plan the steps, run one step, run them all.
+
+A step is (paired seed, strategy, round). Round 0 trains on the seed set alone and is shared by every
+strategy (strategy name `shared`). Round r >= 1 of a strategy scores the unused pool with the signals
+its previous round stored, selects `budgets[r-1]` items, retrains from the base on seeds + everything
+selected so far, records learning dynamics, stores the signals the next round needs, and evaluates on
+the test set. Steps are idempotent: a finished step is read back, never recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+import strategies.registry as registry
+from loop.config import RunConfig
+from loop.data import check_examples, load_examples, tau_for
+from loop.dynamics import memorized_flags, premem_accuracy
+from loop.evaluation import evaluate
+from loop.formatting import encode_example
+from loop.models import load_base, load_tokenizer, pick_device, resolve_path
+from loop.schema import SHARED_STRATEGY
+from loop.scoring import mean_nll
+from loop.selection import SELECTORS
+from loop.store import RunStore, file_sha256
+from loop.tracking import DynamicsTracker
+from loop.training import train_round
+
+GLOBAL_SIGNALS = {"base_perplexity"}  # computed once from the base model, not per round
+
+
+@dataclass(frozen=True)
+class Step:
+    seed: int
+    strategy: str
+    round: int
+
+    @property
+    def label(self) -> str:
+        return f"seed {self.seed} / {self.strategy} / round {self.round}"
+
+
+def rounds_of(cfg: RunConfig, strategy: str) -> list[int]:
+    """Pool items added at rounds 1..R of `strategy` (random also runs the i.i.d. extension rounds)."""
+    extra = cfg.selection.iid_extra_budgets if strategy == "random" else []
+    return [*cfg.selection.budgets, *extra]
+
+
+def plan_steps(cfg: RunConfig) -> list[Step]:
+    """Every step of the comparison, in an order where each step's inputs come before it."""
+    steps: list[Step] = []
+    for seed in cfg.seeds:
+        steps.append(Step(seed, SHARED_STRATEGY, 0))
+        depth = max(len(rounds_of(cfg, s)) for s in cfg.selection.strategy_names)
+        for r in range(1, depth + 1):
+            steps += [Step(seed, s, r) for s in cfg.selection.strategy_names if r <= len(rounds_of(cfg, s))]
+    return steps
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "trl", "peft", "polars", "prefect", "curation-loop"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _derived_seed(*parts: object) -> int:
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big")
+
+
+class Engine:
+    """Runs the steps of one comparison against one run store."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.store = RunStore(cfg.out_dir)
+        self.device = pick_device(cfg.device)
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
+        self._tokenizer = None
+        self._examples: pl.DataFrame | None = None
+
+    # -- shared inputs ---------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.cfg.model)
+        return self._tokenizer
+
+    @property
+    def examples(self) -> pl.DataFrame:
+        if self._examples is None:
+            stored = self.store.read_parquet("data/examples.parquet")
+            self._examples = stored if stored is not None else self.prepare()
+        return self._examples
+
+    def needs(self, strategy: str) -> set[str]:
+        return set(registry.resolve(strategy).needs)
+
+    def all_needs(self) -> set[str]:
+        return set().union(*(self.needs(s) for s in self.cfg.selection.strategy_names))
+
+    def prepare(self) -> pl.DataFrame:
+        """Validate config + data, open the store, write the examples and the global signals. Idempotent."""
+        for name in self.cfg.selection.strategy_names:
+            registry.resolve(name)  # an unknown strategy stops the run here, before any training
+        examples = self.store.read_parquet("data/examples.parquet")
+        if examples is None:
+            examples = load_examples(self.cfg)
+        check_examples(self.cfg, examples, self.all_needs())
+        model_dir = resolve_path(self.cfg.model.name_or_path)
+        manifest = {
+            "versions": _versions(),
+            "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                        "device": str(self.device), "torch_threads": torch.get_num_threads()},
+            "model": self.cfg.model.name_or_path,
+            "model_weights_sha256": _weights_hash(model_dir),
+            "examples_rows": examples.height,
+            "examples_sha256": hashlib.sha256(examples.write_csv().encode()).hexdigest(),
+            "opened": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        self.store.open(self.cfg, manifest)
+        if self.store.read_parquet("data/examples.parquet") is None:
+            self.store.write_parquet("data/examples.parquet", examples)
+        self._examples = examples
+        if "base_perplexity" in self.all_needs() and self.store.read_parquet("signals/base_perplexity.parquet") is None:
+            self.store.write_parquet("signals/base_perplexity.parquet", self._base_perplexity(examples))
+        return examples
+
+    def _base_perplexity(self, examples: pl.DataFrame) -> pl.DataFrame:
+        pool = examples.filter(pl.col("split") == "pool")
+        model = load_base(self.cfg.model, self.device)
+        encoded = [encode_example(self.tokenizer, q, s, self.cfg.model.format)
+                   for q, s in zip(pool["question"], pool["solution"])]
+        nll = mean_nll(model, [e.input_ids for e in encoded], [1] * len(encoded),
+                       pad_id=self.tokenizer.pad_token_id, batch_size=self.cfg.sampling.batch_size)
+        return pl.DataFrame({"id": pool["id"], "base_perplexity": np.exp(nll)})
+
+    # -- one step --------------------------------------------------------------------------------
+    def selected_before(self, step: Step) -> list[str]:
+        ids: list[str] = []
+        for r in range(1, step.round):
+            ids += self.store.step_frame(step.seed, step.strategy, r, "selected")["id"].to_list()
+        return ids
+
+    def candidates(self, step: Step, used: list[str]) -> pl.DataFrame:
+        """Unused pool items with the signal columns the strategy needs, sorted by id (order-independent)."""
+        prev = Step(step.seed, SHARED_STRATEGY if step.round == 1 else step.strategy, step.round - 1)
+        pool = self.examples.filter((pl.col("split") == "pool") & ~pl.col("id").is_in(used)).select("id", "seed_id")
+        needs = self.needs(step.strategy)
+        round_needs = needs - GLOBAL_SIGNALS
+        if round_needs:
+            signals = self.store.step_frame(prev.seed, prev.strategy, prev.round, "signals")
+            pool = pool.join(signals.select("id", *sorted(round_needs)), on="id", how="left")
+        if "base_perplexity" in needs:
+            base = self.store.read_parquet("signals/base_perplexity.parquet")
+            pool = pool.join(base, on="id", how="left")
+        for column in needs:
+            if pool[column].null_count():
+                raise ValueError(f"signal {column!r} is missing for {pool[column].null_count()} pool items")
+        return pool.sort("id")
+
+    def _next_signals(self, step: Step) -> set[str]:
+        """Per-round signals that the step after this one will read."""
+        if step.strategy == SHARED_STRATEGY:
+            return self.all_needs() - GLOBAL_SIGNALS
+        if step.round < len(rounds_of(self.cfg, step.strategy)):
+            return self.needs(step.strategy) - GLOBAL_SIGNALS
+        return set()
+
+    def run_step(self, step: Step) -> dict:
+        """Run `step` unless the store already holds it; returns its step.json record."""
+        if self.store.is_done(step.seed, step.strategy, step.round):
+            return json.loads((self.store.step_dir(step.seed, step.strategy, step.round) / "step.json").read_text())
+        cfg, examples = self.cfg, self.examples
+        timings: list[tuple[str, float]] = []
+        info: dict = {"seed": step.seed, "strategy": step.strategy, "round": step.round}
+
+        started = time.perf_counter()
+        used = self.selected_before(step)
+        batch: list[str] = []
+        if step.round > 0:
+            budget = rounds_of(cfg, step.strategy)[step.round - 1]
+            cands = self.candidates(step, used)
+            chosen = registry.resolve(step.strategy)
+            params = next(s.params for s in cfg.selection.strategies if s.name == step.strategy)
+            scores = chosen(cands, seed=_derived_seed(step.seed, step.round), **params)
+            # The tie-break salt is shared by all strategies of a (seed, round): paired draws.
+            batch = SELECTORS[chosen.selector](cands, scores, budget, salt=f"{step.seed}:{step.round}")
+            info |= {"budget": budget, "n_candidates": cands.height,
+                     "score_mean_all": float(scores.mean()),
+                     "score_mean_selected": float(scores.filter(cands["id"].is_in(batch)).mean())}
+        timings.append(("select", time.perf_counter() - started))
+
+        train_ids = set(used) | set(batch)
+        train = examples.filter((pl.col("split") == "seed") | pl.col("id").is_in(train_ids))
+        tracked = train.filter(pl.col("split") == "seed") if cfg.dynamics.track == "seeds" else train
+        next_signals = self._next_signals(step)
+        sample = cfg.dynamics.record == "every_round" or "premem" in next_signals
+        tau = tau_for(cfg, examples)
+        train_seed = _derived_seed("train", step.seed)  # same for every strategy: paired training noise
+        tracker = DynamicsTracker(cfg, self.tokenizer, tracked, tau, seed=train_seed, sample=sample)
+        model, train_seconds = train_round(cfg, self.tokenizer, train, seed=train_seed % (2**31),
+                                           device=self.device, tracker=tracker)
+        timings += [("train", train_seconds), ("dynamics", tracker.seconds)]
+        ledger = tracker.ledger().with_columns(
+            strategy=pl.lit(step.strategy), seed=pl.lit(step.seed), round=pl.lit(step.round))
+        ledger = _flag(ledger, tau)
+
+        started = time.perf_counter()
+        signals = self._compute_signals(model, ledger, tau, next_signals)
+        timings.append(("signals", time.perf_counter() - started))
+
+        started = time.perf_counter()
+        test = examples.filter(pl.col("split") == "test")
+        scores_eval = evaluate(cfg, model, self.tokenizer, test, seed=_derived_seed("eval", step.seed))
+        timings.append(("eval", time.perf_counter() - started))
+
+        info |= {"n_examples": train.height, "n_selected": len(batch), **_dynamics_summary(ledger, tau),
+                 "accuracy": scores_eval["accuracy"]}
+        evals = pl.DataFrame([{"strategy": step.strategy, "seed": step.seed, "round": step.round,
+                               "n_examples": train.height, **scores_eval}])
+        timing_frame = pl.DataFrame({"strategy": step.strategy, "seed": step.seed, "round": step.round,
+                                     "stage": [t[0] for t in timings], "seconds": [t[1] for t in timings]})
+        info["seconds"] = float(timing_frame["seconds"].sum())
+        writer = (lambda path: model.save_pretrained(path)) if cfg.save_models else None
+        self.store.commit_step(
+            step.seed, step.strategy, step.round,
+            {"selected": pl.DataFrame({"id": batch}, schema={"id": pl.String}), "ledger": ledger,
+             "signals": signals, "eval": evals, "timings": timing_frame},
+            info, model_writer=writer)
+        return info
+
+    def _compute_signals(self, model, ledger: pl.DataFrame, tau, wanted: set[str]) -> pl.DataFrame:
+        pool = self.examples.filter(pl.col("split") == "pool").select("id", "seed_id")
+        if "premem" in wanted:
+            premem = premem_accuracy(ledger.filter(pl.col("epoch").is_not_null()), tau)
+            pool = pool.join(premem.rename({"example_id": "seed_id"}), on="seed_id", how="left")
+        if "loss" in wanted:
+            rows = self.examples.filter(pl.col("split") == "pool")
+            encoded = [encode_example(self.tokenizer, q, s, self.cfg.model.format)
+                       for q, s in zip(rows["question"], rows["solution"])]
+            nll = mean_nll(model, [e.input_ids for e in encoded], [e.n_prompt for e in encoded],
+                           pad_id=self.tokenizer.pad_token_id, batch_size=self.cfg.sampling.batch_size)
+            pool = pool.join(pl.DataFrame({"id": rows["id"], "loss": nll}), on="id", how="left")
+        return pool
+
+    # -- everything ------------------------------------------------------------------------------
+    def run_all(self, progress: bool = True) -> None:
+        from tqdm.auto import tqdm
+
+        self.prepare()
+        steps = plan_steps(self.cfg)
+        bar = tqdm(steps, desc="curation-loop", unit="step", disable=not progress)
+        for step in bar:
+            bar.set_postfix_str(step.label)
+            self.run_step(step)
+
+
+def _flag(ledger: pl.DataFrame, tau) -> pl.DataFrame:
+    return memorized_flags(ledger, tau) if ledger.height else ledger
+
+
+def _dynamics_summary(ledger: pl.DataFrame, tau) -> dict:
+    if not ledger.height:
+        return {}
+    last = ledger.filter(pl.col("epoch") == ledger["epoch"].max())
+    out = {"memorized_last_epoch": float(last["memorized"].mean()),
+           "median_nll_last_epoch": float(last["nll"].median())}
+    if (last["n_samples"] > 0).all():
+        out["train_accuracy_last_epoch"] = float((last["n_correct"] / last["n_samples"]).mean())
+        out["premem_mean"] = float(premem_accuracy(ledger, tau)["premem"].mean())
+    return out
+
+
+def _weights_hash(model_dir: str) -> str | None:
+    path = Path(model_dir) / "model.safetensors"
+    return file_sha256(path) if path.exists() else None

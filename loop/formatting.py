@@ -1,0 +1,75 @@
+"""The one prompt/target format used for training, memorization perplexity and sampling.
+
+Paper format (Kang et al. 2024): prompt `{question}\\nAnswer:`, target ` {solution}\\nDone.`, loss on the
+target only. `chat` wraps the question in the model's chat template instead (instruct models). Every
+stage encodes through `encode_example` / `encode_prompt`, so what is scored is exactly what was trained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+PROMPT_TEMPLATE = "{question}\nAnswer:"
+TARGET_TEMPLATE = " {solution}\nDone."
+STOP_TEXT = "\nDone."
+
+FormatName = Literal["plain", "chat"]
+
+
+def prompt_text(question: str, tokenizer=None, fmt: FormatName = "plain") -> str:
+    if fmt == "plain":
+        return PROMPT_TEMPLATE.format(question=question)
+    if tokenizer is None or getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError("model.format 'chat' needs a tokenizer with a chat template")
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+    )
+
+
+def target_text(solution: str, fmt: FormatName = "plain") -> str:
+    return TARGET_TEMPLATE.format(solution=solution) if fmt == "plain" else solution
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids of prompt + target (+ EOS); `n_prompt` leading ids are context, the rest is the target."""
+
+    input_ids: list[int]
+    n_prompt: int
+
+    @property
+    def completion_mask(self) -> list[int]:
+        return [0] * self.n_prompt + [1] * (len(self.input_ids) - self.n_prompt)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def encode_prompt(tokenizer, question: str, fmt: FormatName = "plain") -> list[int]:
+    text = prompt_text(question, tokenizer, fmt)
+    # A chat template already holds its special tokens; the plain format gets the tokenizer's own (BOS).
+    return tokenizer(text, add_special_tokens=(fmt == "plain"))["input_ids"]
+
+
+def encode_example(tokenizer, question: str, solution: str, fmt: FormatName = "plain") -> Encoded:
+    """Prompt and target tokenized together, the boundary where they diverge (as trl's SFTTrainer does).
+
+    Tokenizing the joint text keeps merges across the boundary identical to training; EOS closes the target
+    so the model learns to stop after `Done.`.
+    """
+    prompt_ids = encode_prompt(tokenizer, question, fmt)
+    full = prompt_text(question, tokenizer, fmt) + target_text(solution, fmt)
+    full_ids = list(tokenizer(full, add_special_tokens=(fmt == "plain"))["input_ids"])
+    if tokenizer.eos_token_id is not None and (not full_ids or full_ids[-1] != tokenizer.eos_token_id):
+        full_ids.append(tokenizer.eos_token_id)
+    n_prompt = _common_prefix(prompt_ids, full_ids)
+    if n_prompt >= len(full_ids):
+        raise ValueError(f"empty target after tokenization for question {question[:60]!r}")
+    return Encoded(full_ids, n_prompt)

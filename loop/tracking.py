@@ -1,0 +1,69 @@
+"""Record learning dynamics at epoch checkpoints: target NLL, memorized flag, and sample accuracy.
+
+At a checkpoint that is not the last, only unmemorized examples are sampled; at the last, all are
+(`dynamics.checkpoints_needing_samples` says why that gives the same pre-memorization accuracy).
+"""
+
+from __future__ import annotations
+
+import time
+
+import polars as pl
+
+from loop.config import RunConfig
+from loop.dynamics import Tau, checkpoints_needing_samples
+from loop.formatting import encode_example
+from loop.grading import is_correct
+from loop.sampling import TransformersSampler
+from loop.scoring import mean_nll
+
+
+def checkpoint_epochs(epochs: int, every: int) -> list[int]:
+    """Epochs at which dynamics are recorded: every `every`-th, and always the last."""
+    return sorted({e for e in range(every, epochs + 1, every)} | {epochs})
+
+
+class DynamicsTracker:
+    """Called at each epoch checkpoint with the model in training; builds the ledger rows."""
+
+    def __init__(self, cfg: RunConfig, tokenizer, examples: pl.DataFrame, tau: Tau, *, seed: int,
+                 sample: bool = True, sample_all: bool = False):
+        self.cfg, self.tokenizer, self.tau, self.seed = cfg, tokenizer, tau, seed
+        self.sample, self.sample_all = sample, sample_all
+        self.examples = examples.select("id", "question", "solution", "answer")
+        encoded = [encode_example(tokenizer, q, s, cfg.model.format)
+                   for q, s in zip(self.examples["question"], self.examples["solution"])]
+        self.sequences = [e.input_ids for e in encoded]
+        self.score_from = [e.n_prompt for e in encoded]
+        self.epochs = checkpoint_epochs(cfg.train.epochs, cfg.dynamics.every_n_epochs)
+        self.rows: list[pl.DataFrame] = []
+        self.seconds = 0.0
+
+    def at_epoch(self, model, epoch: int) -> None:
+        if epoch not in self.epochs:
+            return
+        started = time.perf_counter()
+        nll = mean_nll(model, self.sequences, self.score_from, pad_id=self.tokenizer.pad_token_id,
+                       batch_size=self.cfg.sampling.batch_size)
+        frame = pl.DataFrame({"example_id": self.examples["id"], "epoch": epoch, "nll": nll,
+                              "n_samples": 0, "n_correct": 0})
+        if self.sample:
+            last = self.epochs[-1]
+            wanted = frame if self.sample_all else checkpoints_needing_samples(frame, self.tau, last)
+            ids = set(wanted["example_id"].to_list())
+            todo = self.examples.filter(pl.col("id").is_in(ids))
+            sampler = TransformersSampler(model, self.tokenizer, self.cfg.sampling, self.cfg.model.format)
+            n = self.cfg.dynamics.n_samples
+            completions = sampler.sample(todo["question"].to_list(), n, seed=self.seed * 1009 + epoch)
+            correct = [sum(is_correct(c, ans, self.cfg.task) for c in comps)
+                       for comps, ans in zip(completions, todo["answer"])]
+            counts = pl.DataFrame({"example_id": todo["id"], "n_s": [n] * todo.height, "n_c": correct},
+                                  schema={"example_id": pl.String, "n_s": pl.Int64, "n_c": pl.Int64})
+            frame = (frame.join(counts, on="example_id", how="left")
+                     .with_columns(n_samples=pl.col("n_s").fill_null(0), n_correct=pl.col("n_c").fill_null(0))
+                     .drop("n_s", "n_c"))
+        self.rows.append(frame)
+        self.seconds += time.perf_counter() - started
+
+    def ledger(self) -> pl.DataFrame:
+        return pl.concat(self.rows) if self.rows else pl.DataFrame()

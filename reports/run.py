@@ -1,0 +1,73 @@
+"""Report of one run folder: read the run store's tables and write DIR/report/.
+
+Besides the curves, the notes state what the learning dynamics looked like (memorization threshold and
+phrasing floor, memorized fraction, pre-memorization accuracy against train accuracy, how selective the
+premem threshold was), so a reader can judge whether the comparison was informative.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import yaml
+
+from loop.store import RunStore
+from reports.render import write_report
+
+
+def _step_records(root: Path) -> pl.DataFrame:
+    rows = [json.loads(p.read_text()) for p in sorted(root.glob("steps/seed-*/*/round-*/step.json"))]
+    return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
+
+
+def dynamics_notes(root: Path, config: dict) -> list[str]:
+    """Plain-language facts about memorization and selection, read from step.json records and the data."""
+    notes: list[str] = []
+    dyn = config.get("dynamics", {})
+    examples_path = root / "data" / "examples.parquet"
+    if dyn.get("tau_mode") == "style_floor" and examples_path.exists():
+        floor = pl.read_parquet(examples_path).filter(pl.col("split") == "seed")["style_floor"]
+        notes.append(
+            f"Memorized iff target NLL < {dyn.get('floor_scale', 1.0)} x the example's phrasing floor "
+            f"(per-example tau = log(floor)); seed floors: mean {floor.mean():.3f}, "
+            f"range {floor.min():.3f}-{floor.max():.3f} nats/token."
+        )
+    elif "tau" in dyn:
+        notes.append(f"Memorized iff log(log PPL) < tau = {dyn['tau']} (mean target NLL < {2.718281828 ** dyn['tau']:.4f}).")
+    steps = _step_records(root)
+    if steps.height and "memorized_last_epoch" in steps.columns:
+        r0 = steps.filter(pl.col("round") == 0)
+        if r0.height:
+            parts = [f"memorized at the last epoch {r0['memorized_last_epoch'].mean():.2f}"]
+            if "train_accuracy_last_epoch" in r0.columns and r0["train_accuracy_last_epoch"].null_count() < r0.height:
+                parts.append(f"train accuracy {r0['train_accuracy_last_epoch'].mean():.3f}")
+            if "premem_mean" in r0.columns and r0["premem_mean"].null_count() < r0.height:
+                parts.append(f"pre-memorization accuracy {r0['premem_mean'].mean():.3f}")
+            parts.append(f"test accuracy {r0['accuracy'].mean():.3f}")
+            notes.append("Round 0 (seed set only), mean over seeds: " + ", ".join(parts) + ".")
+    if steps.height and "score_mean_all" in steps.columns:
+        pm = steps.filter(pl.col("strategy") == "premem")
+        if pm.height:
+            frac = ", ".join(f"round {r}: {v:.2f}" for r, v in
+                             pm.group_by("round").agg(pl.col("score_mean_all").mean()).sort("round").iter_rows())
+            notes.append(f"premem: share of unused pool items whose seed was eligible (premem <= threshold): {frac}.")
+    return notes
+
+
+def write_run_report(run_dir: str | Path) -> Path:
+    """Write run_dir/report/{index.html, curves.png, summary.json}; returns the index.html path."""
+    root = Path(run_dir)
+    store = RunStore(root)
+    config = yaml.safe_load((root / "config.yaml").read_text())
+    evals = store.evaluations()
+    if not evals.height:
+        raise FileNotFoundError(f"{root} holds no finished step to report on")
+    summary = {k: config[k] for k in ("name", "task", "seeds") if k in config}
+    summary |= {"model": config["model"]["name_or_path"], "epochs": config["train"]["epochs"],
+                "learning_rate": config["train"]["learning_rate"], "budgets": config["selection"]["budgets"],
+                "iid_extra_budgets": config["selection"]["iid_extra_budgets"],
+                "strategies": [s["name"] for s in config["selection"]["strategies"]]}
+    return write_report(evals, store.timings(), root / "report", title=f"curation-loop: {config.get('name', root.name)}",
+                        config_summary=summary, notes=dynamics_notes(root, config))

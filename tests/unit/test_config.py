@@ -1,0 +1,58 @@
+"""The run config: unknown keys and impossible values stop before any training, naming the field."""
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from loop.config import PRESET_DIR, RunConfig, build_config, parse_override
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in PRESET_DIR.rglob("*.yaml")))
+def test_every_preset_validates(preset):
+    cfg = build_config(preset)
+    assert cfg.seeds and "random" in cfg.selection.strategy_names
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ValidationError, match="train.epoch"):
+        RunConfig.model_validate({"train": {"epoch": 3}})
+    with pytest.raises(ValidationError, match="learning_rat"):
+        build_config("smoke", overrides=["train.learning_rat=1e-3"])
+
+
+@pytest.mark.parametrize("override, field", [
+    ("selection.budgets=[10000]", "budgets"),
+    ("dynamics.tau=.nan", "tau"),
+    ("dynamics.tau=.inf", "tau"),
+    ("seeds=[]", "seeds"),
+    ("train.epochs=0", "epochs"),
+    ("selection.budgets=[0]", "budgets"),
+])
+def test_impossible_values_are_named(override, field):
+    with pytest.raises(ValidationError, match=field):
+        build_config("smoke", overrides=[override])
+
+
+def test_preset_then_file_then_overrides(tmp_path: Path):
+    f = tmp_path / "c.yaml"
+    f.write_text("preset: smoke\ntrain: {epochs: 3}\nseeds: [4]\n")
+    cfg = build_config(config_file=f, overrides=["seeds=[5, 6]"])
+    assert cfg.train.epochs == 3 and cfg.seeds == [5, 6] and cfg.name == "smoke"
+
+
+def test_preset_key_in_a_flow_parameter_merges_under_given_keys():
+    cfg = RunConfig.model_validate({"preset": "smoke", "out_dir": "/tmp/x", "train": {"epochs": 5}})
+    assert cfg.out_dir == "/tmp/x" and cfg.train.epochs == 5 and cfg.data.n_seeds == 16
+
+
+def test_random_is_always_run_and_strategies_accept_names():
+    cfg = RunConfig.model_validate({"selection": {"strategies": ["premem"], "budgets": [8]}})
+    assert cfg.selection.strategy_names == ["random", "premem"]
+
+
+def test_parse_override_types():
+    assert parse_override("a.b=3") == {"a": {"b": 3}}
+    assert parse_override("seeds=[1,2]") == {"seeds": [1, 2]}
+    with pytest.raises(ValueError, match="key.sub=value"):
+        parse_override("nonsense")
