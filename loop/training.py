@@ -12,9 +12,9 @@ import time
 
 import polars as pl
 import torch
-from datasets import Dataset
+from datasets import Dataset, disable_progress_bars
 from peft import LoraConfig
-from transformers import TrainerCallback
+from transformers import PrinterCallback, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from loop.config import RunConfig
@@ -29,6 +29,9 @@ class _EpochHook(TrainerCallback):
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         self.tracker.at_epoch(model, int(round(state.epoch)))
+
+
+disable_progress_bars()  # one tiny dataset per round: its map() bars are noise
 
 
 def build_dataset(tokenizer, examples: pl.DataFrame, fmt: str, max_length: int) -> Dataset:
@@ -65,6 +68,7 @@ def train_round(cfg: RunConfig, tokenizer, examples: pl.DataFrame, *, seed: int,
             train_dataset=build_dataset(tokenizer, examples, cfg.model.format, t.max_length),
             callbacks=[_EpochHook(tracker)] if tracker is not None else None,
         )
+        trainer.remove_callback(PrinterCallback)  # per-round metrics go to the run store, not stdout
         trainer.train()
         model = trainer.model
     model.eval()

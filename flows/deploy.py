@@ -1,0 +1,34 @@
+"""Serve the deployments declared in prefect.yaml from this process (no work pool needed).
+
+`prefect.yaml` is the one place deployments are declared: `prefect deploy --all` registers them for a
+work pool and a worker; `curation-loop serve` reads the same file and serves them here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from prefect import serve as prefect_serve
+
+from flows.curation import curation_loop
+
+PREFECT_YAML = Path(__file__).resolve().parents[1] / "prefect.yaml"
+
+
+def deployments_from_yaml(path: Path = PREFECT_YAML) -> list:
+    spec = yaml.safe_load(path.read_text())
+    out = []
+    for item in spec.get("deployments", []):
+        if not item.get("entrypoint", "").endswith(":curation_loop"):
+            continue
+        out.append(curation_loop.to_deployment(
+            name=item["name"], parameters=item.get("parameters", {}), description=item.get("description"),
+            tags=item.get("tags", [])))
+    if not out:
+        raise ValueError(f"{path} declares no deployment of flows/curation.py:curation_loop")
+    return out
+
+
+def serve(path: Path = PREFECT_YAML) -> None:
+    prefect_serve(*deployments_from_yaml(path))
