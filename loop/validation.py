@@ -1,0 +1,245 @@
+"""Validation of an Examples frame from any source, and the pool/seed-versus-test contamination check.
+
+`validate_examples` finds every bad row at once: rows that failed to parse, missing or empty
+fields, unknown splits, duplicate ids, reference solutions whose final answer cannot be
+extracted, seed_ids naming no seed. It raises `DataValidationError` naming file, line and field
+for each (the `_file`/`_line`/`_error` provenance columns of `loop.sources`), or, with
+`skip_invalid`, drops those rows and counts them in its `ValidationReport`.
+`check_contamination` finds test questions that also appear, exactly or nearly (TF-IDF cosine),
+among the seed/pool questions; `assert_no_contamination` refuses a run over them, and
+`remove_contaminated` drops the overlapping seed/pool rows for a user who opts to.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from loop.grading import reference_answer
+from loop.schema import EXAMPLE_SCHEMA, REQUIRED_TEXT_FIELDS, SPLITS
+from loop.sources.files import LINE_FORMATS, PROVENANCE
+from loop.sources.linking import normalize_question, question_vectors
+
+# How many problems an error message lists before "and N more".
+SHOWN = 20
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One bad row: where it is, which field, what is wrong."""
+
+    file: str
+    line: int | None
+    field: str
+    message: str
+    kind: str
+
+    def __str__(self) -> str:
+        return f"{where(self.file, self.line)}: field '{self.field}' {self.message}"
+
+
+def where(file: str, line: int | None) -> str:
+    """`file:line` for line-based files (JSONL, CSV), `name row n` for Parquet and HF splits."""
+    if line is None:
+        return file
+    return f"{file}:{line}" if file.lower().endswith(LINE_FORMATS) else f"{file} row {line}"
+
+
+@dataclass
+class ValidationReport:
+    """What `validate_examples` found: rows in and kept, and each problem (kind: parse, empty,
+    split, duplicate_id, no_answer, unknown_seed)."""
+
+    source: str
+    n_rows: int
+    n_valid: int
+    problems: list[Problem] = field(default_factory=list)
+    skipped: int = 0
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(p.kind for p in self.problems))
+
+    def __str__(self) -> str:
+        head = f"{self.source}: {self.n_rows} rows, {self.n_valid} valid"
+        if not self.problems:
+            return head
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.counts.items()))
+        return f"{head}, {self.n_rows - self.n_valid} invalid ({kinds}); {self.skipped} skipped"
+
+
+class DataValidationError(ValueError):
+    """Invalid rows in a data source; `problems` lists them all, the message the first few."""
+
+    def __init__(self, report: ValidationReport) -> None:
+        self.report = report
+        self.problems = report.problems
+        lines = [str(p) for p in report.problems[:SHOWN]]
+        more = len(report.problems) - len(lines)
+        super().__init__(
+            f"{report.source}: {len(report.problems)} invalid rows\n  "
+            + "\n  ".join(lines)
+            + (f"\n  ... and {more} more" if more else "")
+            + "\nFix the data, or pass skip_invalid=True to skip these rows (they are counted)."
+        )
+
+
+class ContaminationError(ValueError):
+    """Test questions also present (exactly or nearly) among the seed/pool questions."""
+
+    def __init__(self, pairs: pl.DataFrame) -> None:
+        self.pairs = pairs
+        shown = [
+            f"{r['train_id']} ~ {r['test_id']} ({r['kind']}, cosine {r['similarity']:.3f})"
+            for r in pairs.head(SHOWN).iter_rows(named=True)
+        ]
+        more = pairs.height - len(shown)
+        super().__init__(
+            f"{pairs.height} seed/pool questions overlap the test set:\n  "
+            + "\n  ".join(shown)
+            + (f"\n  ... and {more} more" if more else "")
+            + "\nRemove them from the seed/pool (or the test set) before the run."
+        )
+
+
+def _blank(col: str) -> pl.Expr:
+    return pl.col(col).is_null() | (pl.col(col).cast(pl.String).str.strip_chars() == "")
+
+
+def validate_examples(
+    df: pl.DataFrame,
+    source: str,
+    skip_invalid: bool = False,
+    *,
+    task: str | None = None,
+    seed_ids: Collection[str] | None = None,
+) -> tuple[pl.DataFrame, ValidationReport]:
+    """Check an Examples frame; return it without the provenance columns, and a report.
+
+    Reads id, seed_id, question, solution, answer, split and, when present, `_file`, `_line`,
+    `_error` (loaders' provenance; `source` names the file when `_file` is absent). task: also
+    require that `loop.grading.reference_answer(solution, task)` finds a final answer. seed_ids:
+    ids a seed_id may name besides this frame's own seed rows; the seed_id check runs when either
+    exists. Raises DataValidationError naming file, line and field of every bad row, unless
+    skip_invalid, which drops them (duplicates after the first occurrence) and counts them.
+    """
+    missing = [c for c in EXAMPLE_SCHEMA if c not in df.columns]
+    if missing:
+        absent = [Problem(source, None, c, "is missing (no such column)", "empty") for c in missing]
+        raise DataValidationError(ValidationReport(source, df.height, 0, absent))
+    t = df.with_row_index("_row")
+    if "_file" not in t.columns:
+        t = t.with_columns(_file=pl.lit(source, pl.String))
+    if "_line" not in t.columns:
+        t = t.with_columns(_line=(pl.col("_row") + 1).cast(pl.Int64))
+    if "_error" not in t.columns:
+        t = t.with_columns(_error=pl.lit(None, pl.String))
+
+    problems: list[tuple[int, Problem]] = []
+
+    def add(rows: pl.DataFrame, field: str, kind: str, message) -> None:
+        for r in rows.iter_rows(named=True):
+            text = message(r) if callable(message) else message
+            problems.append((r["_row"], Problem(r["_file"] or source, r["_line"], field, text, kind)))
+
+    parsed = pl.col("_error").is_null()
+    add(t.filter(~parsed), "<row>", "parse", lambda r: f"could not be parsed: {r['_error']}")
+    ok = t.filter(parsed)
+
+    no_answer = pl.lit(False)
+    if task is not None:
+        # Reference solutions must end in a final answer the grader can find: the model learns it.
+        extracted = ok["solution"].map_elements(lambda s: reference_answer(s, task), return_dtype=pl.String)
+        ok = ok.with_columns(_ref=extracted)
+        no_answer = ~_blank("solution") & pl.col("_ref").is_null()
+        add(ok.filter(no_answer), "solution", "no_answer", f"has no final answer the {task!r} grader can extract")
+    for col in REQUIRED_TEXT_FIELDS:
+        # An answer that is empty because it could not be extracted is reported once, above.
+        blank = _blank(col) & ~no_answer if col == "answer" else _blank(col)
+        add(ok.filter(blank), col, "empty", "is empty")
+    bad_split = ~_blank("split") & ~pl.col("split").is_in(SPLITS)
+    add(ok.filter(bad_split), "split", "split", lambda r: f"is {r['split']!r}, expected one of {SPLITS}")
+
+    first = (
+        ok.filter(~_blank("id"))
+        .group_by("id", maintain_order=True)
+        .agg(_f0=pl.col("_file").first(), _l0=pl.col("_line").first(), _r0=pl.col("_row").first())
+    )
+    dups = ok.join(first, on="id").filter(pl.col("_row") != pl.col("_r0"))
+    add(dups, "id", "duplicate_id", lambda r: f"repeats id {r['id']!r} of {where(r['_f0'], r['_l0'])}")
+
+    known = set(seed_ids or ()) | set(ok.filter(pl.col("split") == "seed")["id"].drop_nulls().to_list())
+    if known or seed_ids is not None:
+        unknown = ok.filter(pl.col("seed_id").is_not_null() & ~pl.col("seed_id").is_in(list(known)))
+        add(unknown, "seed_id", "unknown_seed", lambda r: f"names no seed: {r['seed_id']!r}")
+
+    problems.sort(key=lambda rp: rp[0])
+    report = ValidationReport(source, df.height, df.height, [p for _, p in problems])
+    bad_rows = sorted({r for r, _ in problems})
+    report.n_valid = df.height - len(bad_rows)
+    if bad_rows and not skip_invalid:
+        raise DataValidationError(report)
+    report.skipped = len(bad_rows)
+    keep = np.ones(df.height, dtype=bool)
+    keep[bad_rows] = False
+    clean = df.filter(pl.Series(keep)).drop([c for c in PROVENANCE if c in df.columns])
+    return clean.with_columns([pl.col(c).cast(dt) for c, dt in EXAMPLE_SCHEMA.items()]), report
+
+
+def check_contamination(
+    train_like: pl.DataFrame, test: pl.DataFrame, near_threshold: float = 0.9
+) -> pl.DataFrame:
+    """Pairs of (seed/pool, test) questions that are the same or nearly the same.
+
+    Reads column id and question of both frames. exact: equal after lower-casing and collapsing
+    whitespace. near: TF-IDF cosine >= near_threshold (word unigrams+bigrams, see
+    `loop.sources.linking.question_vectors`), not already exact. Returns columns train_id,
+    test_id, kind ("exact" | "near"), similarity (Float64), sorted by similarity descending.
+    """
+    schema = {"train_id": pl.String, "test_id": pl.String, "kind": pl.String, "similarity": pl.Float64}
+    if train_like.height == 0 or test.height == 0:
+        return pl.DataFrame(schema=schema)
+    a = train_like.select("id", _key=normalize_question(pl.col("question")))
+    b = test.select("id", _key=normalize_question(pl.col("question")))
+    exact = a.join(b, on="_key", suffix="_test").select(
+        train_id="id", test_id="id_test", kind=pl.lit("exact"), similarity=pl.lit(1.0)
+    )
+    x, y = question_vectors(train_like["question"].to_list(), test["question"].to_list(), "tfidf")
+    train_ids, test_ids = train_like["id"].to_list(), test["id"].to_list()
+    near: list[tuple[str, str, str, float]] = []
+    yt = y.T.tocsc()
+    for start in range(0, x.shape[0], 1024):
+        block = (x[start : start + 1024] @ yt).tocoo()
+        hit = block.data >= near_threshold
+        for i, j, s in zip(block.row[hit], block.col[hit], block.data[hit]):
+            near.append((train_ids[start + i], test_ids[j], "near", float(min(s, 1.0))))
+    near_df = pl.DataFrame(near, schema=schema, orient="row").join(
+        exact.select("train_id", "test_id"), on=["train_id", "test_id"], how="anti"
+    )
+    pairs = pl.concat([exact.cast(schema), near_df])
+    return pairs.sort(["similarity", "train_id", "test_id"], descending=[True, False, False])
+
+
+def assert_no_contamination(
+    train_like: pl.DataFrame, test: pl.DataFrame, near_threshold: float = 0.9
+) -> None:
+    """Raise ContaminationError naming the overlapping (seed/pool id, test id) pairs, if any."""
+    pairs = check_contamination(train_like, test, near_threshold)
+    if pairs.height:
+        raise ContaminationError(pairs)
+
+
+def remove_contaminated(
+    train_like: pl.DataFrame, test: pl.DataFrame, near_threshold: float = 0.9
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Drop the seed/pool rows that overlap the test set; return (kept rows, overlapping pairs).
+
+    For users who choose to run on data with known overlap (the published MATH train/test split
+    has some) instead of being refused: the pairs are returned so the run can record them.
+    """
+    pairs = check_contamination(train_like, test, near_threshold)
+    return train_like.filter(~pl.col("id").is_in(pairs["train_id"].unique().to_list())), pairs
