@@ -82,6 +82,9 @@ class SamplingConfig(_Strict):
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_new_tokens: int = Field(512, gt=0)
     batch_size: int = Field(256, gt=0, description="sequences per generate call")
+    kv_cache: Literal["static", "dynamic"] = Field(
+        "static", description="transformers KV cache; static avoids re-allocating the cache every decode step"
+    )
 
 
 class DynamicsConfig(_Strict):

@@ -65,6 +65,8 @@ class TransformersSampler:
                 max_new_tokens=self.cfg.max_new_tokens,
                 pad_token_id=pad,
                 eos_token_id=self.tokenizer.eos_token_id,
+                cache_implementation=self.cfg.kv_cache,
+                disable_compile=True,  # a static cache would otherwise trigger torch.compile on CUDA, per shape
             )
             texts = self.tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
             for qi, text in zip(batch, texts):
