@@ -22,15 +22,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 REGIMES: dict[str, list[str]] = {
     "n64-e12-lr1e-3": [],
-    "n64-e20-lr1e-3": ["train.epochs=20"],
-    "n64-e20-lr3e-4": ["train.epochs=20", "train.learning_rate=3e-4"],
     "n64-e12-lr3e-4": ["train.learning_rate=3e-4"],
-    "n32-e20-lr1e-3": ["data.n_seeds=32", "data.pool_per_seed=8", "train.epochs=20",
+    "n64-e16-lr5e-4": ["train.epochs=16", "train.learning_rate=5e-4"],
+    "n32-e16-lr1e-3": ["data.n_seeds=32", "data.pool_per_seed=8", "train.epochs=16",
                        "selection.budgets=[32,32]", "selection.iid_extra_budgets=[64]"],
-    "n128-e12-lr1e-3": ["data.n_seeds=128", "selection.budgets=[128,128]", "selection.iid_extra_budgets=[256]"],
-    "n64-e20-lr1e-3-floor1.1": ["train.epochs=20", "dynamics.floor_scale=1.1"],
-    "n64-e20-lr1e-3-t0.5": ["train.epochs=20", "selection.strategies=[{name: random}, {name: loss}, "
-                            "{name: perplexity}, {name: premem, params: {threshold: 0.5}}]"],
+    "n128-e8-lr1e-3": ["data.n_seeds=128", "train.epochs=8", "selection.budgets=[128,128]",
+                       "selection.iid_extra_budgets=[256]"],
+    "n64-e12-lr1e-3-floor1.1": ["dynamics.floor_scale=1.1"],
+    "n64-e12-lr1e-3-t0.5": ["selection.strategies=[{name: random}, {name: loss}, {name: perplexity}, "
+                            "{name: premem, params: {threshold: 0.5}}]"],
 }
 
 RUNNER = """
@@ -89,17 +89,22 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seeds", default=None, help="e.g. [0,1,2,3,4]")
     parser.add_argument("--only", nargs="*", default=None)
+    parser.add_argument("overrides", nargs="*", help="dotted overrides applied to every regime")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    extra = [f"device={args.device}", "torch_threads=1"] + ([f"seeds={args.seeds}"] if args.seeds else [])
+    extra = [f"device={args.device}", "torch_threads=1", *args.overrides] + ([f"seeds={args.seeds}"] if args.seeds else [])
     chosen = {k: v for k, v in REGIMES.items() if not args.only or k in args.only}
+    rows = []
+
+    def one(item):
+        row = describe(item[0], run(item[0], item[1], out, extra))
+        rows.append(row)  # list.append is atomic; the file is rewritten as each regime finishes
+        (out / "sweep.json").write_text(json.dumps(rows, indent=1))
+        print(json.dumps(row), flush=True)
+
     with ThreadPoolExecutor(args.parallel) as pool:
-        dirs = dict(zip(chosen, pool.map(lambda kv: run(kv[0], kv[1], out, extra), chosen.items())))
-    rows = [describe(name, d) for name, d in dirs.items()]
-    (out / "sweep.json").write_text(json.dumps(rows, indent=1))
-    for row in rows:
-        print(json.dumps(row))
+        list(pool.map(one, chosen.items()))
 
 
 if __name__ == "__main__":

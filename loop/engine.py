@@ -231,9 +231,10 @@ class Engine:
         timings.append(("eval", time.perf_counter() - started))
 
         info |= {"n_examples": train.height, "n_selected": len(batch), **_dynamics_summary(ledger, tau),
-                 "accuracy": scores_eval["accuracy"]}
+                 "accuracy": scores_eval["accuracy"], "test_unparseable": scores_eval["unparseable"]}
         evals = pl.DataFrame([{"strategy": step.strategy, "seed": step.seed, "round": step.round,
-                               "n_examples": train.height, **scores_eval}])
+                               "n_examples": train.height,
+                               **{k: v for k, v in scores_eval.items() if k != "unparseable"}}])
         timing_frame = pl.DataFrame({"strategy": step.strategy, "seed": step.seed, "round": step.round,
                                      "stage": [t[0] for t in timings], "seconds": [t[1] for t in timings]})
         info["seconds"] = float(timing_frame["seconds"].sum())

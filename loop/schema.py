@@ -6,6 +6,7 @@ Examples (one row per problem):
     style_floor: the per-token entropy of the solution's phrasing, in nats, when known).
 Dynamics ledger (one row per trained example and epoch checkpoint):
     strategy, seed, round, example_id, epoch, nll, n_samples, n_correct, memorized
+    (and n_unparseable: samples with no final answer, counted wrong)
 Evaluations (one row per trained model):
     strategy, seed, round, n_examples, accuracy, n_questions, n_samples
 Timings (one row per stage of a step):

@@ -13,7 +13,7 @@ import polars as pl
 from loop.config import RunConfig
 from loop.dynamics import Tau, checkpoints_needing_samples
 from loop.formatting import encode_example
-from loop.grading import is_correct
+from loop.grading import grade_many
 from loop.sampling import TransformersSampler
 from loop.scoring import mean_nll
 
@@ -46,7 +46,7 @@ class DynamicsTracker:
         nll = mean_nll(model, self.sequences, self.score_from, pad_id=self.tokenizer.pad_token_id,
                        batch_size=self.cfg.sampling.batch_size)
         frame = pl.DataFrame({"example_id": self.examples["id"], "epoch": epoch, "nll": nll,
-                              "n_samples": 0, "n_correct": 0})
+                              "n_samples": 0, "n_correct": 0, "n_unparseable": 0})
         if self.sample:
             last = self.epochs[-1]
             wanted = frame if self.sample_all else checkpoints_needing_samples(frame, self.tau, last)
@@ -55,13 +55,18 @@ class DynamicsTracker:
             sampler = TransformersSampler(model, self.tokenizer, self.cfg.sampling, self.cfg.model.format)
             n = self.cfg.dynamics.n_samples
             completions = sampler.sample(todo["question"].to_list(), n, seed=self.seed * 1009 + epoch)
-            correct = [sum(is_correct(c, ans, self.cfg.task) for c in comps)
-                       for comps, ans in zip(completions, todo["answer"])]
-            counts = pl.DataFrame({"example_id": todo["id"], "n_s": [n] * todo.height, "n_c": correct},
-                                  schema={"example_id": pl.String, "n_s": pl.Int64, "n_c": pl.Int64})
+            grades = grade_many([c for comps in completions for c in comps],
+                                [a for a in todo["answer"] for _ in range(n)], self.cfg.task)
+            per_example = [grades[i * n:(i + 1) * n] for i in range(todo.height)]
+            counts = pl.DataFrame(
+                {"example_id": todo["id"], "n_s": [n] * todo.height,
+                 "n_c": [sum(g.correct for g in gs) for gs in per_example],
+                 "n_u": [sum(not g.parsed for g in gs) for gs in per_example]},
+                schema={"example_id": pl.String, "n_s": pl.Int64, "n_c": pl.Int64, "n_u": pl.Int64})
             frame = (frame.join(counts, on="example_id", how="left")
-                     .with_columns(n_samples=pl.col("n_s").fill_null(0), n_correct=pl.col("n_c").fill_null(0))
-                     .drop("n_s", "n_c"))
+                     .with_columns(n_samples=pl.col("n_s").fill_null(0), n_correct=pl.col("n_c").fill_null(0),
+                                   n_unparseable=pl.col("n_u").fill_null(0))
+                     .drop("n_s", "n_c", "n_u"))
         self.rows.append(frame)
         self.seconds += time.perf_counter() - started
 
