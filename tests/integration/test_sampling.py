@@ -1,0 +1,149 @@
+"""The decode-loop sampler against `model.generate` on the shipped base and on tiny models of other shapes."""
+
+import copy
+import types
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import GPT2Config, GPT2LMHeadModel, MistralConfig, MistralForCausalLM
+
+from loop.config import ModelConfig, SamplingConfig
+from loop.embedded.task import make_task
+from loop.embedded.tokenizer import build_char_tokenizer
+from loop.formatting import encode_prompt
+from loop.models import load_base, load_tokenizer
+from loop.sampling import DecodeLoopSampler, TransformersSampler, make_sampler
+
+pytestmark = pytest.mark.integration
+CPU = torch.device("cpu")
+
+
+def sampling(**kw) -> SamplingConfig:
+    return SamplingConfig(**{"temperature": 0.8, "top_p": 0.95, "max_new_tokens": 96, "batch_size": 64, **kw})
+
+
+@pytest.fixture(scope="module")
+def base():
+    return load_base(ModelConfig(), CPU), load_tokenizer(ModelConfig())
+
+
+@pytest.fixture(scope="module")
+def questions():
+    # Test questions of 2 to 5 steps: prompts of different lengths share batches, completions of different lengths.
+    return make_task(n_seeds=0, pool_per_seed=1, n_dev=0, n_test=36, seed=3)["question"].to_list()
+
+
+@pytest.fixture(scope="module")
+def greedy_reference(base, questions):
+    model, tok = base
+    return TransformersSampler(model, tok, sampling(temperature=0.0)).sample(questions, 1, seed=0)
+
+
+def test_greedy_equals_generate_on_the_embedded_base(base, questions, greedy_reference):
+    model, tok = base
+    fast = DecodeLoopSampler(model, tok, sampling(temperature=0.0)).sample(questions, 2, seed=0)
+    assert fast == [comps * 2 for comps in greedy_reference]
+    # The base really answers: completions are full worked solutions, cut before the stop text.
+    assert all("####" in c and "Done." not in c for comps in fast for c in comps)
+
+
+def test_completions_come_back_in_question_order(base, questions, greedy_reference):
+    model, tok = base
+    order = list(reversed(range(len(questions))))
+    fast = DecodeLoopSampler(model, tok, sampling(temperature=0.0, batch_size=13)).sample(
+        [questions[i] for i in order], 3, seed=0)
+    assert fast == [[greedy_reference[i][0]] * 3 for i in order]
+
+
+def test_sampling_is_reproducible_for_a_seed_and_differs_across_seeds(base, questions):
+    model, tok = base
+    sampler = DecodeLoopSampler(model, tok, sampling(max_new_tokens=48))
+    first = sampler.sample(questions[:12], 3, seed=5)
+    assert sampler.sample(questions[:12], 3, seed=5) == first
+    other = sampler.sample(questions[:12], 3, seed=6)
+    assert other != first
+    assert all(len(comps) == 3 for comps in first)
+    # The copies of one question are drawn independently: most questions get different completions.
+    assert sum(len(set(comps)) > 1 for comps in first) >= 6
+    # A row's draws do not depend on when finished rows leave the batch (their keys and values move then).
+    for compact_fraction in (1e-9, 1.0):  # after every finished row / never
+        again = DecodeLoopSampler(model, tok, sampling(max_new_tokens=48), compact_fraction=compact_fraction)
+        assert again.sample(questions[:12], 3, seed=5) == first
+
+
+def test_a_tiny_top_p_keeps_only_the_most_likely_token(base, questions, greedy_reference):
+    model, tok = base
+    fast = DecodeLoopSampler(model, tok, sampling(temperature=1.5, top_p=1e-6)).sample(questions, 1, seed=1)
+    assert fast == greedy_reference
+
+
+def test_top_p_cuts_the_tail_of_the_distribution(base):
+    model, tok = base
+    sampler = DecodeLoopSampler(model, tok, sampling())
+    # Hand-made logits: probabilities 0.5, 0.3, 0.2 (0 elsewhere): top_p 0.4 keeps the first only...
+    logits = torch.full((4000, 5), -1e9)
+    logits[:, :3] = torch.log(torch.tensor([0.5, 0.3, 0.2]))
+    sampler.cfg = sampling(temperature=1.0, top_p=0.4)
+    assert set(sampler._pick(logits, torch.rand(4000, generator=torch.Generator().manual_seed(0))).tolist()) == {0}
+    # ...top_p 0.75 the first two (mass 0.8 >= 0.75), drawn about 5:3.
+    sampler.cfg = sampling(temperature=1.0, top_p=0.75)
+    drawn = sampler._pick(logits, torch.rand(4000, generator=torch.Generator().manual_seed(0)))
+    assert set(drawn.tolist()) == {0, 1}
+    assert abs((drawn == 0).float().mean().item() - 0.5 / 0.8) < 0.04
+
+
+def test_eos_and_max_new_tokens_stop_a_row(base, questions):
+    model, tok = base
+    # With '+' as EOS, every completion stops at its first '+' (in the first step of the solution); generate
+    # agrees. The char tokenizer keeps '+' in the decoded text.
+    plus = copy.deepcopy(tok)
+    plus.eos_token = "+"
+    assert plus.eos_token_id != tok.eos_token_id
+    cfg = sampling(temperature=0.0)
+    fast = DecodeLoopSampler(model, plus, cfg).sample(questions[:12], 1, seed=0)
+    assert fast == TransformersSampler(model, plus, cfg).sample(questions[:12], 1, seed=0)
+    assert all("+" not in c[0][:-1] for c in fast)
+    assert sum(c[0].endswith("+") for c in fast) >= 9  # the few others have no addition at all
+    # The generated ids end with the EOS and nothing follows it.
+    ids = DecodeLoopSampler(model, plus, cfg)._decode_batch([encode_prompt(tok, questions[0])], torch.Generator())
+    assert ids[0][-1] == plus.eos_token_id and plus.eos_token_id not in ids[0][:-1]
+    short = DecodeLoopSampler(model, tok, sampling(max_new_tokens=5)).sample(questions[:12], 2, seed=0)
+    assert all(0 < len(c) <= 5 for comps in short for c in comps)
+
+
+def test_make_sampler_follows_the_engine_setting(base):
+    model, tok = base
+    cfg = sampling()
+    assert isinstance(make_sampler(model, tok, cfg), DecodeLoopSampler)
+    as_generate = types.SimpleNamespace(**cfg.model_dump(), engine="generate")
+    assert isinstance(make_sampler(model, tok, as_generate), TransformersSampler)
+    with pytest.raises(ValueError, match="sampling.engine"):
+        make_sampler(model, tok, types.SimpleNamespace(**cfg.model_dump(), engine="vllm-typo"))
+
+
+def _tiny(kind: str, tok):
+    torch.manual_seed(0)
+    ids = {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+    if kind == "gpt2":  # learned absolute positions, fused qkv, no rotary
+        return GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=256,
+                                          initializer_range=0.3, **ids)).eval()
+    # A sliding window shorter than the prompts: the window mask must hold inside the decode loop too.
+    return MistralForCausalLM(MistralConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, sliding_window=16, max_position_embeddings=256, initializer_range=0.3, **ids)).eval()
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "mistral-sliding-window", "llama-lora"])
+def test_greedy_equals_generate_on_other_model_shapes(kind, base, questions):
+    tok = build_char_tokenizer()
+    if kind == "llama-lora":
+        tok = base[1]
+        model = get_peft_model(copy.deepcopy(base[0]), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                                  init_lora_weights=False)).eval()
+    else:
+        model = _tiny(kind, tok)
+    cfg = sampling(temperature=0.0, max_new_tokens=24)
+    fast = DecodeLoopSampler(model, tok, cfg).sample(questions[:16], 1, seed=0)
+    assert fast == TransformersSampler(model, tok, cfg).sample(questions[:16], 1, seed=0)
+    assert len({c[0] for c in fast}) > 1
