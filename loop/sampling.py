@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import torch
-from transformers.cache_utils import Cache, DynamicLayer, get_layer_types_and_kwargs
+from transformers.cache_utils import Cache, DynamicLayer
 
 from loop.config import SamplingConfig
 from loop.formatting import STOP_TEXT, FormatName, encode_prompt
@@ -122,8 +122,20 @@ def _hf_model(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def _layer_types(config) -> list[str]:
+    """The cache kind of each decoder layer, as transformers' own caches read it from the config."""
+    text = config.get_text_config(decoder=True)
+    try:
+        from transformers.cache_utils import get_layer_types_and_kwargs
+    except ImportError:  # transformers releases before per-layer cache kinds: every layer is plain attention
+        return list(getattr(text, "layer_types", None) or ["full_attention"] * text.num_hidden_layers)
+    return list(get_layer_types_and_kwargs(text)[0])
+
+
 def decode_loop_unsupported(model) -> str | None:
     """Why `DecodeLoopSampler` cannot serve `model`, or None when it can."""
+    if getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False):
+        return "a peft prompt-learning adapter brings its own cache"
     hf = _hf_model(model)
     config = getattr(hf, "config", None)
     if config is None or getattr(config, "is_encoder_decoder", False):
@@ -132,7 +144,7 @@ def decode_loop_unsupported(model) -> str | None:
     if "cache" not in params and "past_key_values" not in params:
         return f"{type(hf).__name__}.forward takes no cache"
     try:
-        layer_types, _ = get_layer_types_and_kwargs(config.get_text_config(decoder=True))
+        layer_types = _layer_types(config)
     except Exception as err:  # a config transformers cannot describe layer by layer
         return f"layer types unknown ({err})"
     other = sorted(set(layer_types) - _ATTENTION_LAYERS)
@@ -178,9 +190,10 @@ class _BufferLayer(DynamicLayer):
         self.length = length
         self.keys, self.values = self._k[:, :, :length], self._v[:, :, :length]
 
-    def write_prompt(self, rows: torch.Tensor, width: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+    def write_prompt(self, rows: slice, width: int, keys: torch.Tensor, values: torch.Tensor) -> None:
         """Right-align a prefilled chunk (keys [chunk, heads, w, dim]) into `rows` at positions [width - w, width);
-        zero the positions before it, which the mask hides (a NaN there would still poison attention)."""
+        zero the positions before it, which the mask hides (uninitialised memory could hold a NaN, which would
+        still poison attention through its zero weight)."""
         w = keys.shape[-2]
         self._k[rows, :, width - w : width] = keys
         self._v[rows, :, width - w : width] = values
@@ -242,7 +255,7 @@ class DecodeLoopSampler:
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._positions = "position_ids" in params
         self._keep_last = "logits_to_keep" in params
-        self.n_layers = len(get_layer_types_and_kwargs(hf.config.get_text_config(decoder=True))[0])
+        self.n_layers = len(_layer_types(hf.config))
         self.eos = tokenizer.eos_token_id
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.eos or 0)
         # Tokens whose text holds the stop text's last character: only after one of them can a row's text have
@@ -334,7 +347,7 @@ class DecodeLoopSampler:
             part = _buffer_cache(self.n_layers, w)
             chunk_logits = self._forward(ids.to(self.device), mask.to(self.device), positions.to(self.device), part)
             repeats = torch.tensor(copies[start:stop], device=self.device)
-            rows = torch.arange(first_row[start], first_row[stop], device=self.device)
+            rows = slice(first_row[start], first_row[stop])
             for big, small in zip(cache.layers, part.layers):
                 if not big.is_initialized:
                     big.allocate(len(prompts), small.keys, small.values)
