@@ -244,7 +244,8 @@ class DecodeLoopSampler:
                  *, prefill_tokens: int | None = None, compact_fraction: float = 0.0625):
         reason = decode_loop_unsupported(model)
         if reason is not None:
-            raise ValueError(f"sampling.engine 'decode' cannot serve this model: {reason}; use sampling.engine=generate")
+            raise ValueError(f"sampling.engine 'decode' cannot serve this model: {reason}; "
+                             "use sampling.engine=generate")
         self.model, self.tokenizer, self.cfg, self.fmt, self.progress = model, tokenizer, cfg, fmt, progress
         self.device = next(model.parameters()).device
         # Prompt tokens per prefill forward: small chunks keep activations in cache on a CPU; a GPU wants wide ones.
@@ -299,7 +300,7 @@ class DecodeLoopSampler:
             kwargs["logits_to_keep"] = 1
         return self.model(**kwargs).logits[:, -1].float()
 
-    def _pick(self, logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    def _pick(self, logits: torch.Tensor, uniform: torch.Tensor | None) -> torch.Tensor:
         """The next token of each row, as `generate` draws it: temperature, then top-p, then a draw from what is
         left, by inverting the cumulative distribution at the row's own `uniform` number in [0, 1)."""
         if self.cfg.temperature == 0.0:
@@ -379,11 +380,12 @@ class DecodeLoopSampler:
         n_new = torch.full((rows,), max_new, dtype=torch.long, device=dev)
         row_ids = torch.arange(rows, device=dev)  # batch row of each row still in the cache
         alive = torch.ones(rows, dtype=torch.bool, device=dev)
+        greedy = self.cfg.temperature == 0.0
         for t in range(max_new):
             # One number per batch row and step, whatever rows are still in the cache: a row's draws depend on the
             # seed and its place in the batch only, not on when other rows finished.
-            uniform = torch.rand(rows, generator=generator, device=dev)
-            tok = self._pick(logits, uniform[row_ids])
+            uniform = None if greedy else torch.rand(rows, generator=generator, device=dev)[row_ids]
+            tok = self._pick(logits, uniform)
             tokens[row_ids, t] = torch.where(alive, tok, self.pad)
             done = alive & (tok == self.eos) if self.eos is not None else torch.zeros_like(alive)
             maybe_stop = alive & ~done & torch.isin(tok, self._stop_last)
