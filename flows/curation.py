@@ -1,42 +1,70 @@
 """The `curation-loop` Prefect flow: one task per loop step, all logic in `loop/`, report at the end.
 
-Resumption is the run store's job (a finished step is read back, never recomputed), so tasks carry no
-Prefect cache policy of their own.
+Steps form a DAG (a step reads what its parent step stored: `Step.parent`). With `workers > 1` the
+steps run in a subflow on Prefect's process pool, independent steps side by side; with one worker
+they run in order in this process. Resumption is the run store's job (a finished step is read back,
+never recomputed), so tasks carry no Prefect cache policy of their own. Tasks do not log prints:
+libraries inside a step print to buffers (datasets' fingerprinting disassembles functions with
+`print(file=...)`), which would flood the log.
 """
 
 from __future__ import annotations
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+from prefect.task_runners import ProcessPoolTaskRunner
+from tqdm.auto import tqdm
 
 from loop.config import RunConfig
 from loop.engine import Engine, Step, plan_steps
 
 
-@task(name="prepare", cache_policy=NO_CACHE)
+@task(name="prepare", cache_policy=NO_CACHE, log_prints=False)
 def prepare(config: RunConfig) -> None:
     Engine(config).prepare()
 
 
-@task(name="step", task_run_name="{strategy} round {round_} (seed {seed})", cache_policy=NO_CACHE)
+@task(name="step", task_run_name="{strategy} round {round_} (seed {seed})", cache_policy=NO_CACHE,
+      log_prints=False)
 def run_step(config: RunConfig, seed: int, strategy: str, round_: int) -> dict:
     return Engine(config).run_step(Step(seed, strategy, round_))
 
 
-@task(name="report", cache_policy=NO_CACHE)
+@task(name="report", cache_policy=NO_CACHE, log_prints=False)
 def report(config: RunConfig) -> str:
     from reports.run import write_run_report
 
     return str(write_run_report(config.out_dir))
 
 
+def _announce(step: Step, info: dict) -> None:
+    print(f"{step.label}: {info.get('n_examples')} examples, test accuracy {info.get('accuracy', float('nan')):.3f}")
+
+
+@flow(name="curation-steps")
+def run_steps_in_parallel(config: RunConfig) -> None:
+    """Submit every step, each waiting for its parent; the task runner runs the ready ones at once."""
+    futures: dict[Step, object] = {}
+    for step in plan_steps(config):
+        parent = futures.get(step.parent) if step.parent else None
+        futures[step] = run_step.submit(config, step.seed, step.strategy, step.round,
+                                        wait_for=[parent] if parent else None)
+    by_future = {id(f): s for s, f in futures.items()}
+    for future in tqdm(as_completed(list(futures.values())), total=len(futures), desc="curation-loop steps"):
+        _announce(by_future[id(future)], future.result())
+
+
 @flow(name="curation-loop", log_prints=True)
 def curation_loop(config: RunConfig = RunConfig(preset="default")) -> str:
     """Train, score and select round by round for every strategy and paired seed; returns the report path."""
     prepare(config)
-    for step in plan_steps(config):
-        info = run_step(config, step.seed, step.strategy, step.round)
-        print(f"{step.label}: {info.get('n_examples')} examples, test accuracy {info.get('accuracy', float('nan')):.3f}")
+    if config.workers > 1:
+        runner = ProcessPoolTaskRunner(max_workers=config.workers)
+        run_steps_in_parallel.with_options(task_runner=runner)(config)
+    else:
+        for step in tqdm(plan_steps(config), desc="curation-loop steps", unit="step"):
+            _announce(step, run_step(config, step.seed, step.strategy, step.round))
     path = report(config)
     print(f"report: {path}")
     return path

@@ -342,6 +342,11 @@ class RunConfig(_Strict):
     selection: SelectionConfig = SelectionConfig()
     device: Literal["auto", "cpu", "cuda"] = "auto"
     torch_threads: int | None = Field(None, gt=0, description="CPU threads for torch; null = torch's default")
+    workers: int = Field(
+        1, gt=0,
+        description="steps run at once in separate processes (Prefect process pool); steps of one seed and "
+        "strategy still run in order. On a small CPU, 2 workers x 1 torch thread beat 1 x 2.",
+    )
     save_models: bool = Field(False, description="keep each round's model/adapter in the run store")
 
     @model_validator(mode="before")

@@ -49,6 +49,15 @@ class Step:
     def label(self) -> str:
         return f"seed {self.seed} / {self.strategy} / round {self.round}"
 
+    @property
+    def parent(self) -> Step | None:
+        """The step whose stored signals and selections this one reads (None for round 0)."""
+        if self.round == 0:
+            return None
+        if self.round == 1:
+            return Step(self.seed, SHARED_STRATEGY, 0)
+        return Step(self.seed, self.strategy, self.round - 1)
+
 
 def rounds_of(cfg: RunConfig, strategy: str) -> list[int]:
     """Pool items added at rounds 1..R of `strategy` (random also runs the i.i.d. extension rounds)."""
@@ -159,7 +168,7 @@ class Engine:
 
     def candidates(self, step: Step, used: list[str]) -> pl.DataFrame:
         """Unused pool items with the signal columns the strategy needs, sorted by id (order-independent)."""
-        prev = Step(step.seed, SHARED_STRATEGY if step.round == 1 else step.strategy, step.round - 1)
+        prev = step.parent
         pool = self.examples.filter((pl.col("split") == "pool") & ~pl.col("id").is_in(used)).select("id", "seed_id")
         needs = self.needs(step.strategy)
         round_needs = needs - GLOBAL_SIGNALS
