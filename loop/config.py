@@ -242,8 +242,13 @@ class SamplingConfig(_Strict):
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_new_tokens: int = Field(512, gt=0)
     batch_size: int = Field(256, gt=0, description="sequences per generate call")
+    engine: Literal["decode", "generate"] = Field(
+        "decode",
+        description="decode = the project's batched decode loop over the model's forward (fast on CPU); "
+        "generate = transformers' generate (reference; used automatically where decode cannot serve the model)",
+    )
     kv_cache: Literal["static", "dynamic"] = Field(
-        "static", description="transformers KV cache; static avoids re-allocating the cache every decode step"
+        "static", description="generate engine only: static avoids re-allocating the KV cache every decode step"
     )
 
 

@@ -6,7 +6,7 @@ import polars as pl
 
 from loop.config import RunConfig
 from loop.grading import grade_many
-from loop.sampling import TransformersSampler
+from loop.sampling import make_sampler
 
 
 def evaluate(cfg: RunConfig, model, tokenizer, test: pl.DataFrame, *, seed: int) -> dict[str, float | int]:
@@ -14,7 +14,7 @@ def evaluate(cfg: RunConfig, model, tokenizer, test: pl.DataFrame, *, seed: int)
 
     Returns accuracy (unparseable = wrong), n_questions, n_samples and the unparseable share.
     """
-    sampler = TransformersSampler(model, tokenizer, cfg.sampling, cfg.model.format)
+    sampler = make_sampler(model, tokenizer, cfg.sampling, cfg.model.format)
     n = cfg.evaluation.n_samples
     completions = sampler.sample(test["question"].to_list(), n, seed=seed)
     flat = [c for comps in completions for c in comps]

@@ -51,7 +51,7 @@ def cut_at_stop(text: str) -> str:
 def make_sampler(model, tokenizer, cfg: SamplingConfig, fmt: FormatName = "plain", progress=None) -> Sampler:
     """The sampler `cfg.engine` names ("decode" or "generate"); "decode" falls back to "generate", with a
     warning, for a model it cannot serve (see `decode_loop_unsupported`)."""
-    engine = getattr(cfg, "engine", "decode")
+    engine = cfg.engine
     if engine not in ENGINES:
         raise ValueError(f"sampling.engine must be one of {ENGINES}, got {engine!r}")
     if engine == "decode":

@@ -14,7 +14,7 @@ from loop.config import RunConfig
 from loop.dynamics import Tau, checkpoints_needing_samples
 from loop.formatting import encode_example
 from loop.grading import grade_many
-from loop.sampling import TransformersSampler
+from loop.sampling import make_sampler
 from loop.scoring import mean_nll
 
 
@@ -52,7 +52,7 @@ class DynamicsTracker:
             wanted = frame if self.sample_all else checkpoints_needing_samples(frame, self.tau, last)
             ids = set(wanted["example_id"].to_list())
             todo = self.examples.filter(pl.col("id").is_in(ids))
-            sampler = TransformersSampler(model, self.tokenizer, self.cfg.sampling, self.cfg.model.format)
+            sampler = make_sampler(model, self.tokenizer, self.cfg.sampling, self.cfg.model.format)
             n = self.cfg.dynamics.n_samples
             completions = sampler.sample(todo["question"].to_list(), n, seed=self.seed * 1009 + epoch)
             grades = grade_many([c for comps in completions for c in comps],

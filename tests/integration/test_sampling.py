@@ -116,10 +116,9 @@ def test_make_sampler_follows_the_engine_setting(base):
     model, tok = base
     cfg = sampling()
     assert isinstance(make_sampler(model, tok, cfg), DecodeLoopSampler)
-    as_generate = types.SimpleNamespace(**cfg.model_dump(), engine="generate")
-    assert isinstance(make_sampler(model, tok, as_generate), TransformersSampler)
+    assert isinstance(make_sampler(model, tok, cfg.model_copy(update={"engine": "generate"})), TransformersSampler)
     with pytest.raises(ValueError, match="sampling.engine"):
-        make_sampler(model, tok, types.SimpleNamespace(**cfg.model_dump(), engine="vllm-typo"))
+        make_sampler(model, tok, types.SimpleNamespace(**{**cfg.model_dump(), "engine": "vllm-typo"}))
 
 
 def _tiny(kind: str, tok):
