@@ -7,7 +7,8 @@
 - nll: `loop.scoring.mean_nll` over the seed and pool examples in the training format; tokens/s.
 - training: `loop.training.train_round` on 64 seeds for 2 epochs; tokens/s (prompt + target tokens seen).
 
-Each number is the median of `--repeats` runs after one warm-up call. Prints a table with the ratios
+Each number is the median of `--repeats` runs after one warm-up call (wall seconds, and the process's CPU
+seconds beside them); the two engines alternate within each repeat. Prints a table with the ratios
 decode/generate and appends one JSON line to bench/results.jsonl, with the machine, the date and the load
 average before and after (the machine is shared: compare ratios measured in one run, not absolute speeds).
 
@@ -23,6 +24,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -53,33 +55,45 @@ def machine() -> dict:
             "torch": torch.__version__, "transformers": transformers.__version__}
 
 
-def median_seconds(run, repeats: int) -> tuple[float, list[float]]:
-    run()  # warm-up: first-call allocations and lazy initialisation are not the steady state
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
+def measure(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, dict]:
+    """Median wall and CPU seconds of each run, after one warm-up call of each (first-call allocations and lazy
+    initialisation are not the steady state). The runs alternate within each repeat, so a change of load on
+    the shared machine hits all of them alike and their ratios stay fair."""
+    for run in runs.values():
         run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times), [round(t, 3) for t in times]
+    wall: dict[str, list[float]] = {name: [] for name in runs}
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            started, started_cpu = time.perf_counter(), time.process_time()
+            run()
+            wall[name].append(time.perf_counter() - started)
+            cpu[name].append(time.process_time() - started_cpu)
+    return {name: {"median_s": round(statistics.median(wall[name]), 3), "cpu_s": round(statistics.median(cpu[name]), 3),
+                   "times_s": [round(t, 3) for t in wall[name]]} for name in runs}
 
 
 def bench_sampling(cfg, model, tok, questions: list[str], n: int, batch_sizes: list[int], repeats: int) -> list[dict]:
     rows = []
+    sequences = len(questions) * n
     for batch_size in batch_sizes:
         sampling = cfg.sampling.model_copy(update={"batch_size": batch_size})
-        for engine, cls in ENGINES.items():
-            sampler = cls(model, tok, sampling, cfg.model.format)
-            completions: list[list[str]] = []
+        samplers = {engine: cls(model, tok, sampling, cfg.model.format) for engine, cls in ENGINES.items()}
+        completions: dict[str, list[list[str]]] = {}
 
-            def run(sampler=sampler, completions=completions):
-                completions[:] = sampler.sample(questions, n, seed=0)
+        def runner(engine: str) -> Callable[[], None]:
+            def run() -> None:
+                completions[engine] = samplers[engine].sample(questions, n, seed=0)
+            return run
 
-            seconds, times = median_seconds(run, repeats)
-            new_tokens = sum(len(tok(c, add_special_tokens=False)["input_ids"]) for comps in completions for c in comps)
-            sequences = len(questions) * n
-            rows.append({"stage": "sampling", "engine": engine, "batch_size": batch_size,
-                         "median_s": round(seconds, 3), "times_s": times, "sequences": sequences,
-                         "new_tokens": new_tokens, "sequences_per_s": round(sequences / seconds, 1),
+        timings = measure({engine: runner(engine) for engine in samplers}, repeats)
+        for engine, timing in timings.items():
+            new_tokens = sum(len(tok(c, add_special_tokens=False)["input_ids"])
+                             for comps in completions[engine] for c in comps)
+            seconds = timing["median_s"]
+            rows.append({"stage": "sampling", "engine": engine, "batch_size": batch_size, **timing,
+                         "sequences": sequences, "new_tokens": new_tokens,
+                         "sequences_per_s": round(sequences / seconds, 1),
                          "tokens_per_s": round(new_tokens / seconds, 1)})
             print(_line(rows[-1]), flush=True)
     return rows
@@ -92,10 +106,10 @@ def bench_nll(model, tok, examples: pl.DataFrame, batch_sizes: list[int], repeat
     tokens = sum(len(s) for s in sequences)
     rows = []
     for batch_size in batch_sizes:
-        seconds, times = median_seconds(
-            lambda: mean_nll(model, sequences, score_from, pad_id=tok.pad_token_id, batch_size=batch_size), repeats)
-        rows.append({"stage": "nll", "batch_size": batch_size, "median_s": round(seconds, 3), "times_s": times,
-                     "sequences": len(sequences), "tokens": tokens,
+        timing = measure({"nll": lambda: mean_nll(model, sequences, score_from, pad_id=tok.pad_token_id,
+                                                  batch_size=batch_size)}, repeats)["nll"]
+        seconds = timing["median_s"]
+        rows.append({"stage": "nll", "batch_size": batch_size, **timing, "sequences": len(sequences), "tokens": tokens,
                      "sequences_per_s": round(len(sequences) / seconds, 1), "tokens_per_s": round(tokens / seconds, 1)})
         print(_line(rows[-1]), flush=True)
     return rows
@@ -104,14 +118,10 @@ def bench_nll(model, tok, examples: pl.DataFrame, batch_sizes: list[int], repeat
 def bench_training(cfg, tok, seeds: pl.DataFrame, repeats: int) -> list[dict]:
     tokens = cfg.train.epochs * sum(len(encode_example(tok, q, s, cfg.model.format).input_ids)
                                     for q, s in zip(seeds["question"], seeds["solution"]))
-    train_seconds: list[float] = []
-
-    def run():
-        train_seconds.append(train_round(cfg, tok, seeds, seed=0, device=CPU)[1])
-
-    seconds, times = median_seconds(run, repeats)
+    timing = measure({"training": lambda: train_round(cfg, tok, seeds, seed=0, device=CPU)}, repeats)["training"]
+    seconds = timing["median_s"]
     row = {"stage": "training", "batch_size": cfg.train.batch_size, "epochs": cfg.train.epochs,
-           "examples": seeds.height, "median_s": round(seconds, 3), "times_s": times, "tokens": tokens,
+           "examples": seeds.height, **timing, "tokens": tokens,
            "tokens_per_s": round(tokens / seconds, 1),
            "sequences_per_s": round(cfg.train.epochs * seeds.height / seconds, 1)}
     print(_line(row), flush=True)
@@ -120,8 +130,8 @@ def bench_training(cfg, tok, seeds: pl.DataFrame, repeats: int) -> list[dict]:
 
 def _line(row: dict) -> str:
     name = row["stage"] + (f"/{row['engine']}" if "engine" in row else "")
-    return (f"{name:<20} batch {row['batch_size']:>4}  {row['median_s']:8.2f} s  {row['sequences_per_s']:9.1f} seq/s"
-            f"  {row['tokens_per_s']:10.1f} tok/s   runs {row['times_s']}")
+    return (f"{name:<20} batch {row['batch_size']:>4}  {row['median_s']:8.2f} s (cpu {row['cpu_s']:7.2f} s)"
+            f"  {row['sequences_per_s']:9.1f} seq/s  {row['tokens_per_s']:10.1f} tok/s   runs {row['times_s']}")
 
 
 def ratios(rows: list[dict]) -> dict[str, float]:

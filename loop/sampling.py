@@ -220,9 +220,16 @@ class _BufferLayer(DynamicLayer):
         self._set_length(self.length)
 
 
-@functools.lru_cache(maxsize=4)
 def _ids_containing(tokenizer, char: str) -> tuple[int, ...]:
     """Ids of the tokens whose text contains `char` (one batched decode of the vocabulary, once per tokenizer)."""
+    try:
+        return _ids_containing_cached(tokenizer, char)
+    except TypeError:  # an unhashable tokenizer: decode its vocabulary every time
+        return _ids_containing_cached.__wrapped__(tokenizer, char)
+
+
+@functools.lru_cache(maxsize=4)
+def _ids_containing_cached(tokenizer, char: str) -> tuple[int, ...]:
     texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
     return tuple(i for i, text in enumerate(texts) if char in text)
 
