@@ -156,7 +156,7 @@ class Engine:
         encoded = [encode_example(self.tokenizer, q, s, self.cfg.model.format)
                    for q, s in zip(pool["question"], pool["solution"])]
         nll = mean_nll(model, [e.input_ids for e in encoded], [1] * len(encoded),
-                       pad_id=self.tokenizer.pad_token_id, batch_size=self.cfg.sampling.batch_size)
+                       pad_id=self.tokenizer.pad_token_id, batch_size=self.cfg.dynamics.nll_batch_size)
         return pl.DataFrame({"id": pool["id"], "base_perplexity": np.exp(nll)})
 
     # -- one step --------------------------------------------------------------------------------
@@ -265,7 +265,7 @@ class Engine:
             encoded = [encode_example(self.tokenizer, q, s, self.cfg.model.format)
                        for q, s in zip(rows["question"], rows["solution"])]
             nll = mean_nll(model, [e.input_ids for e in encoded], [e.n_prompt for e in encoded],
-                           pad_id=self.tokenizer.pad_token_id, batch_size=self.cfg.sampling.batch_size)
+                           pad_id=self.tokenizer.pad_token_id, batch_size=self.cfg.dynamics.nll_batch_size)
             pool = pool.join(pl.DataFrame({"id": rows["id"], "loss": nll}), on="id", how="left")
         return pool
 

@@ -44,7 +44,7 @@ class DynamicsTracker:
             return
         started = time.perf_counter()
         nll = mean_nll(model, self.sequences, self.score_from, pad_id=self.tokenizer.pad_token_id,
-                       batch_size=self.cfg.sampling.batch_size)
+                       batch_size=self.cfg.dynamics.nll_batch_size)
         frame = pl.DataFrame({"example_id": self.examples["id"], "epoch": epoch, "nll": nll,
                               "n_samples": 0, "n_correct": 0, "n_unparseable": 0})
         if self.sample:
