@@ -233,6 +233,11 @@ class TrainConfig(_Strict):
     max_grad_norm: float = Field(2.0, gt=0)
     lr_scheduler: Literal["linear", "cosine", "constant_with_warmup"] = "linear"
     max_length: int = Field(1024, gt=0)
+    batch_order: Literal["random", "group_by_length"] = Field(
+        "group_by_length",
+        description="group_by_length batches examples of similar length (transformers' LengthGroupedSampler, "
+        "still shuffled): less padding, the same data per epoch",
+    )
 
 
 class SamplingConfig(_Strict):

@@ -24,7 +24,7 @@ import torch
 
 import strategies.registry as registry
 from loop.config import RunConfig
-from loop.data import check_examples, load_examples, tau_for
+from loop.data import check_examples, load_data, tau_for
 from loop.dynamics import memorized_flags, premem_accuracy
 from loop.evaluation import evaluate
 from loop.formatting import encode_example
@@ -128,8 +128,9 @@ class Engine:
         for name in self.cfg.selection.strategy_names:
             registry.resolve(name)  # an unknown strategy stops the run here, before any training
         examples = self.store.read_parquet("data/examples.parquet")
+        report = None
         if examples is None:
-            examples = load_examples(self.cfg)
+            examples, report = load_data(self.cfg)
         check_examples(self.cfg, examples, self.all_needs())
         model_dir = resolve_path(self.cfg.model.name_or_path)
         manifest = {
@@ -143,6 +144,14 @@ class Engine:
             "opened": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         self.store.open(self.cfg, manifest)
+        if report is not None:  # what loading did (skipped rows, links, contamination), kept with the run
+            self.store.write_json("data/report.json", {
+                "summary": str(report), "counts": report.counts, "dropped": report.dropped,
+                "linked_to_nearest_seed": report.linked_nearest,
+                "validation": [{"source": v.source, "rows": v.n_rows, "valid": v.n_valid, "skipped": v.skipped,
+                                "problems": v.counts} for v in report.validation]})
+            if report.contamination is not None and report.contamination.height:
+                self.store.write_parquet("data/contamination.parquet", report.contamination)
         if self.store.read_parquet("data/examples.parquet") is None:
             self.store.write_parquet("data/examples.parquet", examples)
         self._examples = examples

@@ -112,6 +112,9 @@ def render_html(summary: dict, png: bytes) -> str:
 
     cfg = [[k, v if isinstance(v, str) else json.dumps(v, default=str)] for k, v in summary["config"].items()]
     parts.append("<h2>Configuration</h2>" + _table(["key", "value"], cfg))
+    for extra in summary.get("tables", []):
+        parts.append(f"<h2>{_e(extra['title'])}</h2><p>{_e(extra.get('caption', ''))}</p>"
+                     + _table(extra["columns"], extra["rows"]))
     if summary["notes"]:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in summary["notes"]) + "</ul>")
     parts.append("</body></html>\n")
@@ -126,17 +129,19 @@ def write_report(
     title: str,
     config_summary: dict,
     notes=(),
+    tables=(),
     reference: str = REFERENCE,
 ) -> Path:
     """Write out_dir/curves.png, out_dir/summary.json and out_dir/index.html (each atomically); return index.html's path.
 
     Reads an evaluations frame (EVAL_SCHEMA) and a timings frame (TIMING_SCHEMA); the summary
-    schema is in reports.summary. index.html embeds the figure, so it can be moved on its own.
+    schema is in reports.summary. `tables` are extra sections, each a dict with title, caption,
+    columns and rows (lists of cells), kept in summary.json under "tables". index.html embeds the figure, so it can be moved on its own.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = build_summary(evals, timings, reference=reference, title=title,
-                            config_summary=config_summary, notes=notes)
+                            config_summary=config_summary, notes=notes, tables=tables)
     png_path = plot_curves(curve_points(evals), out / "curves.png", reference=reference)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return atomic_write_text(out / "index.html", render_html(summary, png_path.read_bytes()))

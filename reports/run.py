@@ -56,6 +56,67 @@ def dynamics_notes(root: Path, config: dict) -> list[str]:
     return notes
 
 
+GROUP_COLUMNS = ("steps", "level", "subject")  # example metadata worth breaking selections down by
+
+
+def selection_composition(root: Path) -> dict | None:
+    """Share of each strategy's selected pool items per value of a metadata column (steps, level, ...),
+    next to the pool's own shares: what a strategy concentrates on."""
+    examples_path = root / "data" / "examples.parquet"
+    files = sorted(root.glob("steps/seed-*/*/round-*/selected.parquet"))
+    if not examples_path.exists() or not files:
+        return None
+    examples = pl.read_parquet(examples_path)
+    column = next((c for c in GROUP_COLUMNS if c in examples.columns), None)
+    if column is None:
+        return None
+    selected = pl.concat([pl.read_parquet(f).with_columns(strategy=pl.lit(f.parts[-3])) for f in files])
+    if not selected.height:
+        return None
+    pool = examples.filter(pl.col("split") == "pool").select("id", column)
+    values = sorted(pool[column].drop_nulls().unique().to_list())
+    shares = (selected.join(pool, on="id").group_by("strategy", column).len()
+              .with_columns(share=pl.col("len") / pl.col("len").sum().over("strategy")))
+    pool_share = pool.group_by(column).len().with_columns(share=pl.col("len") / pl.col("len").sum())
+    rows = [["pool"] + [f"{v:.2f}" for v in _shares(pool_share, column, values)]]
+    for strategy in sorted(shares["strategy"].unique().to_list()):
+        rows.append([strategy] + [f"{v:.2f}" for v in _shares(shares.filter(pl.col("strategy") == strategy),
+                                                              column, values)])
+    return {"title": f"What each strategy selected, by {column}",
+            "caption": f"Share of selected pool items per {column} (all seeds and rounds), beside the pool's own.",
+            "columns": ["selected by", *[f"{column} {v}" for v in values]], "rows": rows}
+
+
+def _shares(frame: pl.DataFrame, column: str, values: list) -> list[float]:
+    found = dict(zip(frame[column].to_list(), frame["share"].to_list()))
+    return [found.get(v, 0.0) for v in values]
+
+
+def dynamics_table(root: Path) -> dict | None:
+    """Per strategy and round, means over seeds of the step records: train/test accuracy, premem, memorized."""
+    steps = _step_records(root)
+    if not steps.height or "memorized_last_epoch" not in steps.columns:
+        return None
+    wanted = ["memorized_last_epoch", "train_accuracy_last_epoch", "premem_mean", "accuracy"]
+    present = [c for c in wanted if c in steps.columns]
+    table = steps.group_by("strategy", "round").agg(
+        pl.col("n_examples").first(), *[pl.col(c).mean() for c in present], pl.len().alias("seeds")
+    ).sort("round", "strategy")
+    rows = [[r["strategy"], r["round"], r["n_examples"], *[_fmt(r[c]) for c in present], r["seeds"]]
+            for r in table.iter_rows(named=True)]
+    names = {"memorized_last_epoch": "memorized (last epoch)", "train_accuracy_last_epoch": "train accuracy",
+             "premem_mean": "pre-memorization accuracy", "accuracy": "test accuracy"}
+    return {"title": "Learning dynamics per round",
+            "caption": "Means over seeds. Train and pre-memorization accuracy appear where the round sampled its "
+                       "trained examples (dynamics.record); dataset-level premem is the paper's predictor of test "
+                       "accuracy, train accuracy is not.",
+            "columns": ["strategy", "round", "n_examples", *[names[c] for c in present], "seeds"], "rows": rows}
+
+
+def _fmt(value) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
 def write_run_report(run_dir: str | Path) -> Path:
     """Write run_dir/report/{index.html, curves.png, summary.json}; returns the index.html path."""
     root = Path(run_dir)
@@ -69,5 +130,6 @@ def write_run_report(run_dir: str | Path) -> Path:
                 "learning_rate": config["train"]["learning_rate"], "budgets": config["selection"]["budgets"],
                 "iid_extra_budgets": config["selection"]["iid_extra_budgets"],
                 "strategies": [s["name"] for s in config["selection"]["strategies"]]}
+    tables = [t for t in (dynamics_table(root), selection_composition(root)) if t is not None]
     return write_report(evals, store.timings(), root / "report", title=f"curation-loop: {config.get('name', root.name)}",
-                        config_summary=summary, notes=dynamics_notes(root, config))
+                        config_summary=summary, notes=dynamics_notes(root, config), tables=tables)

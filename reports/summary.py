@@ -63,6 +63,7 @@ def build_summary(
     title: str = "curation-loop report",
     config_summary: dict | None = None,
     notes=(),
+    tables=(),
 ) -> dict:
     """Assemble every report number from an evaluations frame (EVAL_SCHEMA) and a timings frame
     (TIMING_SCHEMA); see the module docstring for the schema."""
@@ -123,4 +124,5 @@ def build_summary(
         "warnings": warnings,
         "shared_compute_seconds": _compute_block(compute, SHARED_STRATEGY),
         "strategies": strategies,
+        "tables": list(tables),
     })

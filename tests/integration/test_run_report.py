@@ -28,5 +28,11 @@ def test_report_of_a_tiny_run(tiny_model_dir, tmp_path):
     assert [p["n_examples"] for p in summary["strategies"]["premem"]["points"]] == [8, 12]
     notes = " ".join(summary["notes"])
     assert "phrasing floor" in notes and "Round 0" in notes and "premem" in notes
+    titles = [t["title"] for t in summary["tables"]]
+    assert titles == ["Learning dynamics per round", "What each strategy selected, by steps"]
+    composition = summary["tables"][1]["rows"]
+    assert composition[0][0] == "pool" and {r[0] for r in composition[1:]} == set(summary["strategies"])
+    for row in composition:
+        assert abs(sum(float(v) for v in row[1:]) - 1.0) < 0.02  # shares of one row add up to 1
     stages = set(summary["strategies"]["loss"]["compute_seconds"]["by_stage"])
     assert {"train", "eval", "select"} <= stages
