@@ -25,10 +25,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_once(preset: str) -> float:
-    with tempfile.TemporaryDirectory(prefix=f"bench-{preset}-") as out:
+def run_once(preset: str, keep: Path | None) -> float:
+    """Seconds for one cold run of `preset`; its run folder is kept under `keep` when given."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-{preset}-") as tmp:
+        out = Path(tmp) if keep is None else keep / f"{preset}-{time.strftime('%Y%m%dT%H%M%S')}"
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "flows.cli", "run", "--preset", preset, "--out", out],
+        subprocess.run([sys.executable, "-m", "flows.cli", "run", "--preset", preset, "--out", str(out)],
                        cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
         return time.perf_counter() - started
@@ -38,10 +40,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["smoke", "default"])
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--keep", type=Path, default=None, help="keep each run folder (and its report) here")
     args = parser.parse_args()
     medians = {}
     for preset in args.presets:
-        times = [run_once(preset) for _ in range(args.repeats)]
+        times = [run_once(preset, args.keep) for _ in range(args.repeats)]
         medians[preset] = statistics.median(times)
         print(f"{preset:<10} median {medians[preset]:7.1f} s over {len(times)} run(s): {[round(t, 1) for t in times]}")
     record = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.node(),

@@ -233,6 +233,10 @@ class TrainConfig(_Strict):
     max_grad_norm: float = Field(2.0, gt=0)
     lr_scheduler: Literal["linear", "cosine", "constant_with_warmup"] = "linear"
     max_length: int = Field(1024, gt=0)
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in the backward pass: less memory, about a third more compute "
+        "(trl turns it on by default; worth it only for models that do not fit otherwise)",
+    )
     batch_order: Literal["random", "group_by_length"] = Field(
         "group_by_length",
         description="group_by_length batches examples of similar length (transformers' LengthGroupedSampler, "
