@@ -27,7 +27,7 @@ from loop.config import RunConfig
 from loop.data import check_examples, load_data, tau_for
 from loop.dynamics import memorized_flags, premem_accuracy
 from loop.evaluation import evaluate
-from loop.formatting import encode_example
+from loop.formatting import encode_examples
 from loop.models import load_base, load_tokenizer, pick_device, resolve_path
 from loop.schema import SHARED_STRATEGY
 from loop.scoring import mean_nll
@@ -162,8 +162,7 @@ class Engine:
     def _base_perplexity(self, examples: pl.DataFrame) -> pl.DataFrame:
         pool = examples.filter(pl.col("split") == "pool")
         model = load_base(self.cfg.model, self.device)
-        encoded = [encode_example(self.tokenizer, q, s, self.cfg.model.format)
-                   for q, s in zip(pool["question"], pool["solution"])]
+        encoded = encode_examples(self.tokenizer, pool, self.cfg.model.format)
         nll = mean_nll(model, [e.input_ids for e in encoded], [1] * len(encoded),
                        pad_id=self.tokenizer.pad_token_id, batch_size=self.cfg.dynamics.nll_batch_size)
         return pl.DataFrame({"id": pool["id"], "base_perplexity": np.exp(nll)})
@@ -271,8 +270,7 @@ class Engine:
             pool = pool.join(premem.rename({"example_id": "seed_id"}), on="seed_id", how="left")
         if "loss" in wanted:
             rows = self.examples.filter(pl.col("split") == "pool")
-            encoded = [encode_example(self.tokenizer, q, s, self.cfg.model.format)
-                       for q, s in zip(rows["question"], rows["solution"])]
+            encoded = encode_examples(self.tokenizer, rows, self.cfg.model.format)
             nll = mean_nll(model, [e.input_ids for e in encoded], [e.n_prompt for e in encoded],
                            pad_id=self.tokenizer.pad_token_id, batch_size=self.cfg.dynamics.nll_batch_size)
             pool = pool.join(pl.DataFrame({"id": rows["id"], "loss": nll}), on="id", how="left")

@@ -73,3 +73,8 @@ def encode_example(tokenizer, question: str, solution: str, fmt: FormatName = "p
     if n_prompt >= len(full_ids):
         raise ValueError(f"empty target after tokenization for question {question[:60]!r}")
     return Encoded(full_ids, n_prompt)
+
+
+def encode_examples(tokenizer, examples, fmt: FormatName = "plain") -> list[Encoded]:
+    """`encode_example` for every row of a frame with `question` and `solution` columns, in row order."""
+    return [encode_example(tokenizer, q, s, fmt) for q, s in zip(examples["question"], examples["solution"])]

@@ -12,7 +12,7 @@ import polars as pl
 
 from loop.config import RunConfig
 from loop.dynamics import Tau, checkpoints_needing_samples
-from loop.formatting import encode_example
+from loop.formatting import encode_examples
 from loop.grading import grade_many
 from loop.sampling import make_sampler
 from loop.scoring import mean_nll
@@ -31,8 +31,7 @@ class DynamicsTracker:
         self.cfg, self.tokenizer, self.tau, self.seed = cfg, tokenizer, tau, seed
         self.sample, self.sample_all = sample, sample_all
         self.examples = examples.select("id", "question", "solution", "answer")
-        encoded = [encode_example(tokenizer, q, s, cfg.model.format)
-                   for q, s in zip(self.examples["question"], self.examples["solution"])]
+        encoded = encode_examples(tokenizer, self.examples, cfg.model.format)
         self.sequences = [e.input_ids for e in encoded]
         self.score_from = [e.n_prompt for e in encoded]
         self.epochs = checkpoint_epochs(cfg.train.epochs, cfg.dynamics.every_n_epochs)

@@ -1,6 +1,6 @@
 """One training round: fine-tune a fresh copy of the base model on the given examples with trl's SFTTrainer.
 
-The dataset is tokenized here with `formatting.encode_example` (prompt + target + EOS, target-only loss
+The dataset is tokenized here with `formatting.encode_examples` (prompt + target + EOS, target-only loss
 through `completion_mask`), so training sees exactly the tokens that scoring and sampling see.
 Full fine-tuning by default; LoRA through peft when `model.lora` is set.
 """
@@ -18,7 +18,7 @@ from transformers import PrinterCallback, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from loop.config import RunConfig
-from loop.formatting import encode_example
+from loop.formatting import encode_examples
 from loop.models import load_base
 from loop.tracking import DynamicsTracker
 
@@ -35,7 +35,7 @@ disable_progress_bars()  # one tiny dataset per round: its map() bars are noise
 
 
 def build_dataset(tokenizer, examples: pl.DataFrame, fmt: str, max_length: int) -> Dataset:
-    encoded = [encode_example(tokenizer, q, s, fmt) for q, s in zip(examples["question"], examples["solution"])]
+    encoded = encode_examples(tokenizer, examples, fmt)
     too_long = [i for i, e in zip(examples["id"], encoded) if len(e.input_ids) > max_length]
     if too_long:
         raise ValueError(f"examples {too_long[:5]} exceed train.max_length={max_length} tokens")
