@@ -4,8 +4,8 @@
   most 96 new tokens, with each engine (`decode`: the decode loop; `generate`: `model.generate`) at several
   batch sizes. Sequences/s, and new tokens/s counting the tokens of the returned completions (cut at the stop
   text), so both engines are credited with the same useful work.
-- nll: `loop.scoring.mean_nll` over the seed and pool examples in the training format; tokens/s.
-- training: `loop.training.train_round` on 64 seeds for 2 epochs; tokens/s (prompt + target tokens seen).
+- nll: `loop.model.scoring.mean_nll` over the seed and pool examples in the training format; tokens/s.
+- training: `loop.model.training.train_round` on 64 seeds for 2 epochs; tokens/s (prompt + target tokens seen).
 
 Each number is the median of `--repeats` runs after one warm-up call (wall seconds, and the process's CPU
 seconds beside them); the two engines alternate within each repeat. Prints a table with the ratios
@@ -39,11 +39,11 @@ import transformers  # noqa: E402
 
 from loop.config import build_config  # noqa: E402
 from loop.embedded.task import make_task  # noqa: E402
-from loop.formatting import encode_example  # noqa: E402
-from loop.models import load_base, load_tokenizer  # noqa: E402
-from loop.sampling import DecodeLoopSampler, TransformersSampler  # noqa: E402
-from loop.scoring import mean_nll  # noqa: E402
-from loop.training import train_round  # noqa: E402
+from loop.model.formatting import encode_example  # noqa: E402
+from loop.model.loading import load_base, load_tokenizer  # noqa: E402
+from loop.model.sampling import DecodeLoopSampler, TransformersSampler  # noqa: E402
+from loop.model.scoring import mean_nll  # noqa: E402
+from loop.model.training import train_round  # noqa: E402
 
 CPU = torch.device("cpu")
 ENGINES = {"decode": DecodeLoopSampler, "generate": TransformersSampler}

@@ -27,14 +27,14 @@ from loop.config import RunConfig
 from loop.data import check_examples, load_data, tau_for
 from loop.dynamics import memorized_flags, premem_accuracy
 from loop.evaluation import evaluate
-from loop.formatting import encode_examples
-from loop.models import load_base, load_tokenizer, pick_device, resolve_path
+from loop.model.formatting import encode_examples
+from loop.model.loading import load_base, load_tokenizer, pick_device, resolve_path
 from loop.schema import SHARED_STRATEGY
-from loop.scoring import mean_nll
+from loop.model.scoring import mean_nll
 from loop.selection import SELECTORS
 from loop.store import RunStore, file_sha256
 from loop.tracking import DynamicsTracker
-from loop.training import train_round
+from loop.model.training import train_round
 
 GLOBAL_SIGNALS = {"base_perplexity"}  # computed once from the base model, not per round
 

@@ -6,7 +6,7 @@ import polars as pl
 
 from loop.config import RunConfig
 from loop.grading import grade_many
-from loop.sampling import make_sampler
+from loop.model.sampling import make_sampler
 
 
 def evaluate(cfg: RunConfig, model, tokenizer, test: pl.DataFrame, *, seed: int) -> dict[str, float | int]:

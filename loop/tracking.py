@@ -12,10 +12,10 @@ import polars as pl
 
 from loop.config import RunConfig
 from loop.dynamics import Tau, checkpoints_needing_samples
-from loop.formatting import encode_examples
+from loop.model.formatting import encode_examples
 from loop.grading import grade_many
-from loop.sampling import make_sampler
-from loop.scoring import mean_nll
+from loop.model.sampling import make_sampler
+from loop.model.scoring import mean_nll
 
 
 def checkpoint_epochs(epochs: int, every: int) -> list[int]:

@@ -11,9 +11,9 @@ from transformers import GPT2Config, GPT2LMHeadModel, MistralConfig, MistralForC
 from loop.config import ModelConfig, SamplingConfig
 from loop.embedded.task import make_task
 from loop.embedded.tokenizer import build_char_tokenizer
-from loop.formatting import encode_prompt
-from loop.models import load_base, load_tokenizer
-from loop.sampling import DecodeLoopSampler, TransformersSampler, make_sampler
+from loop.model.formatting import encode_prompt
+from loop.model.loading import load_base, load_tokenizer
+from loop.model.sampling import DecodeLoopSampler, TransformersSampler, make_sampler
 
 pytestmark = pytest.mark.integration
 CPU = torch.device("cpu")

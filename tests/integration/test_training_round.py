@@ -9,11 +9,11 @@ import torch
 from loop.config import build_config
 from loop.dynamics import checkpoints_needing_samples
 from loop.embedded.task import make_task
-from loop.formatting import encode_example
-from loop.models import load_base, load_tokenizer
-from loop.scoring import mean_nll
+from loop.model.formatting import encode_example
+from loop.model.loading import load_base, load_tokenizer
+from loop.model.scoring import mean_nll
 from loop.tracking import DynamicsTracker
-from loop.training import build_dataset, train_round
+from loop.model.training import build_dataset, train_round
 
 pytestmark = pytest.mark.integration
 CPU = torch.device("cpu")

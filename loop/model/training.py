@@ -18,8 +18,8 @@ from transformers import PrinterCallback, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from loop.config import RunConfig
-from loop.formatting import encode_examples
-from loop.models import load_base
+from loop.model.formatting import encode_examples
+from loop.model.loading import load_base
 from loop.tracking import DynamicsTracker
 
 

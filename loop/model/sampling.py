@@ -26,7 +26,7 @@ import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
 from loop.config import SamplingConfig
-from loop.formatting import STOP_TEXT, FormatName, encode_prompt
+from loop.model.formatting import STOP_TEXT, FormatName, encode_prompt
 
 log = logging.getLogger(__name__)
 

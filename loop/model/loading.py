@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from loop.config import ModelConfig
 
-EMBEDDED_BASE = Path(__file__).parent / "assets" / "embedded-base"
+EMBEDDED_BASE = Path(__file__).parents[1] / "assets" / "embedded-base"
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
