@@ -1,8 +1,9 @@
 """The `curation-loop` Prefect flow: one task per loop step, all logic in `loop/`, report at the end.
 
 Steps form a DAG (a step reads what its parent step stored: `Step.parent`). With `workers > 1` the
-steps run in a subflow on Prefect's process pool, independent steps side by side; with one worker
-they run in order in this process. Resumption is the run store's job (a finished step is read back,
+steps (and the preparation) run in a subflow on Prefect's process pool, independent steps side by side, each
+worker process on a GPU of its own where there are GPUs (the flow process itself never takes one); with one
+worker they run in order in this process. Resumption is the run store's job (a finished step is read back,
 never recomputed), so tasks carry no Prefect cache policy of their own. Tasks do not log prints:
 libraries inside a step print to buffers (datasets' fingerprinting disassembles functions with
 `print(file=...)`), which would flood the log.
@@ -18,6 +19,7 @@ from tqdm.auto import tqdm
 
 from loop.config import RunConfig
 from loop.engine import Engine, Step, plan_steps
+from loop.model.devices import check_workers
 
 
 @task(name="prepare", cache_policy=NO_CACHE, log_prints=False)
@@ -44,12 +46,13 @@ def _announce(step: Step, info: dict) -> None:
 
 @flow(name="curation-steps")
 def run_steps_in_parallel(config: RunConfig) -> None:
-    """Submit every step, each waiting for its parent; the task runner runs the ready ones at once."""
+    """Prepare in a worker, then submit every step, each waiting for its parent; the task runner runs the ready
+    ones at once."""
+    prepared = prepare.submit(config)
     futures: dict[Step, object] = {}
     for step in plan_steps(config):
-        parent = futures.get(step.parent) if step.parent else None
-        futures[step] = run_step.submit(config, step.seed, step.strategy, step.round,
-                                        wait_for=[parent] if parent else None)
+        parent = futures.get(step.parent) if step.parent else prepared
+        futures[step] = run_step.submit(config, step.seed, step.strategy, step.round, wait_for=[parent])
     by_future = {id(f): s for s, f in futures.items()}
     for future in tqdm(as_completed(list(futures.values())), total=len(futures), desc="curation-loop steps"):
         _announce(by_future[id(future)], future.result())
@@ -58,11 +61,12 @@ def run_steps_in_parallel(config: RunConfig) -> None:
 @flow(name="curation-loop", log_prints=True)
 def curation_loop(config: RunConfig = RunConfig(preset="default")) -> str:
     """Train, score and select round by round for every strategy and paired seed; returns the report path."""
-    prepare(config)
+    check_workers(config.workers, config.device, share_gpus=config.share_gpus)
     if config.workers > 1:
         runner = ProcessPoolTaskRunner(max_workers=config.workers)
         run_steps_in_parallel.with_options(task_runner=runner)(config)
     else:
+        prepare(config)
         for step in tqdm(plan_steps(config), desc="curation-loop steps", unit="step"):
             _announce(step, run_step(config, step.seed, step.strategy, step.round))
     path = report(config)

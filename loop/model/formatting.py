@@ -1,8 +1,11 @@
 """The one prompt/target format used for training, memorization perplexity and sampling.
 
 Paper format (Kang et al. 2024): prompt `{question}\\nAnswer:`, target ` {solution}\\nDone.`, loss on the
-target only. `chat` wraps the question in the model's chat template instead (instruct models). Every
-stage encodes through `encode_example` / `encode_prompt`, so what is scored is exactly what was trained.
+target only. The paper's code tokenizes prompt + target with the tokenizer's own special tokens (BOS for
+Llama-3) and appends no EOS: the model learns to end with `\\nDone.`, where sampling stops. `eos=True` closes
+the target with the EOS token as well (trained and scored); `chat` wraps the question in the model's chat
+template instead (instruct models), its target closed by EOS, the end of the assistant turn. Every stage
+encodes through `encode_example` / `encode_prompt`, so what is scored is exactly what was trained.
 """
 
 from __future__ import annotations
@@ -58,23 +61,37 @@ def encode_prompt(tokenizer, question: str, fmt: FormatName = "plain") -> list[i
     return tokenizer(text, add_special_tokens=(fmt == "plain"))["input_ids"]
 
 
-def encode_example(tokenizer, question: str, solution: str, fmt: FormatName = "plain") -> Encoded:
+def encode_example(tokenizer, question: str, solution: str, fmt: FormatName = "plain", *,
+                   eos: bool | None = None) -> Encoded:
     """Prompt and target tokenized together, the boundary where they diverge (as trl's SFTTrainer does).
 
-    Tokenizing the joint text keeps merges across the boundary identical to training; EOS closes the target
-    so the model learns to stop after `Done.`.
+    Tokenizing the joint text keeps merges across the boundary identical to training. `eos` (default: the
+    format's own, no for plain and yes for chat) appends the EOS token to the target; a tokenizer that adds EOS
+    by itself keeps it only when `eos` asks for it, as the paper's preprocessing does.
     """
+    eos = (fmt == "chat") if eos is None else eos
     prompt_ids = encode_prompt(tokenizer, question, fmt)
     full = prompt_text(question, tokenizer, fmt) + target_text(solution, fmt)
     full_ids = list(tokenizer(full, add_special_tokens=(fmt == "plain"))["input_ids"])
-    if tokenizer.eos_token_id is not None and (not full_ids or full_ids[-1] != tokenizer.eos_token_id):
-        full_ids.append(tokenizer.eos_token_id)
+    eos_id = tokenizer.eos_token_id
+    if eos_id is not None:
+        ends_with_eos = bool(full_ids) and full_ids[-1] == eos_id
+        if eos and not ends_with_eos:
+            full_ids.append(eos_id)
+        elif not eos and ends_with_eos and fmt == "plain":
+            full_ids.pop()
     n_prompt = _common_prefix(prompt_ids, full_ids)
     if n_prompt >= len(full_ids):
         raise ValueError(f"empty target after tokenization for question {question[:60]!r}")
     return Encoded(full_ids, n_prompt)
 
 
-def encode_examples(tokenizer, examples, fmt: FormatName = "plain") -> list[Encoded]:
+def encode_examples(tokenizer, examples, fmt: FormatName = "plain", *, eos: bool | None = None) -> list[Encoded]:
     """`encode_example` for every row of a frame with `question` and `solution` columns, in row order."""
-    return [encode_example(tokenizer, q, s, fmt) for q, s in zip(examples["question"], examples["solution"])]
+    return [encode_example(tokenizer, q, s, fmt, eos=eos) for q, s in zip(examples["question"], examples["solution"])]
+
+
+def encode_for(model_cfg, tokenizer, examples) -> list[Encoded]:
+    """`encode_examples` in a run's format (`model.format`, `model.train_eos`): what training, scoring and
+    validation all read."""
+    return encode_examples(tokenizer, examples, model_cfg.format, eos=model_cfg.eos_closes_target)

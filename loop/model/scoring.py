@@ -1,46 +1,217 @@
-"""Teacher-forced negative log-likelihood per example, batched, in the training format.
+"""Teacher-forced negative log-likelihood per example, in the training format: the memorization quantity.
 
-`mean_nll` scores the tokens from position `score_from` to the end of each sequence; with `score_from`
-= the prompt length it is the mean target NLL (= log PPL of the target, the memorization quantity); with
-`score_from` = 1 it is the NLL of the whole text after BOS (reference-model perplexity).
+`mean_nll` scores tokens [score_from, len) of each sequence: with `score_from` = the prompt length it is the mean
+target NLL (= log PPL of the target); with `score_from` = 1, the NLL of the whole text after the first token
+(reference-model perplexity). It computes the way a large vocabulary needs:
+- sequences sorted by length and batched under a token budget (padding included), so little work is padding;
+- the backbone runs once per batch; the LM head runs only at the positions that predict a scored token, in
+  chunks of positions, so the full-vocabulary logits of every position never exist (at MATH lengths and a 150k
+  vocabulary they would take tens of GB in float32);
+- log-softmax in float32 over each chunk's logits, whatever dtype the matmuls ran in;
+- on CUDA out of memory, a batch is halved and retried (`loop.model.oom`).
+Models that post-process logits are handled (final soft-capping, logit scales); the first call on a model checks
+the fast path against the model's own full forward and falls back to it, logged, when they disagree.
+
+`mean_nll_reference` is the definition spelled out: one example per forward, full logits, float32.
 """
 
 from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from loop.model.oom import halve_on_oom
+
+log = logging.getLogger(__name__)
+
+HEAD_CHUNK_BYTES = 1 << 28  # float32 logits of one head chunk: 256 MiB
+
+
+def _hf(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _logit_transform(config):
+    """(scale, softcap) that the model applies to its head's output (1.0, None for most models)."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    scale = getattr(text, "logit_scale", None)
+    if scale is None:
+        scale = getattr(text, "lm_head_multiplier", None)
+    if scale is None and getattr(text, "logits_scaling", None):
+        scale = 1.0 / text.logits_scaling
+    return float(scale) if scale is not None else 1.0, getattr(text, "final_logit_softcapping", None)
+
+
+class _Head:
+    """The backbone and LM head of a causal LM, and how to score positions with them."""
+
+    def __init__(self, model):
+        hf = _hf(model)
+        self.model = model
+        self.backbone = getattr(hf, hf.base_model_prefix, None)
+        self.head = hf.get_output_embeddings()
+        self.scale, self.softcap = _logit_transform(hf.config)
+        self.fast = self.backbone is not None and self.backbone is not hf and self.head is not None
+        vocab = self.head.weight.shape[0] if self.head is not None else hf.config.get_text_config().vocab_size
+        self.chunk = max(16, HEAD_CHUNK_BYTES // (4 * vocab))
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """float32 logits of hidden states [n, d], as the model's forward computes them."""
+        out = self.head(hidden).float()
+        if self.scale != 1.0:
+            out = out * self.scale
+        if self.softcap:
+            out = torch.tanh(out / self.softcap) * self.softcap
+        return out
+
+    def token_nll(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """NLL of `labels` [n] given hidden states [n, d], the head applied chunk by chunk."""
+        parts = []
+        for start in range(0, hidden.shape[0], self.chunk):
+            logits = self.logits(hidden[start : start + self.chunk])
+            parts.append(torch.logsumexp(logits, -1) - logits.gather(1, labels[start : start + self.chunk, None])[:, 0])
+        return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
+
+
+def _pad(sequences: Sequence[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _targets(sequences: Sequence[list[int]], score_from: Sequence[int], device):
+    """(row, position) of every hidden state that predicts a scored token, the token, and each row's count."""
+    rows, positions = [], []
+    counts = []
+    for row, (seq, start) in enumerate(zip(sequences, score_from)):
+        first = max(start, 1)
+        n = max(0, len(seq) - first)
+        rows.append(torch.full((n,), row, dtype=torch.long))
+        positions.append(torch.arange(first - 1, len(seq) - 1, dtype=torch.long))
+        counts.append(n)
+    return torch.cat(rows).to(device), torch.cat(positions).to(device), counts
+
+
+def _batch_nll(head: _Head, sequences, score_from, pad_id: int, device, use_fast: bool) -> np.ndarray:
+    ids, mask = _pad(sequences, pad_id, device)
+    rows, positions, counts = _targets(sequences, score_from, device)
+    labels = ids[rows, positions + 1]
+    if use_fast:
+        hidden = head.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+        token_nll = head.token_nll(hidden[rows, positions], labels)
+    else:  # the model's own forward; its logits stay in the matmul dtype until gathered
+        logits = head.model(input_ids=ids, attention_mask=mask).logits
+        token_nll = _gathered_nll(logits, rows, positions, labels, head.chunk)
+    sums = torch.zeros(len(sequences), dtype=torch.float64, device=device).index_add_(0, rows, token_nll.double())
+    counts_t = torch.tensor(counts, dtype=torch.float64, device=device).clamp(min=1)
+    return (sums / counts_t).cpu().numpy()
+
+
+def _gathered_nll(logits, rows, positions, labels, chunk: int) -> torch.Tensor:
+    parts = []
+    for s in range(0, rows.numel(), chunk):
+        part = logits[rows[s : s + chunk], positions[s : s + chunk]].float()
+        parts.append(torch.logsumexp(part, -1) - part.gather(1, labels[s : s + chunk, None])[:, 0])
+    return torch.cat(parts) if parts else logits.new_zeros(0, dtype=torch.float32)
+
+
+def _fast_path_agrees(head: _Head, pad_id: int, device) -> bool:
+    """Whether backbone + head reproduce the model's own logits (checked once per model, kept on it)."""
+    hf = _hf(head.model)
+    if not hasattr(hf, "_curation_fast_nll"):
+        ids, mask = _pad([list(range(3, 15))], pad_id, device)
+        full = head.model(input_ids=ids, attention_mask=mask).logits[0].float()
+        fast = head.logits(head.backbone(input_ids=ids, attention_mask=mask).last_hidden_state[0])
+        agree = bool(torch.allclose(fast, full, rtol=1e-3, atol=1e-3 * max(1.0, float(full.abs().max()))))
+        if not agree:
+            log.warning("%s: backbone + LM head differ from the model's forward; scoring with the full forward",
+                        type(hf).__name__)
+        hf._curation_fast_nll = agree
+    return hf._curation_fast_nll
+
+
+def batches_by_tokens(lengths: Sequence[int], max_rows: int, max_tokens: int) -> list[np.ndarray]:
+    """Indices grouped into batches of similar length: at most `max_rows` rows and `max_tokens` padded tokens each
+    (a sequence longer than the budget gets a batch of its own)."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    batches, current = [], []
+    for i in order:
+        # Sorted ascending: the row being added is the longest, so it sets the padded width.
+        if current and (len(current) >= max_rows or (len(current) + 1) * lengths[i] > max_tokens):
+            batches.append(np.asarray(current))
+            current = []
+        current.append(i)
+    if current:
+        batches.append(np.asarray(current))
+    return batches
+
+
+def default_batch_tokens(device: torch.device) -> int:
+    return 65536 if device.type == "cuda" else 16384
+
 
 @torch.no_grad()
 def mean_nll(
-    model, sequences: list[list[int]], score_from: list[int], *, pad_id: int, batch_size: int = 64
+    model, sequences: Sequence[list[int]], score_from: Sequence[int], *, pad_id: int, batch_size: int = 64,
+    batch_tokens: int | None = None, autocast: contextlib.AbstractContextManager | None = None,
 ) -> np.ndarray:
-    """Mean NLL (nats per token) over tokens [score_from[i], len) of each sequence, in input order."""
+    """Mean NLL (nats per token) over tokens [score_from[i], len) of each sequence, in input order.
+
+    A batch holds at most `batch_size` sequences and `batch_tokens` tokens (padding included; default 16k on
+    CPU, 64k on a GPU). `autocast`: the region the forward passes run in (the run's precision).
+    """
     if len(sequences) != len(score_from):
         raise ValueError("one score_from per sequence is needed")
+    out = np.empty(len(sequences))
+    if not sequences:
+        return out
+    device = next(model.parameters()).device
+    budget = batch_tokens or default_batch_tokens(device)
+    was_training = model.training
+    model.eval()
+    head = _Head(model)
+    try:
+        with autocast or contextlib.nullcontext():
+            use_fast = head.fast and _fast_path_agrees(head, pad_id, device)
+
+            def run(part: np.ndarray) -> None:
+                out[part] = _batch_nll(head, [sequences[i] for i in part], [score_from[i] for i in part],
+                                       pad_id, device, use_fast)
+
+            for idx in batches_by_tokens([len(s) for s in sequences], batch_size, budget):
+                halve_on_oom(run, idx, what="teacher-forced NLL")
+    finally:
+        if was_training:
+            model.train()
+    return out
+
+
+@torch.no_grad()
+def mean_nll_reference(model, sequences: Sequence[list[int]], score_from: Sequence[int]) -> np.ndarray:
+    """The definition, plainly: for each sequence alone, full logits in float32, mean NLL over [score_from, len).
+
+    NLL_i = -(1/|T_i|) sum_{t in T_i} log softmax(logits_{t-1})[x_t],  T_i = {max(score_from_i, 1), ..., len_i - 1}.
+    """
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     out = np.empty(len(sequences))
-    order = np.argsort([len(s) for s in sequences], kind="stable")  # similar lengths share a batch: less padding
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        width = max(len(sequences[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        scored = torch.zeros((len(idx), width), dtype=torch.bool)
-        for row, i in enumerate(idx):
-            seq = sequences[i]
-            ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, : len(seq)] = 1
-            scored[row, max(score_from[i], 1) : len(seq)] = True
-        ids, mask, scored = ids.to(device), mask.to(device), scored.to(device)
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        token_nll = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
-        weights = scored[:, 1:].float()
-        per_seq = (token_nll * weights).sum(1) / weights.sum(1).clamp(min=1)
-        out[idx] = per_seq.cpu().numpy()
+    for i, (seq, start) in enumerate(zip(sequences, score_from)):
+        ids = torch.tensor([seq], device=device)
+        logits = model(input_ids=ids).logits[0].float()
+        first = max(start, 1)
+        nll = F.cross_entropy(logits[first - 1 : len(seq) - 1], ids[0, first:], reduction="mean")
+        out[i] = float(nll) if len(seq) > first else math.nan
     if was_training:
         model.train()
     return out

@@ -1,12 +1,15 @@
 """One training round: fine-tune a fresh copy of the base model on the given examples with trl's SFTTrainer.
 
-The dataset is tokenized here with `formatting.encode_examples` (prompt + target + EOS, target-only loss
-through `completion_mask`), so training sees exactly the tokens that scoring and sampling see.
-Full fine-tuning by default; LoRA through peft when `model.lora` is set.
+The dataset is tokenized here with `formatting.encode_for` (prompt + target, target-only loss through
+`completion_mask`), so training sees exactly the tokens that scoring and sampling see. Full fine-tuning by
+default; LoRA through peft when `model.lora` is set. Numerics follow `loop.model.precision`: float32 master
+weights, bf16 autocast on a GPU, TF32 on. Gradient checkpointing, padding-free batches and packing come from
+the config; `auto` checkpointing follows `loop.model.memory`'s estimate.
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 
@@ -18,13 +21,16 @@ from transformers import PrinterCallback, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from loop.config import RunConfig
-from loop.model.formatting import encode_examples
+from loop.model.formatting import encode_for
 from loop.model.loading import load_base
-from loop.tracking import DynamicsTracker
+from loop.model.memory import ModelShape, needs_checkpointing
+from loop.model.precision import Precision, enable_tf32, resolve_precision
+
+log = logging.getLogger(__name__)
 
 
 class _EpochHook(TrainerCallback):
-    def __init__(self, tracker: DynamicsTracker):
+    def __init__(self, tracker):
         self.tracker = tracker
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
@@ -34,8 +40,8 @@ class _EpochHook(TrainerCallback):
 disable_progress_bars()  # one tiny dataset per round: its map() bars are noise
 
 
-def build_dataset(tokenizer, examples: pl.DataFrame, fmt: str, max_length: int) -> Dataset:
-    encoded = encode_examples(tokenizer, examples, fmt)
+def build_dataset(tokenizer, examples: pl.DataFrame, model_cfg, max_length: int) -> Dataset:
+    encoded = encode_for(model_cfg, tokenizer, examples)
     too_long = [i for i, e in zip(examples["id"], encoded) if len(e.input_ids) > max_length]
     if too_long:
         raise ValueError(f"examples {too_long[:5]} exceed train.max_length={max_length} tokens")
@@ -43,30 +49,75 @@ def build_dataset(tokenizer, examples: pl.DataFrame, fmt: str, max_length: int) 
                               "completion_mask": [e.completion_mask for e in encoded]})
 
 
+def _lora_parameters(model, lora) -> int:
+    """Parameters LoRA adds: r * (in + out) for every targeted linear layer."""
+    total = 0
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.split(".")[-1] in lora.target_modules:
+            total += lora.r * (module.in_features + module.out_features)
+    return total
+
+
+def use_checkpointing(cfg: RunConfig, model, precision: Precision, longest: int, device: torch.device) -> bool:
+    """train.gradient_checkpointing, with `auto` resolved against the free memory of the card."""
+    setting = cfg.train.gradient_checkpointing
+    if setting != "auto":
+        return bool(setting)
+    if device.type != "cuda":
+        return False
+    lora = cfg.model.lora
+    shape = ModelShape.of(model)
+    trainable = shape.n_params if lora is None else _lora_parameters(model, lora)
+    free, _ = torch.cuda.mem_get_info(device)
+    compute_bytes = 4 if precision.compute is None else 2
+    on = needs_checkpointing(shape, trainable=trainable, frozen_bytes_per_param=precision.weights.itemsize,
+                             compute_bytes=compute_bytes, tokens_per_step=cfg.train.batch_size * longest,
+                             free_bytes=free)
+    if on:
+        log.info("gradient checkpointing on: the round would not fit the %.0f GiB free without it", free / 2**30)
+    return on
+
+
+def _optimizer(cfg: RunConfig, device: torch.device) -> str:
+    if cfg.train.optimizer != "auto":
+        return cfg.train.optimizer
+    return "adamw_torch_fused" if device.type == "cuda" else "adamw_torch"
+
+
 def train_round(cfg: RunConfig, tokenizer, examples: pl.DataFrame, *, seed: int, device: torch.device,
-                tracker: DynamicsTracker | None = None):
+                tracker=None):
     """Train from the base on `examples` (columns question, solution); returns (model, train seconds)."""
     started = time.perf_counter()
-    model = load_base(cfg.model, device)
+    precision = resolve_precision(cfg.model, cfg.train, device)
+    if device.type == "cuda":
+        enable_tf32()
+    model = load_base(cfg.model, device, precision.weights)
     t = cfg.train
     lora = cfg.model.lora
     peft_config = None if lora is None else LoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
         task_type="CAUSAL_LM")
+    dataset = build_dataset(tokenizer, examples, cfg.model, t.max_length)
+    longest = max(len(ids) for ids in dataset["input_ids"])
+    checkpointing = use_checkpointing(cfg, model, precision, longest, device)
+    # transformers renamed gradient_checkpointing to activation_checkpointing (5.2x); take the release's own name.
+    ckpt_field = "activation_checkpointing" if "activation_checkpointing" in SFTConfig.__dataclass_fields__ \
+        else "gradient_checkpointing"
     with tempfile.TemporaryDirectory(prefix="curation-train-") as tmp:
         args = SFTConfig(
             output_dir=tmp, num_train_epochs=t.epochs, learning_rate=t.learning_rate,
             per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.gradient_accumulation_steps,
             warmup_steps=t.warmup_steps, weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
             lr_scheduler_type=t.lr_scheduler, seed=seed, data_seed=seed, max_length=t.max_length,
-            train_sampling_strategy=t.batch_order, gradient_checkpointing=t.gradient_checkpointing,
-            completion_only_loss=True, packing=False, save_strategy="no", report_to="none",
+            train_sampling_strategy=t.batch_order, **{ckpt_field: checkpointing},
+            padding_free=t.padding_free, packing=t.packing, packing_strategy="bfd",
+            completion_only_loss=True, save_strategy="no", report_to="none", optim=_optimizer(cfg, device),
             logging_strategy="no", disable_tqdm=True, use_cpu=device.type == "cpu",
-            bf16=cfg.model.dtype == "bfloat16" and device.type == "cuda", dataloader_num_workers=0,
+            bf16=precision.compute == torch.bfloat16, fp16=precision.compute == torch.float16,
+            dataloader_num_workers=0,
         )
         trainer = SFTTrainer(
-            model=model, args=args, processing_class=tokenizer, peft_config=peft_config,
-            train_dataset=build_dataset(tokenizer, examples, cfg.model.format, t.max_length),
+            model=model, args=args, processing_class=tokenizer, peft_config=peft_config, train_dataset=dataset,
             callbacks=[_EpochHook(tracker)] if tracker is not None else None,
         )
         trainer.remove_callback(PrinterCallback)  # per-round metrics go to the run store, not stdout

@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from loop.config import build_config
+from loop.model.backends import TransformersBackend
 from loop.model.formatting import encode_example, encode_prompt, prompt_text, target_text
 from loop.model.loading import load_base, load_tokenizer
 from loop.model.sampling import TransformersSampler, cut_at_stop
 from loop.model.scoring import mean_nll
-from loop.tracking import DynamicsTracker
 from loop.model.training import build_dataset, train_round
+from loop.tracking import DynamicsTracker
 
 pytestmark = pytest.mark.integration
 CPU = torch.device("cpu")
@@ -38,27 +39,35 @@ def config(model_dir, fmt, *extra):
                                             "dynamics.tau_mode=absolute", "dynamics.tau=0.0", *extra])
 
 
+def tracker(cfg, tok, examples):
+    return DynamicsTracker(cfg, tok, examples, cfg.dynamics.tau, seed=0, sample=False,
+                           backend=TransformersBackend(cfg, tok, CPU), tag="t")
+
+
 def chat_tokenizer(cfg):
     tok = load_tokenizer(cfg.model)
     tok.chat_template = CHAT_TEMPLATE
     return tok
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
-def test_training_rows_are_the_scored_sequences_and_start_with_the_sampled_prompt(tiny_model_dir, fmt):
-    cfg = config(tiny_model_dir, fmt)
+@pytest.mark.parametrize("fmt, eos", [("plain", "null"), ("plain", "true"), ("chat", "null")])
+def test_training_rows_are_the_scored_sequences_and_start_with_the_sampled_prompt(tiny_model_dir, fmt, eos):
+    cfg = config(tiny_model_dir, fmt, f"model.train_eos={eos}")
     tok = chat_tokenizer(cfg)
-    rows = build_dataset(tok, EXAMPLES, fmt, 256)
-    tracker = DynamicsTracker(cfg, tok, EXAMPLES, cfg.dynamics.tau, seed=0, sample=False)
+    rows = build_dataset(tok, EXAMPLES, cfg.model, 256)
+    tracked = tracker(cfg, tok, EXAMPLES)
+    # The paper's plain target ends at "\nDone." (no EOS); a chat target ends with EOS, the end of the turn.
+    closing = tok.eos_token if (fmt == "chat" or eos == "true") else ""
     for i, (q, s) in enumerate(zip(EXAMPLES["question"], EXAMPLES["solution"])):
-        row, enc, prompt = rows[i], encode_example(tok, q, s, fmt), encode_prompt(tok, q, fmt)
-        assert row["input_ids"] == enc.input_ids == tracker.sequences[i]
+        enc = encode_example(tok, q, s, fmt, eos=cfg.model.eos_closes_target)
+        row, prompt = rows[i], encode_prompt(tok, q, fmt)
+        assert row["input_ids"] == enc.input_ids == tracked.encoded[i].input_ids
         n_prompt = row["completion_mask"].index(1)
-        assert n_prompt == enc.n_prompt == tracker.score_from[i] == len(prompt)
+        assert n_prompt == enc.n_prompt == tracked.encoded[i].n_prompt == len(prompt)
         assert row["input_ids"][:n_prompt] == prompt  # the sampler's context is the trained context
         # The plain format gets the tokenizer's BOS; a chat template writes its own.
         assert tok.decode(prompt) == (tok.bos_token if fmt == "plain" else "") + prompt_text(q, tok, fmt)
-        assert tok.decode(row["input_ids"][n_prompt:]) == target_text(s, fmt) + tok.eos_token
+        assert tok.decode(row["input_ids"][n_prompt:]) == target_text(s, fmt) + closing
     first = tok.decode(encode_prompt(tok, EXAMPLES["question"][0], fmt))
     assert first.startswith(tok.bos_token)
     assert ("<|assistant|>" in first) == (fmt == "chat") and ("\nAnswer:" in first) == (fmt == "plain")
@@ -69,16 +78,17 @@ def test_the_memorization_nll_is_the_training_loss(tiny_model_dir, fmt):
     cfg = config(tiny_model_dir, fmt)
     tok = chat_tokenizer(cfg)
     model = load_base(cfg.model, CPU)
-    row = build_dataset(tok, EXAMPLES.head(1), fmt, 256)[0]
+    row = build_dataset(tok, EXAMPLES.head(1), cfg.model, 256)[0]
     ids = torch.tensor([row["input_ids"]])
     labels = ids.clone()
     labels[0, torch.tensor(row["completion_mask"]) == 0] = -100  # what trl's completion-only loss masks
     with torch.no_grad():
         loss = model(input_ids=ids, labels=labels).loss.item()
-    tracker = DynamicsTracker(cfg, tok, EXAMPLES.head(1), cfg.dynamics.tau, seed=0, sample=False)
-    tracker.at_epoch(model, cfg.train.epochs)
-    assert tracker.ledger()["nll"][0] == pytest.approx(loss, rel=1e-5)
-    assert mean_nll(model, tracker.sequences, tracker.score_from, pad_id=tok.pad_token_id)[0] == pytest.approx(
+    tracked = tracker(cfg, tok, EXAMPLES.head(1))
+    tracked.at_epoch(model, cfg.train.epochs)
+    assert tracked.ledger()["nll"][0] == pytest.approx(loss, rel=1e-5)
+    enc = tracked.encoded[0]
+    assert mean_nll(model, [enc.input_ids], [enc.n_prompt], pad_id=tok.pad_token_id)[0] == pytest.approx(
         loss, rel=1e-5)
 
 

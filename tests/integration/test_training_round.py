@@ -9,11 +9,12 @@ import torch
 from loop.config import build_config
 from loop.dynamics import checkpoints_needing_samples
 from loop.embedded.task import make_task
+from loop.model.backends import TransformersBackend
 from loop.model.formatting import encode_example
 from loop.model.loading import load_base, load_tokenizer
 from loop.model.scoring import mean_nll
-from loop.tracking import DynamicsTracker
 from loop.model.training import build_dataset, train_round
+from loop.tracking import DynamicsTracker
 
 pytestmark = pytest.mark.integration
 CPU = torch.device("cpu")
@@ -34,7 +35,8 @@ def test_full_fine_tuning_changes_every_parameter_and_records_dynamics(tiny_mode
     cfg = config(tiny_model_dir)
     tok = load_tokenizer(cfg.model)
     before = {k: v.clone() for k, v in load_base(cfg.model, CPU).state_dict().items()}
-    tracker = DynamicsTracker(cfg, tok, seeds, cfg.dynamics.tau, seed=0)
+    tracker = DynamicsTracker(cfg, tok, seeds, cfg.dynamics.tau, seed=0, backend=TransformersBackend(cfg, tok, CPU),
+                              tag="t")
     model, seconds = train_round(cfg, tok, seeds, seed=0, device=CPU, tracker=tracker)
     after = model.state_dict()
     changed = [k for k in before if not torch.equal(before[k], after[k])]
@@ -57,13 +59,13 @@ def test_the_nll_recorded_is_the_training_loss_on_the_same_tokens(tiny_model_dir
     cfg = config(tiny_model_dir)
     tok = load_tokenizer(cfg.model)
     model = load_base(cfg.model, CPU)
-    row = build_dataset(tok, seeds.head(1), "plain", 256)[0]
+    row = build_dataset(tok, seeds.head(1), cfg.model, 256)[0]
     ids = torch.tensor([row["input_ids"]])
     labels = ids.clone()
     labels[0, torch.tensor(row["completion_mask"]) == 0] = -100
     with torch.no_grad():
         trainer_loss = model(input_ids=ids, labels=labels).loss.item()
-    enc = encode_example(tok, seeds["question"][0], seeds["solution"][0])
+    enc = encode_example(tok, seeds["question"][0], seeds["solution"][0], eos=cfg.model.eos_closes_target)
     assert row["input_ids"] == enc.input_ids
     assert mean_nll(model, [enc.input_ids], [enc.n_prompt], pad_id=tok.pad_token_id)[0] == pytest.approx(
         trainer_loss, rel=1e-5)

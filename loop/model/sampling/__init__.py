@@ -1,0 +1,42 @@
+"""Draw completions for prompts: the `Sampler` protocol and its transformers engines.
+
+Engines share one protocol and one sampling semantics (temperature, top-p nucleus, temperature 0 = greedy, stop
+at EOS or after `max_new_tokens`, completions cut at `\\nDone.`):
+- `decode` (`DecodeLoopSampler`, the default): the project's decode loop over the model's forward (decode.py).
+- `generate` (`TransformersSampler`): transformers' `model.generate`, the reference and the fallback for models
+  the decode loop cannot serve (linear-attention, soft-capped or windowed attention).
+The vLLM engine lives in `loop.model.vllm` (a server in its own environment) behind the same protocol.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from loop.config import SamplingConfig
+from loop.model.formatting import FormatName
+from loop.model.sampling.base import Sampler, cut_at_stop, decode_loop_unsupported
+from loop.model.sampling.decode import DecodeLoopSampler
+from loop.model.sampling.generate import TransformersSampler
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("decode", "generate")
+
+__all__ = ["ENGINES", "DecodeLoopSampler", "Sampler", "TransformersSampler", "cut_at_stop",
+           "decode_loop_unsupported", "make_sampler"]
+
+
+def make_sampler(model, tokenizer, cfg: SamplingConfig, fmt: FormatName = "plain", progress=None, *,
+                 autocast: contextlib.AbstractContextManager | None = None) -> Sampler:
+    """The in-process sampler `cfg.engine` names ("decode" or "generate"); "decode" falls back to "generate",
+    with a warning, for a model it cannot serve (see `decode_loop_unsupported`)."""
+    engine = cfg.engine
+    if engine not in ENGINES:
+        raise ValueError(f"sampling.engine must be one of {ENGINES} for an in-process sampler, got {engine!r}")
+    if engine == "decode":
+        reason = decode_loop_unsupported(model)
+        if reason is None:
+            return DecodeLoopSampler(model, tokenizer, cfg, fmt, progress, autocast=autocast)
+        log.warning("sampling.engine 'decode' cannot serve this model (%s); using 'generate'", reason)
+    return TransformersSampler(model, tokenizer, cfg, fmt, progress, autocast=autocast)
