@@ -10,3 +10,5 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="curation-loop-prefect-"))
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+pytest_plugins = ["tests.models"]  # tiny model fixtures for the integration and GPU tests

@@ -82,6 +82,11 @@ def _dequantized(folder: str, file: str) -> str:
             tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
             model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file, dtype=torch.float32)
             tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=file)
+            # The weights are dequantized float32 by now; transformers still marks the model as GGUF-quantized,
+            # which refuses to save. Unmark it: the folder is a plain float32 checkpoint.
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             os.replace(tmp, out)

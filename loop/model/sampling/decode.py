@@ -34,7 +34,7 @@ from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
 from loop.config import SamplingConfig
 from loop.model.formatting import STOP_TEXT, FormatName, encode_prompt
-from loop.model.oom import shrink_on_oom
+from loop.model.oom import is_oom, shrink_on_oom
 from loop.model.sampling.attention import decode_attention_on
 from loop.model.sampling.base import (
     cut_at_stop,
@@ -365,7 +365,9 @@ class DecodeLoopSampler:
             return eager
         try:
             graph = self._capture(st, cache, column)
-        except Exception as err:  # noqa: BLE001 - any failure to capture falls back to eager steps, logged
+        except Exception as err:  # noqa: BLE001 - a failure to capture falls back to eager steps, logged
+            if is_oom(err):
+                raise  # the batch is too large for the card: `shrink_on_oom` halves it
             log.warning("CUDA graph capture of the decode step failed (%s); decoding eagerly", err)
             self.cuda_graphs = False
             return eager

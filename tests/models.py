@@ -1,15 +1,16 @@
-"""Tiny real models for integration tests: a random Llama with the embedded char tokenizer, saved to disk."""
+"""Fixtures of tiny real models, shared by the integration and GPU tests (torch is imported only when used)."""
 
 import pytest
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
-
-from loop.embedded.tokenizer import build_char_tokenizer
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A 2-layer Llama (random weights, no download) + char tokenizer, loadable with from_pretrained."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from loop.embedded.tokenizer import build_char_tokenizer
+
     path = tmp_path_factory.mktemp("tiny-llama")
     tok = build_char_tokenizer()
     torch.manual_seed(0)

@@ -1,0 +1,269 @@
+"""GPU throughput of the loop's stages on a real model shape with random weights, as ratios measured in one run.
+
+    python bench/bench_gpu.py --out DIR [--shape qwen2.5-0.5b] [--sections peak,nll,sampling,training]
+
+Sections (each timed after a warm-up, medians of repeats, on the same card in the same process):
+- peak: the card's bf16 matmul rate (8192^3) and device-to-device copy bandwidth, the ceilings used below.
+- nll: teacher-forced NLL of 256 sequences (100 prompt + 200 target tokens) by `loop.model.scoring.mean_nll`
+  (float32 master weights under bf16 autocast, as the tracker scores a checkpoint in training; and bf16 weights,
+  as a frozen base) against the paper's loop (float32 model, one example per forward, full logits).
+- sampling: 64 prompts x n=8 x 256 new tokens at T 0.8, top-p 0.95 by the decode loop (CUDA graphs, and eager)
+  against plain batched `generate` with num_return_sequences=8, bf16 weights; per-step cost against the
+  weight-read roofline.
+- training: `loop.model.training.train_round` on 4,096 random examples of 120-310 tokens, one epoch, at the
+  gsm8k preset's batch settings and at a larger micro-batch; tokens/s and model FLOPs utilisation (6 N per token).
+Writes DIR/bench_gpu.json (every figure) and prints a table; `--results` also writes the summary keys to a
+results.json (device, date, nll_speedup_vs_per_example, nll_fraction_of_peak, train_mfu,
+sampling_speedup_vs_batched_generate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from datetime import date
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from bench.shapes import SHAPES, VOCAB, random_text, word_tokenizer  # noqa: E402
+
+DATASHEET_BF16 = 989e12  # H100/H200 SXM dense bf16, the vendor's figure
+RESULTS: dict = {}
+N_TRAIN = 4096
+DEVICE = "cuda"  # --device cpu with --shape tiny: a dry run of the script's logic on a machine without a GPU
+
+
+def synchronize() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def sync_time(fn, repeats: int = 3, warmup: int = 1) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    synchronize()
+    times = []
+    for _ in range(repeats):
+        synchronize()
+        start = time.perf_counter()
+        fn()
+        synchronize()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def section_peak() -> None:
+    size = 8192 if DEVICE == "cuda" else 512
+    a = torch.randn(size, size, device=DEVICE, dtype=torch.bfloat16)
+    b = torch.randn(size, size, device=DEVICE, dtype=torch.bfloat16)
+    t = statistics.median(sync_time(lambda: [a @ b for _ in range(10)], repeats=3)) / 10
+    src = torch.randn(1 << (30 if DEVICE == "cuda" else 22), device=DEVICE, dtype=torch.float32)  # 4 GiB
+    dst = torch.empty_like(src)
+    c = statistics.median(sync_time(lambda: dst.copy_(src), repeats=5))
+    RESULTS["peak"] = {"bf16_matmul_tflops": 2 * size**3 / t / 1e12, "copy_bandwidth_gbs": 2 * src.numel() * 4 / c / 1e9}
+    del a, b, src, dst
+
+
+def build_model(shape: str, dtype=torch.float32):
+    config = SHAPES[shape](VOCAB[shape])
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    with torch.device(DEVICE):
+        model = __import__("transformers").AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return model.eval()
+
+
+def n_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def section_nll(shape: str) -> None:
+    from loop.model.precision import Precision
+    from loop.model.scoring import mean_nll
+
+    model = build_model(shape)
+    vocab = VOCAB[shape]
+    g = torch.Generator().manual_seed(1)
+    seqs = [torch.randint(2, vocab, (300,), generator=g).tolist() for _ in range(256)]
+    starts = [100] * len(seqs)
+    target_tokens = sum(len(s) - st for s, st in zip(seqs, starts))
+    all_tokens = sum(len(s) for s in seqs)
+
+    @torch.no_grad()
+    def paper_loop(n: int) -> None:  # one example per forward, float32, full logits (the authors' script)
+        for s, st in zip(seqs[:n], starts[:n]):
+            ids = torch.tensor([s], device=DEVICE)
+            logits = model(input_ids=ids).logits
+            F.cross_entropy(logits[0, st - 1 : -1], ids[0, st:]).item()
+
+    torch.backends.cuda.matmul.allow_tf32 = False  # the paper's float32 loop, as its code ran it
+    n_paper = 64
+    paper = statistics.median(sync_time(lambda: paper_loop(n_paper), repeats=2))
+    paper_rate = n_paper * 200 / paper
+    torch.backends.cuda.matmul.allow_tf32 = True
+    autocast = Precision(torch.float32, torch.bfloat16, DEVICE).autocast
+    out = {"paper_target_tokens_per_s": paper_rate}
+    for label, m in (("fp32_master_bf16_autocast", model), ("bf16_weights", None)):
+        if m is None:
+            m = model.to(torch.bfloat16)
+        t = statistics.median(sync_time(lambda: mean_nll(m, seqs, starts, pad_id=0, batch_size=256,
+                                                         batch_tokens=None, autocast=autocast()), repeats=3))
+        rate = target_tokens / t
+        flops = 2 * n_params(m) * all_tokens / t
+        out[label] = {"seconds": t, "target_tokens_per_s": rate, "speedup_vs_paper": rate / paper_rate,
+                      "model_tflops": flops / 1e12, "fraction_of_datasheet_peak": flops / DATASHEET_BF16,
+                      "fraction_of_measured_peak": flops / (RESULTS.get("peak", {}).get("bf16_matmul_tflops", 989) * 1e12)}
+    RESULTS["nll"] = out
+    del model, m
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
+
+
+def section_sampling(shape: str) -> None:
+    from loop.config import SamplingConfig
+    from loop.model.precision import Precision
+    from loop.model.sampling import DecodeLoopSampler
+
+    model = build_model(shape, torch.bfloat16)
+    vocab = VOCAB[shape]
+    tok = word_tokenizer(vocab)
+    rng = random.Random(2)
+    questions = [random_text(rng, 100, vocab) for _ in range(64)]
+    n, new = 8, 256
+    cfg = SamplingConfig(temperature=0.8, top_p=0.95, max_new_tokens=new, batch_size=512)
+    prompts = tok(questions, return_tensors="pt", padding=True, padding_side="left")
+    tokens_out = len(questions) * n * new
+
+    def generate() -> None:
+        torch.manual_seed(0)
+        model.generate(input_ids=prompts["input_ids"].to(DEVICE), attention_mask=prompts["attention_mask"].to(DEVICE),
+                       do_sample=True, temperature=0.8, top_p=0.95, top_k=None, max_new_tokens=new,
+                       min_new_tokens=new, num_return_sequences=n, pad_token_id=0, eos_token_id=None)
+
+    gen = statistics.median(sync_time(generate, repeats=1, warmup=1))
+    out = {"generate_seconds": gen, "generate_tokens_per_s": tokens_out / gen}
+    autocast = Precision(torch.bfloat16, torch.bfloat16, DEVICE).autocast
+    for label, graphs in (("decode_loop_graphs", True), ("decode_loop_eager", False)):
+        sampler = DecodeLoopSampler(model, tok, cfg, autocast=autocast(), cuda_graphs=graphs)
+        times = sync_time(lambda: sampler.sample(questions, n, seed=0), repeats=2 if graphs else 1)
+        t = statistics.median(times)
+        completions = sampler.sample(questions[:2], n, seed=0)
+        out[label] = {"seconds": t, "tokens_per_s": tokens_out / t, "speedup_vs_generate": gen / t,
+                      "graph_steps": sampler.graphs_used, "ms_per_step": 1e3 * t / (new + 1),
+                      "completion_words": [len(c.split()) for c in completions[0]]}
+    weight_bytes = n_params(model) * 2
+    bw = RESULTS.get("peak", {}).get("copy_bandwidth_gbs", 4300) * 1e9
+    kv_per_token = 2 * model.config.num_hidden_layers * model.config.num_key_value_heads * \
+        (model.config.hidden_size // model.config.num_attention_heads) * 2
+    capacity = prompts["input_ids"].shape[1] + new
+    out["roofline_ms_per_step_weights"] = 1e3 * weight_bytes / bw
+    out["roofline_ms_per_step_weights_and_kv"] = 1e3 * (weight_bytes + 512 * capacity * kv_per_token) / bw
+    RESULTS["sampling"] = out
+    del model
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
+
+
+def section_training(shape: str) -> None:
+    import polars as pl
+
+    from loop.config import build_config
+    from loop.model.training import train_round
+
+    vocab = VOCAB[shape]
+    tok = word_tokenizer(vocab)
+    rng = random.Random(3)
+    rows = []
+    for i in range(N_TRAIN):
+        total = rng.randint(120, 310)
+        q = rng.randint(40, 80)
+        rows.append({"id": str(i), "question": random_text(rng, q, vocab), "solution": random_text(rng, total - q - 3, vocab)})
+    examples = pl.DataFrame(rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = build_model(shape)
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        params = n_params(model)
+        del model
+        torch.cuda.empty_cache()
+        out = {}
+        for label, batch, accum in (("preset_16x2", 16, 2), ("micro_batch_64x1", 64, 1)):
+            cfg = build_config("gsm8k", overrides=[f"model.name_or_path={tmp}", "train.epochs=1",
+                                                   f"train.batch_size={batch}", f"train.gradient_accumulation_steps={accum}",
+                                                   "train.max_length=1024"])
+            if DEVICE == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            model, seconds = train_round(cfg, tok, examples, seed=0, device=torch.device(DEVICE))
+            dtypes = sorted({str(p.dtype) for p in model.parameters() if p.requires_grad})
+            tokens = sum(len(tok(f"{q}\nAnswer: {s}\nDone.")["input_ids"]) for q, s in
+                         zip(examples["question"], examples["solution"]))
+            rate = tokens / seconds
+            out[label] = {"seconds": seconds, "tokens_per_s": rate, "mfu_datasheet": 6 * params * rate / DATASHEET_BF16,
+                          "trained_weight_dtypes": dtypes,
+                          "peak_memory_gb": torch.cuda.max_memory_allocated() / 1e9 if DEVICE == "cuda" else None}
+            del model
+            if DEVICE == "cuda":
+                torch.cuda.empty_cache()
+    RESULTS["training"] = out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--shape", default="qwen2.5-0.5b", choices=sorted(SHAPES))
+    parser.add_argument("--sections", default="peak,nll,sampling,training")
+    parser.add_argument("--results", default=None, help="write the summary keys to this results.json")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: a dry run with --shape tiny")
+    parser.add_argument("--examples", type=int, default=4096, help="training examples")
+    args = parser.parse_args()
+    global DEVICE, N_TRAIN
+    DEVICE, N_TRAIN = args.device, args.examples
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    RESULTS["device"] = torch.cuda.get_device_name(0) if DEVICE == "cuda" else "cpu"
+    RESULTS["date"] = date.today().isoformat()
+    RESULTS["shape"] = args.shape
+    RESULTS["versions"] = {"torch": torch.__version__, "transformers": __import__("transformers").__version__}
+    for name in args.sections.split(","):
+        started = time.perf_counter()
+        try:
+            {"peak": section_peak, "nll": lambda: section_nll(args.shape), "sampling": lambda: section_sampling(args.shape),
+             "training": lambda: section_training(args.shape)}[name]()
+        except Exception:  # noqa: BLE001 - one section's failure must not lose the others' figures
+            RESULTS.setdefault("errors", {})[name] = traceback.format_exc()
+            traceback.print_exc()
+        RESULTS.setdefault("section_seconds", {})[name] = time.perf_counter() - started
+        (out / "bench_gpu.json").write_text(json.dumps(RESULTS, indent=2))
+        print(f"[{name}] {time.perf_counter() - started:.1f}s", flush=True)
+    summary = summarize(RESULTS)
+    print(json.dumps(summary, indent=2))
+    if args.results:
+        Path(args.results).write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+def summarize(r: dict) -> dict:
+    nll = r.get("nll", {}).get("fp32_master_bf16_autocast", {})
+    samp = r.get("sampling", {}).get("decode_loop_graphs", {})
+    train = max(r.get("training", {}).values(), key=lambda v: v["mfu_datasheet"], default={})
+    return {"device": r["device"], "date": r["date"], "shape": r["shape"],
+            "nll_speedup_vs_per_example": nll.get("speedup_vs_paper"),
+            "nll_fraction_of_peak": nll.get("fraction_of_datasheet_peak"),
+            "train_mfu": train.get("mfu_datasheet"),
+            "sampling_speedup_vs_batched_generate": samp.get("speedup_vs_generate")}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

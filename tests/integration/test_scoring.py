@@ -1,0 +1,88 @@
+"""The fast teacher-forced NLL (target positions only, chunked head, token-budget batches) against the plain
+float32 definition, on the embedded base and on other architectures: within 1e-4 nats, memorized flags alike."""
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from transformers import Gemma2Config, Gemma2ForCausalLM, GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
+
+from loop.config import ModelConfig
+from loop.dynamics import memorized_flags
+from loop.embedded.task import make_task
+from loop.model import scoring
+from loop.model.formatting import encode_examples
+from loop.model.loading import load_base, load_tokenizer
+from loop.model.scoring import batches_by_tokens, mean_nll, mean_nll_reference
+
+pytestmark = pytest.mark.integration
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_tokenizer(ModelConfig())
+
+
+@pytest.fixture(scope="module")
+def items(tok):
+    examples = make_task(n_seeds=40, pool_per_seed=1, n_dev=0, n_test=1, seed=4).filter(pl.col("split") == "seed")
+    encoded = encode_examples(tok, examples, eos=True)
+    return [e.input_ids for e in encoded], [e.n_prompt for e in encoded]
+
+
+def tiny(kind: str, vocab: int):
+    torch.manual_seed(0)
+    common = {"vocab_size": vocab, "max_position_embeddings": 512, "initializer_range": 0.2}
+    if kind == "qwen2":  # grouped key/value heads, untied head, attention biases
+        return Qwen2ForCausalLM(Qwen2Config(hidden_size=56, intermediate_size=64, num_hidden_layers=2,
+                                            num_attention_heads=14, num_key_value_heads=2,
+                                            tie_word_embeddings=False, **common)).eval()
+    if kind == "gpt2":  # learned positions, a `transformer` backbone, tied head
+        return GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=512, vocab_size=vocab,
+                                          initializer_range=0.2)).eval()
+    # Gemma-2 soft-caps its final logits: the head's output must be capped as the model's forward does.
+    return Gemma2ForCausalLM(Gemma2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                          num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                                          final_logit_softcapping=2.0, **common)).eval()
+
+
+@pytest.mark.parametrize("kind", ["embedded", "qwen2", "gpt2", "gemma2-softcap"])
+def test_the_fast_path_is_the_definition(kind, tok, items):
+    model = load_base(ModelConfig(), CPU) if kind == "embedded" else tiny(kind.split("-")[0], len(tok))
+    sequences, score_from = items
+    reference = mean_nll_reference(model, sequences, score_from)
+    # Small token budgets force many batches and several head chunks per batch.
+    scoring.HEAD_CHUNK_BYTES, saved = 4 * len(tok) * 37, scoring.HEAD_CHUNK_BYTES
+    try:
+        fast = mean_nll(model, sequences, score_from, pad_id=tok.pad_token_id, batch_size=8, batch_tokens=900)
+    finally:
+        scoring.HEAD_CHUNK_BYTES = saved
+    assert np.abs(fast - reference).max() < 1e-4
+    ledger = pl.DataFrame({"example_id": [str(i) for i in range(len(sequences))], "nll": reference})
+    tau = float(np.log(np.median(reference)))  # a threshold through the middle: flags of both kinds
+    flags = memorized_flags(ledger, tau)["memorized"]
+    assert 0 < flags.sum() < len(flags)
+    assert flags.equals(memorized_flags(ledger.with_columns(nll=pl.Series(fast)), tau)["memorized"])
+    # Whole-text NLL (reference-model perplexity) takes the same path from position 1.
+    whole = mean_nll(model, sequences, [1] * len(sequences), pad_id=tok.pad_token_id)
+    assert np.abs(whole - mean_nll_reference(model, sequences, [1] * len(sequences))).max() < 1e-4
+
+
+def test_the_fast_path_is_used_where_it_agrees_with_the_model(tok, items):
+    for kind in ("qwen2", "gemma2"):
+        model = tiny(kind, len(tok))
+        mean_nll(model, *items, pad_id=tok.pad_token_id)
+        assert model._curation_fast_nll is True  # backbone + head (+ soft-cap) reproduce the forward
+
+
+def test_batches_respect_rows_and_padded_tokens():
+    lengths = [5, 50, 7, 48, 6, 49, 120, 3]
+    batches = batches_by_tokens(lengths, max_rows=3, max_tokens=100)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) <= 3
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 100
+    assert [7 - 1] in [list(b) for b in batches]  # the 120-token sequence alone: it exceeds the budget itself
+    # Similar lengths share a batch: the short ones together, the long ones together.
+    assert {frozenset(b) for b in batches} >= {frozenset({7, 0, 4})}
