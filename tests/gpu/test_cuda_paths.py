@@ -80,22 +80,22 @@ def test_decode_loop_on_cuda_equals_generate_and_graphs_equal_eager(kind, tok, t
     assert sum(len(set(c)) > 1 for c in with_graphs) > len(questions) // 2
 
 
-def test_sampling_under_a_memory_cap_halves_its_batch_and_gives_the_same_completions(tok, task, caplog):
+def test_sampling_on_a_nearly_full_card_halves_its_batch_and_gives_the_same_completions(tok, task, caplog):
     model = qwen(len(tok))
     questions = task.filter(pl.col("split") == "test")["question"].to_list()
     cfg = SamplingConfig(temperature=0.8, top_p=0.95, max_new_tokens=256, batch_size=1024)
     small = DecodeLoopSampler(model, tok, cfg.model_copy(update={"batch_size": 16})).sample(questions, 8, seed=1)
     torch.cuda.empty_cache()
-    used = torch.cuda.memory_allocated()
-    # The cache for 384 rows takes about 4 layers x 2 x 2 heads x 32 dim x ~380 columns x 4 bytes x 384 = 0.3 GB;
-    # allow a little more than what is allocated now plus 0.1 GB, so the first batch cannot fit.
-    cap = (used + 100 * 2**20) / torch.cuda.get_device_properties(0).total_memory
-    torch.cuda.set_per_process_memory_fraction(cap)
+    # Fill the card, as another process would, leaving ~160 MiB: the cache of the first batch (384 rows: 4 layers x
+    # 2 x 2 heads x 32 dims x ~340 columns x 4 bytes x 384 = 0.27 GB) cannot fit.
+    free = torch.cuda.mem_get_info()[0]
+    blocker = torch.empty(free - 160 * 2**20, dtype=torch.uint8, device="cuda")
     try:
         with caplog.at_level("WARNING"):
             capped = DecodeLoopSampler(model, tok, cfg).sample(questions, 8, seed=1)
     finally:
-        torch.cuda.set_per_process_memory_fraction(1.0)
+        del blocker
+        torch.cuda.empty_cache()
     assert "out of memory at batch" in caplog.text
     assert capped == small
 

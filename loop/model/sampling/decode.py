@@ -392,6 +392,15 @@ class DecodeLoopSampler:
             for _ in range(2):
                 self._step(st, cache, column)
         torch.cuda.current_stream(self.device).wait_stream(side)
+        # Out of memory inside a capture aborts the process instead of raising, so make sure the step's temporaries
+        # (the pick's sort and cumulative sums, about 32 bytes per row and vocabulary entry) fit before capturing;
+        # if not, raise the ordinary error, on which the batch is halved.
+        torch.cuda.empty_cache()
+        need = 32 * st.logits.numel() + 64 * 2**20
+        free = torch.cuda.mem_get_info(self.device)[0]
+        if free < 1.25 * need:
+            raise torch.OutOfMemoryError(
+                f"CUDA out of memory: {free / 2**20:.0f} MiB free, the decode step's graph needs ~{need / 2**20:.0f} MiB")
         for t, s in zip(tensors, saved):
             t.copy_(s)
         for (k, v, c), layer in zip(saved_kv, (layer for layer in cache.layers for _ in cols)):
