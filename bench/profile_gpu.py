@@ -55,6 +55,14 @@ def main() -> int:
         sampler.sample(questions, 8, seed=0)
         torch.cuda.synchronize()
     report.append("== decode loop, eager, 512 rows x 32 steps\n" + table(prof))
+    graphed = DecodeLoopSampler(model, tok, cfg, cuda_graphs=True)
+    graphed.sample(questions, 8, seed=0)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    graphed.sample(questions, 8, seed=0)
+    torch.cuda.synchronize()
+    report.append(f"== decode loop, graphs, 512 rows x 32 steps: {time.perf_counter() - start:.3f}s, "
+                  f"{graphed.graphs_used} graph steps")
 
     logits = torch.randn(512, vocab, device="cuda") * 0.6
     u = uniforms(seed_key(0), torch.arange(512, device="cuda"), torch.zeros(512, dtype=torch.long, device="cuda"))
@@ -79,57 +87,52 @@ def main() -> int:
     del model, sampler
     torch.cuda.empty_cache()
 
+    import tempfile
+
     import polars as pl
-    from trl import SFTConfig, SFTTrainer  # noqa: F401
+    from transformers import TrainerCallback
+    from trl import SFTTrainer
 
     from loop.config import build_config
     from loop.model import training
 
     rows = []
-    for i in range(1024):
+    for i in range(512):
         total = rng.randint(120, 310)
         q = rng.randint(40, 80)
         rows.append({"id": str(i), "question": random_text(rng, q, vocab), "solution": random_text(rng, total - q - 3, vocab)})
     examples = pl.DataFrame(rows)
-    import tempfile
+    prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA],
+                   schedule=torch.profiler.schedule(wait=2, warmup=2, active=4, repeat=1))
+
+    class Step(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            prof.step()
+
+    original_init = SFTTrainer.__init__
+
+    def init_with_profiler(self, *a, **kw):
+        kw["callbacks"] = [*(kw.get("callbacks") or []), Step()]
+        original_init(self, *a, **kw)
 
     with tempfile.TemporaryDirectory() as tmp:
         m = build_model(args.shape)
         m.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         del m
-        cfg = build_config("gsm8k", overrides=[f"model.name_or_path={tmp}", "train.epochs=1", "train.batch_size=16",
-                                               "train.gradient_accumulation_steps=2"])
-        original = SFTTrainer.train
-        timings = {}
-
-        def timed_train(self, *a, **kw):
-            torch.cuda.synchronize()
-            start = time.perf_counter()
-            if not timings:
-                with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as p:
-                    result = original(self, *a, **kw)
-                    torch.cuda.synchronize()
-                timings["profile"] = p
-            else:
-                result = original(self, *a, **kw)
-            torch.cuda.synchronize()
-            timings.setdefault("train", []).append(time.perf_counter() - start)
-            return result
-
-        SFTTrainer.train = timed_train
-        start = time.perf_counter()
-        training.train_round(cfg, tok, examples, seed=0, device=torch.device("cuda"))
-        whole = time.perf_counter() - start
-        start = time.perf_counter()
-        training.train_round(cfg, tok, examples, seed=0, device=torch.device("cuda"))
-        whole2 = time.perf_counter() - start
-        SFTTrainer.train = original
-    report.append(f"== training 1024 examples, 16x2: round {whole:.1f}s / {whole2:.1f}s, "
-                  f"trainer.train() {timings['train']} s")
-    report.append(timings["profile"].key_averages().table(sort_by="self_cpu_time_total", row_limit=14,
-                                                          max_name_column_width=60))
-    report.append(table(timings["profile"]))
+        cfg = build_config("gsm8k", overrides=[f"model.name_or_path={tmp}", "train.epochs=1", "train.batch_size=32",
+                                               "train.gradient_accumulation_steps=1"])
+        SFTTrainer.__init__ = init_with_profiler
+        try:
+            with prof:
+                start = time.perf_counter()
+                training.train_round(cfg, tok, examples.head(32 * 8), seed=0, device=torch.device("cuda"))
+                whole = time.perf_counter() - start
+        finally:
+            SFTTrainer.__init__ = original_init
+    report.append(f"== training, 8 steps of 32 examples (4 profiled): round {whole:.1f}s")
+    report.append(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=60))
+    report.append(table(prof, 14))
     text = "\n\n".join(report)
     (out / "profile.txt").write_text(text)
     print(text)

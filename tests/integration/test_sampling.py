@@ -14,6 +14,7 @@ from loop.embedded.tokenizer import build_char_tokenizer
 from loop.model.formatting import encode_prompt
 from loop.model.loading import load_base, load_tokenizer
 from loop.model.sampling import DecodeLoopSampler, TransformersSampler, make_sampler
+from loop.model.sampling import draws
 from loop.model.sampling.draws import pick, seed_key, uniforms
 
 pytestmark = pytest.mark.integration
@@ -81,19 +82,39 @@ def test_a_tiny_top_p_keeps_only_the_most_likely_token(base, questions, greedy_r
     assert fast == greedy_reference
 
 
-def test_top_p_cuts_the_tail_of_the_distribution():
+@pytest.mark.parametrize("nucleus", ["rejection", "sort"])
+def test_top_p_cuts_the_tail_of_the_distribution(nucleus, monkeypatch):
+    monkeypatch.setattr(draws, "NUCLEUS", nucleus)
     # Hand-made logits: probabilities 0.5, 0.3, 0.2 (0 elsewhere): top_p 0.4 keeps the first only...
     logits = torch.full((4000, 5), -1e9)
     logits[:, :3] = torch.log(torch.tensor([0.5, 0.3, 0.2]))
-    u = uniforms(seed_key(0), torch.arange(4000), torch.zeros(4000, dtype=torch.long))
+    u = uniforms(seed_key(0), torch.arange(4000), torch.zeros(4000, dtype=torch.long), draws.REJECTION_ROUNDS)
     assert set(pick(logits, u, 1.0, 0.4).tolist()) == {0}
     # ...top_p 0.75 the first two (mass 0.8 >= 0.75), drawn about 5:3; no top-p draws all three 5:3:2.
     drawn = pick(logits, u, 1.0, 0.75)
     assert set(drawn.tolist()) == {0, 1}
-    assert abs((drawn == 0).float().mean().item() - 0.5 / 0.8) < 0.04
+    assert abs((drawn == 0).float().mean().item() - 0.5 / 0.8) < 0.03
     everything = pick(logits, u, 1.0, 1.0)
     assert [abs((everything == i).float().mean().item() - p) < 0.03 for i, p in enumerate((0.5, 0.3, 0.2))] == [True] * 3
     assert torch.equal(pick(logits, None, 0.0, 0.95), torch.zeros(4000, dtype=torch.long))
+
+
+def test_both_nucleus_draws_follow_the_exact_truncated_distribution():
+    """On random logits over 50 tokens, each method's draws match the nucleus probabilities computed by hand."""
+    torch.manual_seed(3)
+    row = torch.randn(50) * 1.5
+    probs = (row / 0.8).softmax(-1)
+    ordered, order = probs.sort(descending=True)
+    keep = order[: int((ordered.cumsum(0) < 0.9).sum()) + 1]  # the most likely tokens until their mass reaches 0.9
+    truth = torch.zeros(50)
+    truth[keep] = probs[keep] / probs[keep].sum()
+    n = 40000
+    u = uniforms(seed_key(1), torch.arange(n), torch.zeros(n, dtype=torch.long), draws.REJECTION_ROUNDS)
+    for drawn in (draws.pick_by_rejection(row.expand(n, 50), u, 0.8, 0.9),
+                  draws.pick_sorted(row.expand(n, 50), u[:, 0], 0.8, 0.9)):
+        freq = torch.bincount(drawn, minlength=50).float() / n
+        assert set(drawn.unique().tolist()) <= set(keep.tolist())
+        assert (freq - truth).abs().max() < 0.01
 
 
 def test_the_draws_are_uniform_and_independent_across_jobs_and_steps():

@@ -44,6 +44,7 @@ from loop.model.sampling.base import (
     layer_types,
     token_table,
 )
+from loop.model.sampling import draws
 from loop.model.sampling.draws import pick, seed_key, uniforms
 from loop.model.sampling.generate import TransformersSampler
 
@@ -64,8 +65,10 @@ class _RingLayer(DynamicLayer):
         pass
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        self.keys.index_copy_(2, self.column, key_states)
-        self.values.index_copy_(2, self.column, value_states)
+        # Under autocast, keys leave the rotary embedding in float32 and values leave their projection in bf16;
+        # the buffer holds both in one dtype (that of the attention's matmuls, which cast to it anyway).
+        self.keys.index_copy_(2, self.column, key_states.to(self.keys.dtype))
+        self.values.index_copy_(2, self.column, value_states.to(self.values.dtype))
         return self.keys[:, :, : self.limit], self.values[:, :, : self.limit]
 
     def get_seq_length(self) -> int:
@@ -254,7 +257,7 @@ class DecodeLoopSampler:
             for (k_buf, v_buf), k, v in zip(kv, keys, values):
                 for buf, new in ((k_buf, k), (v_buf, v)):
                     # buf[rows, :, cols] indexes [rows, cols, heads, dim]: only the new prompts' columns are written.
-                    buf[rows[:, None], :, cols[None, :]] = new.repeat_interleave(repeats, 0).permute(0, 2, 1, 3)
+                    buf[rows[:, None], :, cols[None, :]] = new.to(buf.dtype).repeat_interleave(repeats, 0).permute(0, 2, 1, 3)
             row_mask = torch.zeros((len(rows), self._capacity), dtype=torch.bool, device=self.device)
             row_mask[:, cols] = valid.repeat_interleave(repeats, 0)
             state.mask.index_copy_(0, rows, row_mask)
@@ -288,9 +291,13 @@ class DecodeLoopSampler:
         # uninitialised memory when read. Graph steps read every column: all zeros. Eager steps read only the columns
         # written so far, of which just the prompt area can hold unwritten memory (left of shorter prompts).
         zero_to = cap if self.cuda_graphs else self._write
+        # Keys and values in the dtype attention computes in: autocast's, else the prefill's own (transformers'
+        # prefill cache may promote values to the keys' float32).
+        dtype = torch.get_autocast_dtype(dev.type) if torch.is_autocast_enabled(dev.type) else values[0].dtype
         kv = []
         for k, v in zip(keys, values):
-            pair = (k.new_empty((batch, k.shape[1], cap, k.shape[-1])), v.new_empty((batch, v.shape[1], cap, v.shape[-1])))
+            pair = (k.new_empty((batch, k.shape[1], cap, k.shape[-1]), dtype=dtype),
+                    v.new_empty((batch, v.shape[1], cap, v.shape[-1]), dtype=dtype))
             for buf in pair:
                 buf[:, :, :zero_to].zero_()
             kv.append(pair)
@@ -336,7 +343,7 @@ class DecodeLoopSampler:
     def _step(self, st: _Rows, cache: Cache, column: torch.Tensor) -> None:
         """Draw each row's next token, record it, and feed it through the model (no host synchronisation)."""
         cfg = self.cfg
-        u = None if cfg.temperature == 0.0 else uniforms(self._key, st.job, st.n_gen)
+        u = None if cfg.temperature == 0.0 else uniforms(self._key, st.job, st.n_gen, draws.REJECTION_ROUNDS)
         token = pick(st.logits, u, cfg.temperature, cfg.top_p)
         st.out.scatter_(1, st.n_gen[:, None], token[:, None])
         drawing = st.alive

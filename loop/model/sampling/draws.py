@@ -35,21 +35,34 @@ def seed_key(seed: int) -> int:
     return mix32(mix32(seed & _MASK32) ^ ((seed >> 32) & _MASK32))
 
 
-def uniforms(key: torch.Tensor | int, jobs: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
-    """The uniform number in (0, 1) of each (job, step), float32, under a `seed_key`."""
-    h = mix32(mix32((jobs & _MASK32) ^ key) ^ (steps & _MASK32))
-    return ((h >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+def uniforms(key: torch.Tensor | int, jobs: torch.Tensor, steps: torch.Tensor, rounds: int = 1) -> torch.Tensor:
+    """The uniform numbers in (0, 1) of each (job, step), float32, under a `seed_key`: [n] for one round, else
+    [n, rounds] (independent numbers for the rounds of a rejection draw)."""
+    counter = (steps & _MASK32)[:, None] * rounds + torch.arange(rounds, device=steps.device)
+    h = mix32(mix32((jobs & _MASK32)[:, None] ^ key) ^ (counter & _MASK32))
+    out = ((h >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+    return out[:, 0] if rounds == 1 else out
+
+
+REJECTION_ROUNDS = 4
+NUCLEUS = "rejection"  # how `pick` draws from the nucleus: "rejection" (no sort) or "sort" (the reference)
 
 
 def pick(logits: torch.Tensor, u: torch.Tensor | None, temperature: float, top_p: float) -> torch.Tensor:
-    """The next token of each row of float32 `logits` [rows, vocab]: argmax at temperature 0; else the token at
-    the row's uniform `u` on the cumulative distribution of softmax(logits / T) restricted to the nucleus.
-
-    The nucleus follows transformers' TopPLogitsWarper: the least likely tokens whose total mass is <= 1 - top_p are
-    dropped, the most likely one always kept. One sort serves both the nucleus and the draw.
-    """
+    """The next token of each row of float32 `logits` [rows, vocab]: argmax at temperature 0; else a draw from
+    softmax(logits / T) restricted to the top-p nucleus, driven by the row's uniforms `u` ([rows] or
+    [rows, rounds]). The nucleus follows transformers' TopPLogitsWarper: the least likely tokens whose total mass
+    is <= 1 - top_p are dropped, the most likely one always kept."""
     if temperature == 0.0:
         return logits.argmax(-1)
+    if NUCLEUS == "sort" or top_p >= 1.0:
+        return pick_sorted(logits, u if u.dim() == 1 else u[:, 0], temperature, top_p)
+    return pick_by_rejection(logits, u, temperature, top_p)
+
+
+def pick_sorted(logits: torch.Tensor, u: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """The nucleus draw by sorting the vocabulary: the token at `u` on the cumulative distribution of the sorted,
+    truncated probabilities."""
     ordered, order = torch.sort(logits / temperature, dim=-1)  # ascending
     probs = ordered.softmax(-1)
     if top_p < 1.0:
@@ -61,3 +74,21 @@ def pick(logits: torch.Tensor, u: torch.Tensor | None, temperature: float, top_p
     # Rounding can put the draw past the last token of positive mass: take the last one (the most likely token).
     drawn = drawn.clamp(max=logits.shape[-1] - 1)
     return order.gather(1, drawn)[:, 0]
+
+
+def pick_by_rejection(logits: torch.Tensor, u: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """The nucleus draw without sorting a 150k vocabulary: draw from the whole softmax (inverse CDF in vocabulary
+    order) and keep the first of `rounds` draws that lies in the nucleus; token x lies there iff the mass of the
+    tokens more likely than x is < top_p. Accepted draws follow the nucleus distribution exactly (rejection
+    sampling); a round is accepted with probability >= top_p, so with 4 rounds and top_p 0.95 all are rejected with
+    probability <= 0.05^4 = 6e-6, and the row then takes its most likely token (always in the nucleus)."""
+    probs = (logits / temperature).softmax(-1)
+    cdf = probs.cumsum(-1)
+    rounds = u if u.dim() == 2 else u[:, None]
+    drawn = torch.searchsorted(cdf, rounds * cdf[:, -1:], right=True).clamp(max=logits.shape[-1] - 1)
+    p_drawn = probs.gather(1, drawn)  # [rows, rounds]
+    accepted = torch.stack([(probs * (probs > p_drawn[:, k : k + 1])).sum(-1) < top_p
+                            for k in range(rounds.shape[1])], dim=1)
+    first = accepted.to(torch.int8).argmax(1, keepdim=True)  # the first accepted round (0 if none)
+    token = drawn.gather(1, first)[:, 0]
+    return torch.where(accepted.any(1), token, probs.argmax(-1))
