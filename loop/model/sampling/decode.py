@@ -51,6 +51,17 @@ from loop.model.sampling.generate import TransformersSampler
 log = logging.getLogger(__name__)
 
 
+_SIDE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
+
+
+def _side_stream(device: torch.device) -> torch.cuda.Stream:
+    """One warm-up stream per device, reused: every new stream gets a cuBLAS workspace of its own (32 MiB) that
+    emptying the cache does not return, so a stream per capture would leak memory on every retry."""
+    if device not in _SIDE_STREAMS:
+        _SIDE_STREAMS[device] = torch.cuda.Stream(device=device)
+    return _SIDE_STREAMS[device]
+
+
 class _RingLayer(DynamicLayer):
     """One layer's keys and values [rows, heads, C, dim]; `update` writes the step's token at the ring column."""
 
@@ -393,7 +404,7 @@ class DecodeLoopSampler:
         cols = [(column + i) % self._capacity for i in range(2)]
         saved_kv = [(layer.keys[:, :, c].clone(), layer.values[:, :, c].clone(), c)
                     for layer in cache.layers for c in cols]
-        side = torch.cuda.Stream(device=self.device)
+        side = _side_stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             for _ in range(2):
