@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 # Offline by default: no hub lookups, no telemetry; a slow 2-core machine needs time to start Prefect.
 for key, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -29,6 +30,10 @@ def _run(args: argparse.Namespace) -> int:
     from flows.curation import curation_loop
 
     path = curation_loop(config)
+    import json
+
+    summary = json.loads((Path(path).parent / "summary.json").read_text())
+    print("\n" + "\n".join(f"- {line}" for line in summary.get("verdict", [])))
     print(f"\nReport written to {os.path.abspath(path)}")
     return 0
 
@@ -44,9 +49,15 @@ def _strategies(_: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    import json
+
     from reports.run import write_run_report
 
-    print(write_run_report(args.run_dir))
+    index = write_run_report(args.run_dir)
+    summary = json.loads((index.parent / "summary.json").read_text())
+    for line in summary.get("verdict", []):
+        print(f"- {line}")
+    print(index)
     return 0
 
 

@@ -37,7 +37,32 @@ def run_step(config: RunConfig, seed: int, strategy: str, round_: int) -> dict:
 def report(config: RunConfig) -> str:
     from reports.run import write_run_report
 
-    return str(write_run_report(config.out_dir))
+    index = write_run_report(config.out_dir)
+    publish_artifacts(index)
+    return str(index)
+
+
+def publish_artifacts(index) -> None:
+    """The verdict, the headline table and the curves as Prefect artifacts, beside the flow run in the UI."""
+    import base64
+    import json
+
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    summary = json.loads((index.parent / "summary.json").read_text())
+    rows = []
+    for name, block in summary["strategies"].items():
+        r = block.get("ratio") or {}
+        rows.append({"strategy": name, "n_examples": r.get("n_examples"), "ratio": r.get("mean"),
+                     "ci_low": r.get("ci_low"), "ci_high": r.get("ci_high"), "bound": r.get("bound"),
+                     "replicates": r.get("n_seeds"), "largest_measurable": r.get("max_measurable"),
+                     "detectable_at_80pct_power": r.get("detectable_ratio")})
+    create_table_artifact(rows, key="curation-headline", description="Data efficiency against i.i.d. scaling")
+    png = base64.b64encode((index.parent / "curves.png").read_bytes()).decode("ascii")
+    verdict = "\n".join(f"- {line}" for line in summary.get("verdict", [])) or "- (no strategy besides the reference)"
+    create_markdown_artifact(
+        f"# {summary['title']}\n\n{verdict}\n\n![learning curves](data:image/png;base64,{png})\n\n"
+        f"Report: `{index}`", key="curation-verdict", description="Verdict and learning curves")
 
 
 def _announce(step: Step, info: dict) -> None:

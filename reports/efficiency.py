@@ -1,158 +1,187 @@
 """Data-efficiency ratio against i.i.d. scaling: how many random examples buy the same accuracy.
 
-DE(a) = n_R(a) / n, where n is the number of examples a strategy trained on to reach accuracy a
-and n_R(a) is the number of i.i.d. ("random") examples needed to reach a, read off the random
-curve interpolated linearly in log n (Mussmann & Liang 2018; the pre-memorization paper's
-"1.5-2x"). Ratios are paired: each seed's strategy curve is compared with the random curve of
-the same seed.
+DE = n_R(a) / n: a strategy reached test accuracy a with n examples; n_R(a) is the number of i.i.d. ("random")
+examples its own replicate's i.i.d. curve needs to reach a. The i.i.d. curve is estimated, not read off point by
+point (`reports.iid_fit`: one smooth increasing curve in log n per replicate, the shape pooled over replicates).
+
+Estimate, under that model (replicates' curves differ by their levels): each replicate's strategy accuracy minus
+its own curve's level is an offset d_r; their mean d is located on the shared shape, and the ratio is
+
+    DE = exp(x(d) + c - log n),   x(d): where the fitted shape reaches d,
+
+i.e. the mean offset is averaged in accuracy, where noise is symmetric, and inverted once (inverting each
+replicate and averaging the logs is biased where the curve flattens). 95% interval: d +- t_{0.975, R-1} * se,
+mapped through the same inverse, where se = sqrt(R / (R-1)) * the sd of d over B bootstrap draws of the
+replicates (with replacement), each draw refitting the curve shape: the interval carries both the replicates'
+spread and the uncertainty of the fitted curve, and the t quantile keeps its coverage nominal at few replicates.
+`tests/unit/test_efficiency_simulation.py` checks bias < 3% and coverage within 93-97% on simulated curves
+(logistic and power-law in n) with known ratios 1, 1.5 and 2. One replicate has no interval. `random` against
+itself is exactly 1: it is the curve. Each replicate's own ratio (its d_r located alone) is kept for display.
+
+Censoring: where d lies above the fitted curve at the largest i.i.d. budget n_max, the ratio is only known to
+be >= n_max / n: a lower bound ("≥"), its interval's upper end open; below the curve at the first budget, an
+upper bound ("≤"). An interval end beyond the measured range is open (None). `max_measurable` = n_max / n, the
+largest ratio the i.i.d. curve could measure.
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
+from scipy import stats
 
 from reports.curves import fold_shared
-from reports.stats import mean_interval
+from reports.iid_fit import Curves, fit
 
 REFERENCE = "random"
+BOOTSTRAP = 2000
 
 
-class Ratio(NamedTuple):
-    """A data-efficiency ratio; `bound` is None (exact), "lower" (true ratio >= value) or "upper" (<=)."""
+@dataclass(frozen=True)
+class RatioEstimate:
+    """A strategy's data-efficiency ratio at one budget, over paired replicates (see the module docstring).
 
+    `value`: geometric mean ratio; `low`/`high`: its 95% interval ends (None where not defined); `bound`: None,
+    "lower", "upper" or "mixed"; `se_log`: standard error of the mean log-ratio (None for one replicate).
+    """
+
+    n_examples: int
     value: float
+    low: float | None
+    high: float | None
+    n_replicates: int
     bound: str | None
-
-
-def _reference_curve(reference_n, reference_acc) -> tuple[np.ndarray, np.ndarray]:
-    """Sort the reference curve by n, check it, and return (n, running max of accuracy)."""
-    n = np.asarray(reference_n, dtype=float)
-    a = np.asarray(reference_acc, dtype=float)
-    if n.ndim != 1 or n.shape != a.shape or n.size == 0:
-        raise ValueError(f"reference curve needs equal-length, non-empty 1-d n and acc; got {n.shape}, {a.shape}")
-    if not (np.all(np.isfinite(n)) and np.all(np.isfinite(a))) or np.any(n <= 0):
-        raise ValueError(f"reference curve needs finite accuracies and n > 0; got n={n.tolist()}, acc={a.tolist()}")
-    order = np.argsort(n, kind="stable")
-    n, a = n[order], a[order]
-    if np.any(np.diff(n) == 0):
-        raise ValueError(f"reference curve has repeated n values: {n.tolist()}")
-    return n, np.maximum.accumulate(a)
-
-
-def iid_examples_needed(reference_n, reference_acc, acc: float) -> Ratio:
-    """n_R(acc): i.i.d. examples needed to reach `acc`, with the same bound convention as Ratio.
-
-    The reference curve is first made non-decreasing by its running maximum m_i = max_{j<=i} a_j
-    (the best accuracy reachable with at most n_i examples), so the inverse exists; on a flat
-    stretch the smallest n is taken ("first reached"). For m_{i-1} < acc <= m_i:
-
-        log n_R = log n_{i-1} + (acc - m_{i-1}) / (m_i - m_{i-1}) * (log n_i - log n_{i-1})
-
-    Edges: acc == m_i exactly gives n_i; acc above max(m) gives n_K as a lower bound (random
-    never got there within its largest budget n_K); acc below m_1 = a_1 gives n_1 as an upper
-    bound (random's first point already does better).
-    """
-    if not math.isfinite(acc):
-        raise ValueError(f"accuracy must be finite, got {acc}")
-    n, m = _reference_curve(reference_n, reference_acc)
-    if acc > m[-1]:
-        return Ratio(float(n[-1]), "lower")
-    if acc < m[0]:
-        return Ratio(float(n[0]), "upper")
-    i = int(np.searchsorted(m, acc, side="left"))  # first i with m_i >= acc
-    if m[i] == acc:
-        return Ratio(float(n[i]), None)
-    frac = (acc - m[i - 1]) / (m[i] - m[i - 1])
-    log_n = math.log(n[i - 1]) + frac * (math.log(n[i]) - math.log(n[i - 1]))
-    return Ratio(math.exp(log_n), None)
-
-
-def data_efficiency_ratio(reference_n, reference_acc, n: float, acc: float) -> Ratio:
-    """DE = n_R(acc) / n: i.i.d. examples needed to reach `acc` over the `n` examples a strategy used.
-
-    n_R is interpolated linearly in log n on the running maximum of the reference (random) curve;
-    see `iid_examples_needed` for the formula. Returns Ratio(value, bound):
-      - bound None: exact (within the reference curve's range);
-      - bound "lower": acc is above everything random reached, the value n_K / n is a lower bound
-        (a finite bound is kept rather than inf so that seeds can still be summarised);
-      - bound "upper": acc is below random's first point, the value n_1 / n is an upper bound.
-    Example: reference 100 -> 0.5, 200 -> 0.6, 400 -> 0.7; acc 0.65 at n 200 gives
-    n_R = 200 * 2**0.5, DE = sqrt(2).
-    """
-    if not (math.isfinite(n) and n > 0):
-        raise ValueError(f"n must be a positive number of examples, got {n}")
-    needed = iid_examples_needed(reference_n, reference_acc, acc)
-    return Ratio(needed.value / n, needed.bound)
+    se_log: float | None
+    max_measurable: float
+    per_replicate: list[dict] = field(default_factory=list)
 
 
 def combine_bounds(bounds) -> str | None:
-    """Bound of a summary over seeds: None if all exact, "lower"/"upper" if the flagged seeds agree, else "mixed".
-
-    A mean or median over values that are exact or lower bounds is itself a lower bound (both are
-    monotone in each value); with lower and upper bounds together it is neither ("mixed").
-    """
+    """Bound of a summary over replicates: None if all exact, "lower"/"upper" if the censored ones agree, else
+    "mixed" (a mean of values that are exact or lower bounds is itself a lower bound)."""
     kinds = {b for b in bounds if b is not None}
     if not kinds:
         return None
     return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
-def seed_ratios(evals: pl.DataFrame, reference: str = REFERENCE) -> pl.DataFrame:
-    """Per strategy, seed and n: the ratio against the same seed's reference curve.
+def estimate_ratio(budgets, reference, accuracy, n: float, replicates=None, *, boot: int = BOOTSTRAP,
+                   seed: int = 0) -> RatioEstimate:
+    """The ratio of a strategy that reached `accuracy` [R] with `n` examples, against the i.i.d. accuracies
+    `reference` [R, K] over `budgets` [K] of the same R replicates (rows paired; NaN where a point is missing)."""
+    acc = np.asarray(accuracy, dtype=float)
+    ref = np.asarray(reference, dtype=float)
+    budgets = np.asarray(budgets, dtype=float)
+    r = len(acc)
+    if ref.shape != (r, len(budgets)):
+        raise ValueError(f"reference must be [replicates, budgets] = [{r}, {len(budgets)}], got {ref.shape}")
+    rng = np.random.default_rng(seed)
+    draws = np.vstack([np.ones(r), rng.multinomial(r, np.full(r, 1.0 / r), size=boot if r > 1 else 0)])
+    curves = fit(budgets, ref, draws)
+    offsets = acc[None, :] - curves.levels  # [B, R]: the strategy's accuracy above its replicate's curve level
+    mean_offset = (draws * offsets).sum(1) / r
+    point_shape = Curves(curves.shape[:1], np.zeros((1, 1)), curves.centre, curves.x_min, curves.x_max)
 
-    Reads an evaluations frame (EVAL_SCHEMA; round 0 folded in). Writes strategy, seed, n_examples,
-    accuracy, iid_examples, ratio, bound. The reference strategy is included (ratio 1 except
-    where its own curve dips below its running maximum). Seeds without a reference curve are
-    skipped, since an unpaired ratio would mix seed-to-seed noise into the comparison.
-    """
-    folded = fold_shared(evals)
+    def log_ratio(offset) -> tuple[np.ndarray, np.ndarray]:
+        log_n, censor = point_shape.log_examples_needed(np.atleast_1d(offset)[None, :])
+        return log_n[0] - math.log(n), censor[0]
+
+    (point,), (censored,) = log_ratio(mean_offset[0])
+    own, own_censor = log_ratio(offsets[0])  # each replicate on its own curve, for display
+    kinds = [{1: "lower", -1: "upper"}.get(int(c)) for c in own_censor]
+    names = list(replicates) if replicates is not None else list(range(r))
+    per = [{"seed": s, "accuracy": float(a), "iid_examples": float(n * math.exp(x)), "ratio": float(math.exp(x)),
+            "bound": k} for s, a, x, k in zip(names, acc, own, kinds)]
+    bound = {1: "lower", -1: "upper"}.get(int(censored))
+    max_measurable = float(budgets.max() / n)
+    if r < 2:
+        return RatioEstimate(int(n), math.exp(point), None, None, r, bound, None, max_measurable, per)
+    se = float(mean_offset[1:].std() * math.sqrt(r / (r - 1)))
+    t = stats.t.ppf(0.975, r - 1)
+    (low, high), ends = log_ratio(np.array([mean_offset[0] - t * se, mean_offset[0] + t * se]))
+    # An end beyond the measured range is open: the truth may lie anywhere past it.
+    low_value = None if ends[0] != 0 and bound != "lower" else math.exp(low)
+    high_value = None if ends[1] != 0 else math.exp(high)
+    if bound == "upper":
+        low_value = None
+    # The log-scale standard error, for power: each bootstrap draw's mean offset located on its own curve shape
+    # (ratios beyond the measured range enter at its edge).
+    every_shape = Curves(curves.shape, np.zeros((len(draws), 1)), curves.centre, curves.x_min, curves.x_max)
+    log_n, _ = every_shape.log_examples_needed(mean_offset[:, None])
+    se_log = float(log_n[1:, 0].std() * math.sqrt(r / (r - 1)))
+    return RatioEstimate(int(n), math.exp(point), low_value, high_value, r, bound, se_log, max_measurable, per)
+
+
+def _reference_matrix(folded: pl.DataFrame, reference: str) -> tuple[np.ndarray, list[int], np.ndarray]:
     ref = folded.filter(pl.col("strategy") == reference)
     if ref.height == 0:
         raise ValueError(
-            f"evaluations have no {reference!r} rows: the data-efficiency ratio needs the i.i.d. reference curve"
-        )
-    curves = {seed: (g["n_examples"].to_numpy(), g["accuracy"].to_numpy()) for (seed,), g in ref.group_by("seed")}
-    rows = []
-    for strategy, seed, n, acc in folded.iter_rows():
-        if seed not in curves:
+            f"evaluations have no {reference!r} rows: the data-efficiency ratio needs the i.i.d. reference curve")
+    budgets = np.array(sorted(ref["n_examples"].unique().to_list()), dtype=float)
+    seeds = sorted(ref["seed"].unique().to_list())
+    matrix = np.full((len(seeds), len(budgets)), np.nan)
+    index = {b: k for k, b in enumerate(budgets)}
+    row = {s: i for i, s in enumerate(seeds)}
+    for s, n, a in ref.select("seed", "n_examples", "accuracy").iter_rows():
+        matrix[row[s], index[float(n)]] = a
+    return budgets, seeds, matrix
+
+
+def ratio_estimates(evals: pl.DataFrame, reference: str = REFERENCE) -> dict[tuple[str, int], RatioEstimate]:
+    """Every strategy's ratio at every budget it reached, over the replicates that have both its point and an
+    i.i.d. curve. Reads an evaluations frame (EVAL_SCHEMA; round 0 folded in)."""
+    folded = fold_shared(evals)
+    budgets, seeds, matrix = _reference_matrix(folded, reference)
+    row = {s: i for i, s in enumerate(seeds)}
+    usable = {s for s in seeds if np.isfinite(matrix[row[s]]).sum() >= 2}
+    out = {}
+    for (strategy, n), g in folded.group_by("strategy", "n_examples"):
+        g = g.filter(pl.col("seed").is_in(list(usable))).sort("seed")
+        if g.height == 0:
             continue
-        needed = iid_examples_needed(*curves[seed], acc)
-        rows.append((strategy, seed, n, acc, needed.value, needed.value / n, needed.bound))
-    schema = {
-        "strategy": pl.String, "seed": pl.Int64, "n_examples": pl.Int64, "accuracy": pl.Float64,
-        "iid_examples": pl.Float64, "ratio": pl.Float64, "bound": pl.String,
-    }
-    return pl.DataFrame(rows, schema=schema, orient="row").sort("strategy", "n_examples", "seed")
+        reps = g["seed"].to_list()
+        if strategy == reference:
+            per = [{"seed": s, "accuracy": a, "iid_examples": float(n), "ratio": 1.0, "bound": None}
+                   for s, a in zip(reps, g["accuracy"])]
+            out[(strategy, int(n))] = RatioEstimate(int(n), 1.0, 1.0, 1.0, len(reps), None, 0.0,
+                                                    float(budgets.max() / n), per)
+            continue
+        out[(strategy, int(n))] = estimate_ratio(budgets, matrix[[row[s] for s in reps]], g["accuracy"].to_numpy(),
+                                                 float(n), reps)
+    return out
+
+
+RATIO_SCHEMA = {
+    "strategy": pl.String, "n_examples": pl.Int64, "mean": pl.Float64, "ci_low": pl.Float64,
+    "ci_high": pl.Float64, "n_seeds": pl.Int64, "bound": pl.String, "se_log": pl.Float64,
+    "max_measurable": pl.Float64,
+}
 
 
 def strategy_ratios(evals: pl.DataFrame, reference: str = REFERENCE) -> pl.DataFrame:
-    """Per strategy and n: mean ratio over paired seeds with its 95% t-interval, the median, and the bound.
+    """Per strategy and n: the geometric mean ratio over paired replicates ("mean"), its 95% interval, the
+    number of replicates, the bound, the log-scale standard error and the largest measurable ratio."""
+    rows = [(s, n, e.value, e.low, e.high, e.n_replicates, e.bound, e.se_log, e.max_measurable)
+            for (s, n), e in ratio_estimates(evals, reference).items()]
+    return pl.DataFrame(rows, schema=RATIO_SCHEMA, orient="row").sort("strategy", "n_examples")
 
-    Reads an evaluations frame (EVAL_SCHEMA). Writes strategy, n_examples, mean, ci_low, ci_high,
-    median, n_seeds, bound (see `combine_bounds`). Ratios are right-skewed, so read the median
-    next to the mean.
-    """
-    per_seed = seed_ratios(evals, reference)
-    rows = []
-    for (strategy, n), g in per_seed.group_by("strategy", "n_examples"):
-        iv = mean_interval(g["ratio"].to_numpy())
-        rows.append((strategy, n, iv.mean, iv.low, iv.high, float(g["ratio"].median()), g.height,
-                     combine_bounds(g["bound"].to_list())))
-    schema = {
-        "strategy": pl.String, "n_examples": pl.Int64, "mean": pl.Float64, "ci_low": pl.Float64,
-        "ci_high": pl.Float64, "median": pl.Float64, "n_seeds": pl.Int64, "bound": pl.String,
-    }
-    return pl.DataFrame(rows, schema=schema, orient="row").sort("strategy", "n_examples")
+
+def seed_ratios(evals: pl.DataFrame, reference: str = REFERENCE) -> pl.DataFrame:
+    """Per strategy, seed and n: the replicate's own ratio from the fitted curve. Writes strategy, seed,
+    n_examples, accuracy, iid_examples, ratio, bound."""
+    rows = [(s, p["seed"], n, p["accuracy"], p["iid_examples"], p["ratio"], p["bound"])
+            for (s, n), e in ratio_estimates(evals, reference).items() for p in e.per_replicate]
+    schema = {"strategy": pl.String, "seed": pl.Int64, "n_examples": pl.Int64, "accuracy": pl.Float64,
+              "iid_examples": pl.Float64, "ratio": pl.Float64, "bound": pl.String}
+    return pl.DataFrame(rows, schema=schema, orient="row").sort("strategy", "n_examples", "seed")
 
 
 def headline_ratios(ratios: pl.DataFrame) -> pl.DataFrame:
-    """One row per strategy from `strategy_ratios`: the final budget, i.e. the largest n_examples
-    among the points with the most seeds (so an unfinished seed does not move the headline to a
-    one-seed point). Same columns as the input."""
+    """One row per strategy from `strategy_ratios`: the final budget, i.e. the largest n_examples among the
+    points with the most replicates (so an unfinished replicate does not move the headline). Same columns."""
     return (
         ratios.filter(pl.col("n_seeds") == pl.col("n_seeds").max().over("strategy"))
         .filter(pl.col("n_examples") == pl.col("n_examples").max().over("strategy"))

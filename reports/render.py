@@ -37,9 +37,17 @@ def _num(value, digits: int = 3) -> str:
 
 
 def _ci(block: dict, digits: int = 3) -> str:
+    """mean [low, high]; "n/a" for a missing interval (one replicate), "≥ low"/"≤ high" for a bound's one side."""
     if block.get("mean") is None:
         return "–"
-    return f"{_num(block['mean'], digits)} [{_num(block['ci_low'], digits)}, {_num(block['ci_high'], digits)}]"
+    low, high = block.get("ci_low"), block.get("ci_high")
+    if low is None and high is None:
+        return f"{_num(block['mean'], digits)} [n/a]"
+    if high is None:
+        return f"{_num(block['mean'], digits)} [≥ {_num(low, digits)}]"
+    if low is None:
+        return f"{_num(block['mean'], digits)} [≤ {_num(high, digits)}]"
+    return f"{_num(block['mean'], digits)} [{_num(low, digits)}, {_num(high, digits)}]"
 
 
 def _bound(bound: str | None) -> str:
@@ -61,7 +69,8 @@ def _headline_rows(summary: dict) -> list[list]:
         rows.append([
             name, format_n(r.get("n_examples", last["n_examples"])),
             _ci({"mean": last["accuracy_mean"], "ci_low": last["ci_low"], "ci_high": last["ci_high"]}),
-            _ci(r, 2), _num(r.get("median"), 2), _bound(r.get("bound")),
+            _ci(r, 2), _bound(r.get("bound")), _num(r.get("max_measurable"), 1), _num(r.get("detectable_ratio"), 2),
+            r.get("replicates_for_1_2x") if r.get("replicates_for_1_2x") is not None else "–",
             _ci(s["aulc"]["diff_vs_reference"], 4), _ci(s["deficiency"], 3), _num(s["compute_seconds"]["total"], 1),
         ])
     return rows
@@ -73,11 +82,15 @@ def render_html(summary: dict, png: bytes) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(summary['title'])}</title>"
              f"<style>{_CSS}</style></head><body><h1>{_e(summary['title'])}</h1>",
              f"<p>Created {_e(summary['created'])}; {summary['n_seeds']} paired seed(s) {_e(summary['seeds'])}; "
-             f"reference (i.i.d. scaling): <code>{_e(ref)}</code>. Intervals are 95% Student-t over seeds.</p>"]
+             f"reference (i.i.d. scaling): <code>{_e(ref)}</code>. Accuracy intervals are 95% Student-t over seeds; "
+             "ratio intervals come from a bootstrap over seeds of the log-ratio (see below).</p>"]
     parts += [f"<p class='warn'>{_e(w)}</p>" for w in summary["warnings"]]
+    if summary.get("verdict"):
+        parts.append("<h2>Verdict</h2><ul>" + "".join(f"<li>{_e(v)}</li>" for v in summary["verdict"]) + "</ul>")
     parts.append("<h2>Headline (final budget)</h2>" + _table(
-        ["strategy", "n", "accuracy [95% CI]", "data-efficiency ratio [95% CI]", "ratio median", "bound",
-         "ΔAULC vs reference [95% CI]", "deficiency [95% CI]", "compute s"], _headline_rows(summary)))
+        ["strategy", "n", "accuracy [95% CI]", "data-efficiency ratio [95% CI]", "bound", "largest measurable",
+         "detectable at 80% power", "seeds for 1.2x", "ΔAULC vs reference [95% CI]", "deficiency [95% CI]",
+         "compute s"], _headline_rows(summary)))
     png64 = base64.b64encode(png).decode("ascii")
     parts.append(f"<h2>Learning curves</h2><img alt='test accuracy vs training examples' src='data:image/png;base64,{png64}'>")
 
@@ -85,13 +98,15 @@ def render_html(summary: dict, png: bytes) -> str:
             for n, s in summary["strategies"].items() for p in s["points"]]
     parts.append("<h2>Curve points</h2>" + _table(["strategy", "n_examples", "accuracy", "ci_low", "ci_high", "seeds"], rows))
 
-    rows = [[n, r["n_examples"], _ci(r, 2), _num(r["median"], 2), r["n_seeds"], _bound(r["bound"])]
+    rows = [[n, r["n_examples"], _ci(r, 2), r["n_seeds"], _bound(r["bound"]), _num(r.get("max_measurable"), 1)]
             for n, s in summary["strategies"].items() for r in s["ratios"]]
     parts.append(
         "<h2>Data-efficiency ratio</h2><p>DE(a) = n<sub>R</sub>(a) / n: i.i.d. examples needed to reach the strategy's "
-        "accuracy a (interpolated linearly in log n on the running maximum of the same seed's random curve) over the "
-        "strategy's examples n. A lower bound means random never reached a within its largest budget.</p>"
-        + _table(["strategy", "n_examples", "mean [95% CI]", "median", "seeds", "bound"], rows))
+        "accuracy a, read on the same seed's fitted i.i.d. curve (increasing in log n, its shape pooled over seeds), "
+        "over the strategy's examples n; the geometric mean over seeds, with a 95% interval from a bootstrap over "
+        "seeds of the mean log-ratio. A lower bound (≥) means the strategy beat the i.i.d. curve's largest budget on "
+        "some seed; the largest measurable ratio is that budget over n.</p>"
+        + _table(["strategy", "n_examples", "geometric mean [95% CI]", "seeds", "bound", "largest measurable"], rows))
 
     rows = [[n, f"{s['aulc']['n_min']}–{s['aulc']['n_max']}", _ci(s["aulc"], 4), _ci(s["aulc"]["diff_vs_reference"], 4),
              _ci(s["deficiency"]), _num(s["deficiency"]["median"]), s["aulc"]["n_seeds"]]

@@ -2,17 +2,21 @@
 
 Schema (non-finite numbers become null):
     title, created (ISO 8601, UTC), reference ("random"), n_seeds, seeds, config, notes, warnings,
+    verdict: [one sentence per strategy, `reports.power.verdict`],
     shared_compute_seconds: compute block of round 0 (trained once for all strategies),
     strategies: {name: {
         points: [{n_examples, accuracy_mean, ci_low, ci_high, n_seeds}],
-        ratio: {n_examples, mean, ci_low, ci_high, median, n_seeds, bound,
+        ratio: {n_examples, mean, ci_low, ci_high, n_seeds, bound, se_log, max_measurable,
+                detectable_ratio, replicates_for_1_2x,
                 per_seed: [{seed, accuracy, iid_examples, ratio, bound}]} | null   (final budget),
-        ratios: [{n_examples, mean, ci_low, ci_high, median, n_seeds, bound}]      (every budget),
+        ratios: [{n_examples, mean, ci_low, ci_high, n_seeds, bound, se_log, max_measurable}]   (every budget),
         aulc: {log_n, n_min, n_max, mean, ci_low, ci_high, n_seeds,
                diff_vs_reference: {mean, ci_low, ci_high, n_seeds}},
         deficiency: {mean, ci_low, ci_high, median, n_seeds},
         compute_seconds: {total, per_seed, by_stage: {stage: seconds}}}}
-bound is null (exact), "lower" (true ratio >= value), "upper" (<=) or "mixed" (seeds disagree).
+A ratio's mean is the geometric mean over paired replicates, against each replicate's fitted i.i.d. curve
+(`reports.efficiency`); ci_low/ci_high are null where undefined (one replicate; the open side of a bound).
+bound is null (exact), "lower" (true ratio >= value), "upper" (<=) or "mixed" (replicates disagree).
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from loop.schema import SHARED_STRATEGY
 from reports.area import strategy_aulc
 from reports.compute import compute_by_stage
 from reports.curves import curve_points, fold_shared
-from reports.efficiency import REFERENCE, headline_ratios, seed_ratios, strategy_ratios
+from reports.efficiency import REFERENCE, headline_ratios, ratio_estimates, seed_ratios, strategy_ratios
+from reports.power import detectable_ratio, replicates_needed, verdict
 
 
 def clean(value):
@@ -73,6 +78,7 @@ def build_summary(
     warnings: list[str] = []
     has_reference = folded.filter(pl.col("strategy") == reference).height > 0
     if has_reference:
+        estimates = ratio_estimates(evals, reference)
         per_seed = seed_ratios(evals, reference)
         ratios = strategy_ratios(evals, reference)
         headline = headline_ratios(ratios)
@@ -82,6 +88,7 @@ def build_summary(
     areas = strategy_aulc(evals, reference)
 
     strategies = {}
+    verdicts: list[str] = []
     for strategy in sorted(points["strategy"].unique().to_list()):
         block: dict = {
             "points": points.filter(pl.col("strategy") == strategy).drop("strategy").to_dicts(),
@@ -95,7 +102,11 @@ def build_summary(
                 row = head.drop("strategy").row(0, named=True)
                 seeds = per_seed.filter((pl.col("strategy") == strategy) & (pl.col("n_examples") == row["n_examples"]))
                 row["per_seed"] = seeds.select("seed", "accuracy", "iid_examples", "ratio", "bound").to_dicts()
+                row["detectable_ratio"] = detectable_ratio(row["se_log"], row["n_seeds"])
+                row["replicates_for_1_2x"] = replicates_needed(row["se_log"], row["n_seeds"])
                 block["ratio"] = row
+                if strategy != reference:
+                    verdicts.append(verdict(strategy, estimates[(strategy, row["n_examples"])]))
         a = areas.filter(pl.col("strategy") == strategy).row(0, named=True)
         block["aulc"] = {
             "log_n": True, "n_min": a["n_min"], "n_max": a["n_max"],
@@ -122,6 +133,7 @@ def build_summary(
         "config": config_summary or {},
         "notes": list(notes),
         "warnings": warnings,
+        "verdict": verdicts,
         "shared_compute_seconds": _compute_block(compute, SHARED_STRATEGY),
         "strategies": strategies,
         "tables": list(tables),

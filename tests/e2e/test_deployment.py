@@ -95,3 +95,12 @@ def test_deployment_run_writes_the_report(prefect_env, tmp_path):
     summary = json.loads((report / "summary.json").read_text())
     assert set(summary["strategies"]) == {"random", "loss", "perplexity", "premem"}
     assert (report / "index.html").stat().st_size > 1000 and (report / "curves.png").stat().st_size > 1000
+    # The flow run published its verdict and headline table as artifacts on the server.
+    code = ("import asyncio; from prefect.client.orchestration import get_client\n"
+            "async def main():\n"
+            "    async with get_client() as c:\n"
+            "        print(sorted({a.key for a in await c.read_artifacts() if a.key}))\n"
+            "asyncio.run(main())")
+    keys = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert "curation-headline" in keys.stdout and "curation-verdict" in keys.stdout, keys.stdout + keys.stderr
+    assert len(summary["verdict"]) == 3

@@ -13,13 +13,12 @@ from reports import (
     area_under_curve,
     compute_by_stage,
     curve_points,
-    data_efficiency_ratio,
     deficiency,
     fold_shared,
     headline_ratios,
-    iid_examples_needed,
     mean_interval,
     seed_aulc,
+    seed_ratios,
     strategy_aulc,
     strategy_ratios,
 )
@@ -105,54 +104,77 @@ def test_fold_shared_rejects_bad_tables_naming_the_field():
 
 # --- data-efficiency ratio --------------------------------------------------------------------
 
-def test_ratio_on_a_reference_point():
-    # 0.6 is what random reaches at 200; the strategy got there with 100.
-    assert data_efficiency_ratio(REF_N, REF_ACC, 100, 0.6) == (2.0, None)
-    assert data_efficiency_ratio(REF_N, REF_ACC, 400, 0.7) == (1.0, None)
+def line(n, level=0.0):
+    """A noise-free i.i.d. curve, linear in log n: 0.1 per doubling, 0.4 at n = 100."""
+    return 0.4 + level + 0.1 * math.log2(n / 100)
 
 
-def test_ratio_interpolates_linearly_in_log_n():
-    # 0.65 is halfway from 0.6 (n 200) to 0.7 (n 400) in accuracy, so halfway in ln n:
-    # n_R = exp((ln 200 + ln 400) / 2) = 200 * sqrt(2); linear in n would give 300 (ratio 1.5).
-    value, bound = data_efficiency_ratio(REF_N, REF_ACC, 200, 0.65)
-    assert bound is None
-    assert value == pytest.approx(math.sqrt(2), rel=1e-12)
-    # A quarter of the way from 0.5 to 0.6: n_R = 100 * 2**0.25, at n = 50.
-    assert data_efficiency_ratio(REF_N, REF_ACC, 50, 0.525).value == pytest.approx(2 * 2**0.25, rel=1e-12)
+def curve_evals(levels=(0.0, 0.05, -0.03), strategy_ratio=2.0, n_strategy=200, budgets=(100, 200, 400, 800)):
+    """Replicates with i.i.d. curves on `line` at their own levels, and a strategy that at n_strategy reaches
+    what i.i.d. reaches with strategy_ratio times as many examples, on each replicate."""
+    rows = []
+    for seed, level in enumerate(levels):
+        rows.append(("shared", seed, 0, budgets[0], line(budgets[0], level)))
+        rows += [("random", seed, i + 1, n, line(n, level)) for i, n in enumerate(budgets[1:])]
+        rows.append(("premem", seed, 1, n_strategy, line(strategy_ratio * n_strategy, level)))
+    return evals(rows)
 
 
-def test_ratio_edges_are_flagged_bounds():
-    # Above random's best: random needs more than its largest budget 400, ratio >= 400 / 200.
-    assert data_efficiency_ratio(REF_N, REF_ACC, 200, 0.8) == (2.0, "lower")
-    # Below random's first point: random needs at most 100, ratio <= 100 / 200.
-    assert data_efficiency_ratio(REF_N, REF_ACC, 200, 0.4) == (0.5, "upper")
-    # A one-point reference: exact only at its accuracy.
-    assert data_efficiency_ratio([100], [0.5], 50, 0.5) == (2.0, None)
-    assert data_efficiency_ratio([100], [0.5], 50, 0.6) == (2.0, "lower")
+def test_a_known_ratio_is_recovered_on_each_replicate_s_own_curve():
+    r = strategy_ratios(curve_evals()).filter((pl.col("strategy") == "premem") & (pl.col("n_examples") == 200)).row(0, named=True)
+    assert r["mean"] == pytest.approx(2.0, rel=1e-6) and r["bound"] is None and r["n_seeds"] == 3
+    # Noise-free curves: every replicate gives 2 exactly, so the interval is 2 as well.
+    assert r["ci_low"] == pytest.approx(2.0, rel=1e-6) and r["ci_high"] == pytest.approx(2.0, rel=1e-6)
+    assert r["max_measurable"] == pytest.approx(800 / 200)
+    per = seed_ratios(curve_evals()).filter((pl.col("strategy") == "premem") & (pl.col("n_examples") == 200))
+    assert per["ratio"].to_list() == pytest.approx([2.0] * 3, rel=1e-6)
+    assert per["iid_examples"].to_list() == pytest.approx([400.0] * 3, rel=1e-6)
 
 
-def test_ratio_uses_running_maximum_of_a_non_monotone_reference():
-    n, acc = [100, 200, 400, 800], [0.5, 0.7, 0.6, 0.8]  # dip at 400; running max 0.5, 0.7, 0.7, 0.8
-    # 0.65 is first reached between 100 and 200: 3/4 of the way in accuracy -> n_R = 100 * 2**0.75.
-    assert iid_examples_needed(n, acc, 0.65).value == pytest.approx(100 * 2**0.75, rel=1e-12)
-    # 0.7 is first reached at 200, not on the way back up after the dip.
-    assert iid_examples_needed(n, acc, 0.7) == (200.0, None)
-    # 0.75: from the plateau (400, 0.7) to (800, 0.8), halfway -> 400 * sqrt(2).
-    assert iid_examples_needed(n, acc, 0.75).value == pytest.approx(400 * math.sqrt(2), rel=1e-12)
+def test_random_against_itself_is_exactly_one():
+    r = strategy_ratios(curve_evals()).filter(pl.col("strategy") == "random")
+    assert r["mean"].to_list() == [1.0] * r.height and r["ci_low"].to_list() == [1.0] * r.height
 
 
-def test_ratio_ignores_input_order_and_rejects_bad_curves():
-    assert data_efficiency_ratio([400, 100, 200], [0.7, 0.5, 0.6], 200, 0.65).value == pytest.approx(math.sqrt(2))
-    with pytest.raises(ValueError, match="repeated"):
-        data_efficiency_ratio([100, 100], [0.5, 0.6], 100, 0.5)
-    with pytest.raises(ValueError, match="non-empty"):
-        data_efficiency_ratio([], [], 100, 0.5)
-    with pytest.raises(ValueError, match="n > 0"):
-        data_efficiency_ratio([0, 100], [0.5, 0.6], 100, 0.5)
-    with pytest.raises(ValueError, match="positive"):
-        data_efficiency_ratio(REF_N, REF_ACC, 0, 0.5)
-    with pytest.raises(ValueError, match="finite"):
-        data_efficiency_ratio(REF_N, REF_ACC, 100, float("nan"))
+def test_one_replicate_has_no_interval():
+    r = strategy_ratios(curve_evals(levels=(0.0,))).filter((pl.col("strategy") == "premem") & (pl.col("n_examples") == 200)).row(0, named=True)
+    assert r["mean"] == pytest.approx(2.0, rel=1e-6)
+    assert r["ci_low"] is None and r["ci_high"] is None and r["n_seeds"] == 1
+
+
+def test_a_strategy_beyond_the_iid_curve_is_a_flagged_lower_bound():
+    # Ratio 8 at n 200: i.i.d. would need 1,600 examples, beyond its largest budget (800).
+    r = strategy_ratios(curve_evals(strategy_ratio=8.0)).filter((pl.col("strategy") == "premem") & (pl.col("n_examples") == 200)).row(0, named=True)
+    assert r["bound"] == "lower" and r["mean"] == pytest.approx(4.0, rel=1e-6)  # entered at 800 / 200
+    assert r["ci_high"] is None and r["ci_low"] <= r["mean"]
+    below = strategy_ratios(curve_evals(strategy_ratio=0.25)).filter((pl.col("strategy") == "premem") & (pl.col("n_examples") == 200)).row(0, named=True)
+    assert below["bound"] == "upper" and below["mean"] == pytest.approx(0.5, rel=1e-6) and below["ci_low"] is None
+
+
+def test_noisy_replicates_give_an_interval_around_the_ratio():
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in range(12):
+        level = rng.normal(0, 0.05)
+        rows.append(("shared", seed, 0, 100, line(100, level) + rng.normal(0, 0.01)))
+        rows += [("random", seed, i + 1, n, line(n, level) + rng.normal(0, 0.01)) for i, n in enumerate((200, 400, 800))]
+        rows.append(("loss", seed, 1, 200, line(300, level) + rng.normal(0, 0.01)))
+    r = strategy_ratios(evals(rows)).filter((pl.col("strategy") == "loss") & (pl.col("n_examples") == 200)).row(
+        0, named=True)
+    assert r["ci_low"] < 1.5 < r["ci_high"] and 1.2 < r["mean"] < 1.9 and r["se_log"] > 0
+
+
+def test_headline_is_the_final_budget_shared_by_all_seeds():
+    ev = pl.concat([curve_evals(), evals([("premem", 0, 2, 400, line(800))])])
+    head = headline_ratios(strategy_ratios(ev))
+    # n 400 has one seed only (the others are unfinished): the headline stays at n 200 with all three.
+    assert head.filter(pl.col("strategy") == "premem")["n_examples"].to_list() == [200]
+    assert head["strategy"].to_list() == ["premem", "random"]
+
+
+def test_strategy_ratios_need_the_reference():
+    with pytest.raises(ValueError, match="'random'"):
+        strategy_ratios(evals([("shared", 0, 0, 100, 0.5), ("premem", 0, 1, 200, 0.6)]))
 
 
 def test_combine_bounds():
@@ -160,43 +182,6 @@ def test_combine_bounds():
     assert combine_bounds([None, "lower"]) == "lower"
     assert combine_bounds(["upper", "upper"]) == "upper"
     assert combine_bounds(["upper", "lower"]) == "mixed"
-
-
-def paired_evals() -> pl.DataFrame:
-    """Two seeds whose random curves differ by 0.1; the strategy sits at the same place on each."""
-    rows = []
-    for seed, shift in ((0, 0.0), (1, 0.1)):
-        rows += [("shared", seed, 0, 100, 0.5 + shift), ("random", seed, 1, 200, 0.6 + shift),
-                 ("random", seed, 2, 400, 0.7 + shift), ("premem", seed, 1, 200, 0.65 + shift)]
-    rows.append(("premem", 0, 2, 400, 0.75))  # above seed 0's random: lower bound 400 / 400
-    rows.append(("premem", 1, 2, 400, 0.8))   # exactly seed 1's random at 400: ratio 1
-    return evals(rows)
-
-
-def test_strategy_ratios_are_paired_by_seed():
-    r = strategy_ratios(paired_evals())
-    at200 = r.filter((pl.col("strategy") == "premem") & (pl.col("n_examples") == 200)).row(0, named=True)
-    # Paired, each seed gives exactly sqrt(2); against a pooled reference they would differ.
-    assert at200["mean"] == pytest.approx(math.sqrt(2)) and at200["median"] == pytest.approx(math.sqrt(2))
-    assert at200["ci_high"] - at200["ci_low"] == pytest.approx(0.0, abs=1e-12)
-    assert at200["n_seeds"] == 2 and at200["bound"] is None
-    at400 = r.filter((pl.col("strategy") == "premem") & (pl.col("n_examples") == 400)).row(0, named=True)
-    assert at400["mean"] == pytest.approx(1.0) and at400["bound"] == "lower"
-    rnd = r.filter(pl.col("strategy") == "random")
-    assert rnd["mean"].to_list() == pytest.approx([1.0, 1.0, 1.0])
-
-
-def test_headline_is_the_final_budget_shared_by_all_seeds():
-    ev = pl.concat([paired_evals(), evals([("random", 0, 3, 800, 0.72), ("premem", 0, 3, 800, 0.9)])])
-    head = headline_ratios(strategy_ratios(ev))
-    # n 800 has one seed only (the other is unfinished): the headline stays at n 400 with both seeds.
-    assert head.filter(pl.col("strategy") == "premem")["n_examples"].to_list() == [400]
-    assert head["strategy"].to_list() == ["premem", "random"]
-
-
-def test_strategy_ratios_need_the_reference():
-    with pytest.raises(ValueError, match="'random'"):
-        strategy_ratios(evals([("shared", 0, 0, 100, 0.5), ("premem", 0, 1, 200, 0.6)]))
 
 
 # --- AULC and deficiency ----------------------------------------------------------------------

@@ -1,0 +1,77 @@
+"""What a comparison could detect, and the verdict a reader can act on.
+
+From a ratio estimate's standard error of the mean log-ratio (se, over R paired replicates; `reports.efficiency`):
+- smallest detectable ratio at 80% power, two-sided 5% test of "ratio = 1":
+      exp((t_{0.975, R-1} + t_{0.80, R-1}) * se)   (and its inverse below 1);
+- replicates a given effect (1.2x by default) needs: the smallest R' with
+      (t_{0.975, R'-1} + t_{0.80, R'-1}) * sigma / sqrt(R') <= log(effect),   sigma = se * sqrt(R),
+  the per-replicate spread this comparison showed, assumed to carry over.
+"""
+
+from __future__ import annotations
+
+import math
+
+from scipy import stats
+
+from reports.efficiency import RatioEstimate
+
+POWER = 0.80
+ALPHA = 0.05
+
+
+def _quantiles(replicates: int) -> float:
+    df = replicates - 1
+    return stats.t.ppf(1 - ALPHA / 2, df) + stats.t.ppf(POWER, df)
+
+
+def detectable_ratio(se_log: float | None, replicates: int) -> float | None:
+    """The smallest ratio (above 1) this comparison detects at 80% power; None without an error estimate."""
+    if se_log is None or replicates < 2 or not math.isfinite(se_log):
+        return None
+    return math.exp(_quantiles(replicates) * se_log)
+
+
+def replicates_needed(se_log: float | None, replicates: int, effect: float = 1.2, limit: int = 10_000) -> int | None:
+    """Paired replicates needed to detect `effect` at 80% power, from this comparison's spread (None without one;
+    `limit` + 1 when even `limit` would not do)."""
+    if se_log is None or replicates < 2 or not math.isfinite(se_log):
+        return None
+    sigma = se_log * math.sqrt(replicates)
+    if sigma == 0:
+        return 2
+    target = math.log(effect)
+    for r in range(2, limit + 1):
+        if _quantiles(r) * sigma / math.sqrt(r) <= target:
+            return r
+    return limit + 1
+
+
+def verdict(strategy: str, e: RatioEstimate, effect: float = 1.2) -> str:
+    """One plain sentence on what the comparison says about `strategy` against i.i.d. scaling."""
+    interval = (f"{e.value:.2f}x [{e.low:.2f}, {e.high:.2f}]" if e.low is not None and e.high is not None
+                else f"{e.value:.2f}x")
+    reps = f"{e.n_replicates} replicate{'s' if e.n_replicates != 1 else ''}"
+    if e.n_replicates < 2:
+        return (f"{strategy}: {e.value:.2f}x i.i.d.'s data efficiency at {e.n_examples} examples, from {reps}: "
+                "no interval; run more replicates to compare")
+    if e.bound == "lower":
+        return (f"{strategy} beat the i.i.d. curve's largest budget on some replicates: at least {e.value:.2f}x "
+                f"(95% lower limit {e.low:.2f}x), more than the {e.max_measurable:.1f}x the i.i.d. curve can measure "
+                "there; extend it (selection.iid_reach) to put a number on it")
+    if e.bound == "upper":
+        return (f"{strategy} fell below the i.i.d. curve's first point on some replicates: at most {e.value:.2f}x "
+                f"(95% upper limit {e.high:.2f}x)")
+    if e.bound == "mixed":
+        return f"{strategy}: {e.value:.2f}x, censored both ways across replicates: no interval"
+    need = replicates_needed(e.se_log, e.n_replicates, effect)
+    if e.low > 1:
+        return (f"{strategy} needs {interval} fewer examples than i.i.d. data to reach the same accuracy "
+                f"({reps}, {e.n_examples} examples)")
+    if e.high < 1:
+        return (f"{strategy} needs more examples than i.i.d. data for the same accuracy: {interval} "
+                f"({reps}, {e.n_examples} examples)")
+    detect = detectable_ratio(e.se_log, e.n_replicates)
+    return (f"{strategy} is not distinguishable from i.i.d. at {reps} ({interval}); this comparison detects "
+            f"ratios beyond {detect:.2f}x (or below {1 / detect:.2f}x) at 80% power; a {effect:.1f}x effect would "
+            f"need {need} replicates")
