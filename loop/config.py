@@ -32,11 +32,11 @@ _EMBEDDED_FIELDS = ("n_seeds", "pool_per_seed", "n_dev", "n_test", "min_steps", 
 _REAL_FIELDS = ("splits", "pool", "link", "seed_limit", "pool_limit", "dev_limit", "test_limit",
                 "skip_invalid", "contamination", "near_duplicate_threshold")
 SOURCE_FIELDS: dict[str, tuple[str, ...]] = {
-    "embedded": ("source", *_EMBEDDED_FIELDS, "data_seed"),
-    "gsm8k": ("source", "path", *_REAL_FIELDS, "data_seed"),
-    "math": ("source", "path", "name", "levels", *_REAL_FIELDS, "data_seed"),
-    "file": ("source", "path", "columns", *_REAL_FIELDS, "data_seed"),
-    "hf": ("source", "name", "config", "revision", "columns", *_REAL_FIELDS, "data_seed"),
+    "embedded": ("source", *_EMBEDDED_FIELDS, "data_seed", "per_replicate"),
+    "gsm8k": ("source", "path", *_REAL_FIELDS, "data_seed", "per_replicate"),
+    "math": ("source", "path", "name", "levels", *_REAL_FIELDS, "data_seed", "per_replicate"),
+    "file": ("source", "path", "columns", *_REAL_FIELDS, "data_seed", "per_replicate"),
+    "hf": ("source", "name", "config", "revision", "columns", *_REAL_FIELDS, "data_seed", "per_replicate"),
 }
 # The grading task each dataset's answers follow; a user's file or HF dataset may follow any.
 SOURCE_TASK = {"embedded": "embedded", "gsm8k": "gsm8k", "math": "math"}
@@ -119,13 +119,16 @@ class DataConfig(_Strict):
     source: DataSource = "embedded"
     # -- embedded ----------------------------------------------------------------------------------
     n_seeds: int = Field(64, gt=0, description="seed problems (the original training set)")
-    pool_per_seed: int = Field(6, gt=0, description="pool items generated per seed (linked by seed_id)")
+    pool_per_seed: int = Field(8, gt=0, description="pool items generated per seed (linked by seed_id)")
     n_dev: int = Field(64, ge=0, description="dev problems (threshold calibration, never the test set)")
     n_test: int = Field(200, gt=0, description="test problems")
     min_steps: int = Field(2, ge=1)
     max_steps: int = Field(5, ge=1)
-    data_seed: int = Field(0, description="seed of the generated data set (embedded) or of the slices (others), "
-                                          "shared by every run")
+    data_seed: int = Field(0, description="seed of the generated data set (embedded) or of the slices (others)")
+    per_replicate: bool = Field(
+        True, description="each paired replicate (seed) draws its own data from data_seed and its seed: seed set, "
+        "pool and test subset (the strategies of one replicate share it), so intervals include the data's own "
+        "variance; false = one draw for every replicate")
     # -- where the rows are ------------------------------------------------------------------------
     path: str | None = Field(
         None, description="gsm8k/math: a local folder with the split files (null = the hub); file: a folder of "
@@ -384,10 +387,32 @@ class SelectionConfig(_Strict):
         default_factory=lambda: [StrategyConfig(name=n) for n in ("random", "loss", "perplexity", "premem")]
     )
     budgets: list[int] = Field(default_factory=lambda: [64, 64], description="pool items added in rounds 1..R")
-    iid_extra_budgets: list[int] = Field(
-        default_factory=list,
-        description="extra rounds for `random` only, extending the i.i.d. reference curve past the last budget",
+    iid_extra_budgets: list[int] | None = Field(
+        None,
+        description="extra rounds for `random` only, extending the i.i.d. reference curve past the last budget; "
+        "null = two rounds reaching iid_reach x the examples a strategy ends with (geometric steps); [] = none",
     )
+    iid_reach: float = Field(
+        3.0, ge=1.0, description="with iid_extra_budgets null: how far past the strategies' final number of examples "
+        "the i.i.d. curve extends, so ratios up to this are measured rather than censored")
+
+    def extension(self, n_seeds: int) -> list[int]:
+        """Pool items the i.i.d. extension rounds add, for a seed set of `n_seeds` (see iid_extra_budgets)."""
+        if self.iid_extra_budgets is not None:
+            return list(self.iid_extra_budgets)
+        final = n_seeds + sum(self.budgets)
+        target = math.ceil(self.iid_reach * final)
+        if target <= final:
+            return []
+        middle = max(final + 1, math.ceil(math.sqrt(final * target)))
+        return [middle - final, target - middle] if target > middle else [target - final]
+
+    @property
+    def iid_rounds(self) -> int:
+        """Number of extension rounds (known before the data, unlike their sizes)."""
+        if self.iid_extra_budgets is not None:
+            return len(self.iid_extra_budgets)
+        return 0 if self.iid_reach <= 1.0 else 2
 
     @field_validator("strategies", mode="before")
     @classmethod
@@ -398,8 +423,8 @@ class SelectionConfig(_Strict):
 
     @field_validator("budgets", "iid_extra_budgets")
     @classmethod
-    def _positive(cls, value: list[int], info: Any) -> list[int]:
-        for i, b in enumerate(value):
+    def _positive(cls, value: list[int] | None, info: Any) -> list[int] | None:
+        for i, b in enumerate(value or []):
             if b <= 0:
                 raise ValueError(f"selection.{info.field_name}[{i}] must be > 0, got {b}")
         return value
@@ -474,12 +499,14 @@ class RunConfig(_Strict):
     @model_validator(mode="after")
     def _budget_fits_pool(self) -> RunConfig:
         # Other sources know their pool size only once loaded: loop.data.check_examples checks it there.
-        needed = sum(self.selection.budgets) + sum(self.selection.iid_extra_budgets)
-        if self.data.source == "embedded" and needed > self.data.pool_size:
-            raise ValueError(
-                f"selection.budgets (+ iid_extra_budgets) add {needed} pool items but the pool holds "
-                f"{self.data.pool_size} (data.n_seeds * data.pool_per_seed)"
-            )
+        if self.data.source == "embedded":
+            extension = self.selection.extension(self.data.n_seeds)
+            needed = sum(self.selection.budgets) + sum(extension)
+            if needed > self.data.pool_size:
+                raise ValueError(
+                    f"selection.budgets {self.selection.budgets} + the i.i.d. extension {extension} add {needed} pool "
+                    f"items but the pool holds {self.data.pool_size} (data.n_seeds * data.pool_per_seed): raise "
+                    "data.pool_per_seed, or lower selection.iid_reach or set selection.iid_extra_budgets")
         if self.dynamics.tau_mode == "style_floor" and self.data.source != "embedded":
             raise ValueError("dynamics.tau_mode 'style_floor' needs the embedded task (it knows each phrasing floor)")
         return self

@@ -351,10 +351,13 @@ def check_examples(cfg: RunConfig, examples: pl.DataFrame, needs: set[str]) -> N
         if not counts.get(split):
             raise ValueError(f"the data has no '{split}' examples")
     embedded = cfg.data.source == "embedded"
-    needed = sum(cfg.selection.budgets) + sum(cfg.selection.iid_extra_budgets)
+    extension = cfg.selection.extension(counts["seed"])
+    needed = sum(cfg.selection.budgets) + sum(extension)
     if needed > counts["pool"]:
-        hint = "" if embedded else " (lower the budgets, or give the pool more rows: data.pool_limit, data.seed_limit)"
-        raise ValueError(f"selection.budgets add {needed} pool items but the pool holds {counts['pool']}{hint}")
+        hint = "" if embedded else (" (lower the budgets or selection.iid_reach, or give the pool more rows: "
+                                    "data.pool_limit, data.seed_limit)")
+        raise ValueError(f"selection.budgets {cfg.selection.budgets} + the i.i.d. extension {extension} add {needed} "
+                         f"pool items but the pool holds {counts['pool']}{hint}")
     if "premem" in needs:
         seeds = set(examples.filter(pl.col("split") == "seed")["id"].to_list())
         pool = examples.filter(pl.col("split") == "pool")

@@ -64,9 +64,15 @@ class Step:
         return Step(self.seed, self.strategy, self.round - 1)
 
 
-def rounds_of(cfg: RunConfig, strategy: str) -> list[int]:
-    """Pool items added at rounds 1..R of `strategy` (random also runs the i.i.d. extension rounds)."""
-    extra = cfg.selection.iid_extra_budgets if strategy == "random" else []
+def n_rounds(cfg: RunConfig, strategy: str) -> int:
+    """Rounds after round 0 that `strategy` runs (random also runs the i.i.d. extension rounds)."""
+    return len(cfg.selection.budgets) + (cfg.selection.iid_rounds if strategy == "random" else 0)
+
+
+def rounds_of(cfg: RunConfig, strategy: str, n_seeds: int) -> list[int]:
+    """Pool items added at rounds 1..R of `strategy`, for a seed set of `n_seeds` (the i.i.d. extension's sizes
+    depend on it)."""
+    extra = cfg.selection.extension(n_seeds) if strategy == "random" else []
     return [*cfg.selection.budgets, *extra]
 
 
@@ -75,9 +81,9 @@ def plan_steps(cfg: RunConfig) -> list[Step]:
     steps: list[Step] = []
     for seed in cfg.seeds:
         steps.append(Step(seed, SHARED_STRATEGY, 0))
-        depth = max(len(rounds_of(cfg, s)) for s in cfg.selection.strategy_names)
+        depth = max(n_rounds(cfg, s) for s in cfg.selection.strategy_names)
         for r in range(1, depth + 1):
-            steps += [Step(seed, s, r) for s in cfg.selection.strategy_names if r <= len(rounds_of(cfg, s))]
+            steps += [Step(seed, s, r) for s in cfg.selection.strategy_names if r <= n_rounds(cfg, s)]
     return steps
 
 
@@ -106,7 +112,7 @@ class Engine:
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
         self._tokenizer = None
-        self._examples: pl.DataFrame | None = None
+        self._examples: dict[int, pl.DataFrame] = {}
         self._backend: Backend | None = None
 
     # -- shared inputs ---------------------------------------------------------------------------
@@ -128,12 +134,24 @@ class Engine:
             close_backends()
             self._backend = None
 
-    @property
-    def examples(self) -> pl.DataFrame:
-        if self._examples is None:
-            stored = self.store.read_parquet("data/examples.parquet")
-            self._examples = stored if stored is not None else self.prepare()
-        return self._examples
+    def examples(self, seed: int) -> pl.DataFrame:
+        """The examples replicate `seed` trains, selects from and is tested on (its own draw of the data, unless
+        data.per_replicate is off)."""
+        if seed not in self._examples:
+            stored = self.store.read_parquet(_examples_path(seed))
+            if stored is None:
+                self.prepare()
+                stored = self.store.read_parquet(_examples_path(seed))
+            self._examples[seed] = stored
+        return self._examples[seed]
+
+    def data_config(self, seed: int) -> RunConfig:
+        """The config with replicate `seed`'s data seed: every replicate draws its own seed set, pool and test
+        subset (data.per_replicate), all its strategies sharing that draw."""
+        if not self.cfg.data.per_replicate:
+            return self.cfg
+        data = self.cfg.data.model_copy(update={"data_seed": _derived_seed("data", self.cfg.data.data_seed, seed)})
+        return self.cfg.model_copy(update={"data": data})
 
     def needs(self, strategy: str) -> set[str]:
         return set(registry.resolve(strategy).needs)
@@ -141,45 +159,58 @@ class Engine:
     def all_needs(self) -> set[str]:
         return set().union(*(self.needs(s) for s in self.cfg.selection.strategy_names))
 
-    def prepare(self) -> pl.DataFrame:
-        """Validate config + data, open the store, write the examples and the global signals. Idempotent."""
+    def prepare(self) -> None:
+        """Validate config + data, open the store, write each replicate's examples and base signals. Idempotent."""
         for name in self.cfg.selection.strategy_names:
             registry.resolve(name)  # an unknown strategy stops the run here, before any training
-        examples = self.store.read_parquet("data/examples.parquet")
-        report = None
-        if examples is None:
-            examples, report = load_data(self.cfg)
-            # Lengths under the run's tokenizer, before any training: an example too long fails here, not in the
-            # round that happens to select it (and again at every resume).
-            examples, lengths = check_lengths(self.cfg, self.tokenizer, examples, self._context())
-            for reason, n in lengths.dropped.items():
-                report.drop(reason, n)
-        check_examples(self.cfg, examples, self.all_needs())
+        drawn: dict[int, tuple[pl.DataFrame, object]] = {}
+        for seed in self.cfg.seeds:
+            examples = self.store.read_parquet(_examples_path(seed))
+            report = None
+            if examples is None:
+                if not self.cfg.data.per_replicate and drawn:  # one draw, shared by every replicate
+                    examples, report = next(iter(drawn.values()))
+                else:
+                    examples, report = load_data(self.data_config(seed))
+                    # Lengths under the run's tokenizer, before any training: an example too long fails here, not
+                    # in the round that happens to select it (and again at every resume).
+                    examples, lengths = check_lengths(self.cfg, self.tokenizer, examples, self._context())
+                    for reason, n in lengths.dropped.items():
+                        report.drop(reason, n)
+            check_examples(self.cfg, examples, self.all_needs())
+            drawn[seed] = (examples, report)
         manifest = {
             "versions": _versions(),
             "machine": _machine(self.device),
             "model": self.cfg.model.name_or_path,
             "model_weights_sha256": _weights_hash(self.cfg),
             "precision": resolve_precision(self.cfg.model, self.cfg.train, self.device).name,
-            "examples_rows": examples.height,
-            "examples_sha256": hashlib.sha256(examples.write_csv().encode()).hexdigest(),
+            "data_per_replicate": self.cfg.data.per_replicate,
+            "examples": {str(seed): {"rows": ex.height, "sha256": hashlib.sha256(ex.write_csv().encode()).hexdigest()}
+                         for seed, (ex, _) in drawn.items()},
             "opened": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         self.store.open(self.cfg, manifest)
-        if report is not None:  # what loading did (skipped rows, links, contamination), kept with the run
-            self.store.write_json("data/report.json", {
-                "summary": str(report), "counts": report.counts, "dropped": report.dropped,
-                "linked_to_nearest_seed": report.linked_nearest,
-                "validation": [{"source": v.source, "rows": v.n_rows, "valid": v.n_valid, "skipped": v.skipped,
-                                "problems": v.counts} for v in report.validation]})
-            if report.contamination is not None and report.contamination.height:
-                self.store.write_parquet("data/contamination.parquet", report.contamination)
-        if self.store.read_parquet("data/examples.parquet") is None:
-            self.store.write_parquet("data/examples.parquet", examples)
-        self._examples = examples
-        if "base_perplexity" in self.all_needs() and self.store.read_parquet("signals/base_perplexity.parquet") is None:
-            self.store.write_parquet("signals/base_perplexity.parquet", self._base_perplexity(examples))
-        return examples
+        for seed, (examples, report) in drawn.items():
+            folder = f"data/seed-{seed}"
+            if report is not None:  # what loading did (skipped rows, links, contamination), kept with the run
+                self.store.write_json(f"{folder}/report.json", {
+                    "summary": str(report), "counts": report.counts, "dropped": report.dropped,
+                    "linked_to_nearest_seed": report.linked_nearest,
+                    "validation": [{"source": v.source, "rows": v.n_rows, "valid": v.n_valid, "skipped": v.skipped,
+                                    "problems": v.counts} for v in report.validation]})
+                if report.contamination is not None and report.contamination.height:
+                    self.store.write_parquet(f"{folder}/contamination.parquet", report.contamination)
+            if self.store.read_parquet(_examples_path(seed)) is None:
+                self.store.write_parquet(_examples_path(seed), examples)
+            self._examples[seed] = examples
+        if "base_perplexity" in self.all_needs():
+            computed: pl.DataFrame | None = None
+            for seed, (examples, _) in drawn.items():
+                if self.store.read_parquet(_base_perplexity_path(seed)) is None:
+                    if computed is None or self.cfg.data.per_replicate:
+                        computed = self._base_perplexity(examples)
+                    self.store.write_parquet(_base_perplexity_path(seed), computed)
 
     def _context(self) -> int | None:
         from transformers import AutoConfig
@@ -207,14 +238,15 @@ class Engine:
     def candidates(self, step: Step, used: list[str]) -> pl.DataFrame:
         """Unused pool items with the signal columns the strategy needs, sorted by id (order-independent)."""
         prev = step.parent
-        pool = self.examples.filter((pl.col("split") == "pool") & ~pl.col("id").is_in(used)).select("id", "seed_id")
+        pool = self.examples(step.seed).filter((pl.col("split") == "pool") & ~pl.col("id").is_in(used)).select(
+            "id", "seed_id")
         needs = self.needs(step.strategy)
         round_needs = needs - GLOBAL_SIGNALS
         if round_needs:
             signals = self.store.step_frame(prev.seed, prev.strategy, prev.round, "signals")
             pool = pool.join(signals.select("id", *sorted(round_needs)), on="id", how="left")
         if "base_perplexity" in needs:
-            base = self.store.read_parquet("signals/base_perplexity.parquet")
+            base = self.store.read_parquet(_base_perplexity_path(step.seed))
             pool = pool.join(base, on="id", how="left")
         for column in needs:
             if pool[column].null_count():
@@ -225,7 +257,7 @@ class Engine:
         """Per-round signals that the step after this one will read."""
         if step.strategy == SHARED_STRATEGY:
             return self.all_needs() - GLOBAL_SIGNALS
-        if step.round < len(rounds_of(self.cfg, step.strategy)):
+        if step.round < n_rounds(self.cfg, step.strategy):
             return self.needs(step.strategy) - GLOBAL_SIGNALS
         return set()
 
@@ -245,16 +277,17 @@ class Engine:
         batch = self._select(step, used, info)
         timings.append(("select", time.perf_counter() - started))
 
-        train = self.examples.filter((pl.col("split") == "seed") | pl.col("id").is_in(set(used) | set(batch)))
+        examples = self.examples(step.seed)
+        train = examples.filter((pl.col("split") == "seed") | pl.col("id").is_in(set(used) | set(batch)))
         model, ledger, tracker, train_seconds = self._train_and_track(step, train)
         timings += [("train", train_seconds), *tracker.stage_seconds.items()]
-        tau = tau_for(self.cfg, self.examples)
+        tau = tau_for(self.cfg, examples)
         with self.backend.bind(model, tag=f"{_tag(step)}-final") as bound:
             started = time.perf_counter()
-            signals = self._compute_signals(bound, ledger, tau, self._next_signals(step))
+            signals = self._compute_signals(step, bound, ledger, tau, self._next_signals(step))
             timings.append(("signals", time.perf_counter() - started))
             started = time.perf_counter()
-            test = self.examples.filter(pl.col("split") == "test")
+            test = examples.filter(pl.col("split") == "test")
             scores_eval = evaluate(self.cfg, bound.sampler, test, seed=_derived_seed("eval", step.seed))
             timings.append(("eval", time.perf_counter() - started))
 
@@ -269,7 +302,8 @@ class Engine:
         if step.round == 0:
             return []
         cfg = self.cfg
-        budget = rounds_of(cfg, step.strategy)[step.round - 1]
+        n_seeds = self.examples(step.seed).filter(pl.col("split") == "seed").height
+        budget = rounds_of(cfg, step.strategy, n_seeds)[step.round - 1]
         cands = self.candidates(step, used)
         chosen = registry.resolve(step.strategy)
         params = next(s.params for s in cfg.selection.strategies if s.name == step.strategy)
@@ -285,7 +319,7 @@ class Engine:
         cfg = self.cfg
         tracked = train.filter(pl.col("split") == "seed") if cfg.dynamics.track == "seeds" else train
         sample = cfg.dynamics.record == "every_round" or "premem" in self._next_signals(step)
-        tau = tau_for(cfg, self.examples)
+        tau = tau_for(cfg, self.examples(step.seed))
         train_seed = _derived_seed("train", step.seed)  # same for every strategy: paired training noise
         tracker = DynamicsTracker(cfg, self.tokenizer, tracked, tau, seed=train_seed, backend=self.backend,
                                   tag=_tag(step), sample=sample)
@@ -309,13 +343,14 @@ class Engine:
              "signals": signals, "eval": evals, "timings": timing_frame},
             info, model_writer=writer)
 
-    def _compute_signals(self, bound, ledger: pl.DataFrame, tau, wanted: set[str]) -> pl.DataFrame:
-        pool = self.examples.filter(pl.col("split") == "pool").select("id", "seed_id")
+    def _compute_signals(self, step: Step, bound, ledger: pl.DataFrame, tau, wanted: set[str]) -> pl.DataFrame:
+        examples = self.examples(step.seed)
+        pool = examples.filter(pl.col("split") == "pool").select("id", "seed_id")
         if "premem" in wanted:
             premem = premem_accuracy(ledger.filter(pl.col("epoch").is_not_null()), tau)
             pool = pool.join(premem.rename({"example_id": "seed_id"}), on="seed_id", how="left")
         if "loss" in wanted:
-            rows = self.examples.filter(pl.col("split") == "pool")
+            rows = examples.filter(pl.col("split") == "pool")
             nll = bound.scorer.mean_nll(encode_for(self.cfg.model, self.tokenizer, rows))
             pool = pool.join(pl.DataFrame({"id": rows["id"], "loss": nll}), on="id", how="left")
         return pool
@@ -333,6 +368,14 @@ class Engine:
                 self.run_step(step)
         finally:
             self.close()
+
+
+def _examples_path(seed: int) -> str:
+    return f"data/seed-{seed}/examples.parquet"
+
+
+def _base_perplexity_path(seed: int) -> str:
+    return f"signals/seed-{seed}/base_perplexity.parquet"
 
 
 def _tag(step: Step) -> str:

@@ -2,8 +2,9 @@
 
 Layout under `root`:
     config.yaml, manifest.json             what was run, with library versions and data/model hashes
-    data/examples.parquet                  the examples every step reads
-    signals/base_perplexity.parquet        round-independent signals, computed once
+    data/seed-S/examples.parquet           the examples replicate S's steps read (its own draw of the data),
+                                           with report.json (what loading did) beside them
+    signals/seed-S/base_perplexity.parquet round-independent signals of replicate S, computed once
     steps/seed-S/STRATEGY/round-R/         selected.parquet, ledger.parquet, signals.parquet,
                                            eval.parquet, timings.parquet, step.json (and model/ if kept)
     report/                                index.html, curves.png, summary.json

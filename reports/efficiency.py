@@ -18,6 +18,9 @@ spread and the uncertainty of the fitted curve, and the t quantile keeps its cov
 (logistic and power-law in n) with known ratios 1, 1.5 and 2. One replicate has no interval. `random` against
 itself is exactly 1: it is the curve. Each replicate's own ratio (its d_r located alone) is kept for display.
 
+Where the i.i.d. accuracies do not grow with n (a model that learns nothing), no ratio exists: "undefined",
+with a warning in the report; where the curve is flat in over 2.5% of bootstrap draws, the interval is open.
+
 Censoring: where d lies above the fitted curve at the largest i.i.d. budget n_max, the ratio is only known to
 be >= n_max / n: a lower bound ("≥"), its interval's upper end open; below the curve at the first budget, an
 upper bound ("≤"). An interval end beyond the measured range is open (None). `max_measurable` = n_max / n, the
@@ -81,6 +84,9 @@ def estimate_ratio(budgets, reference, accuracy, n: float, replicates=None, *, b
     rng = np.random.default_rng(seed)
     draws = np.vstack([np.ones(r), rng.multinomial(r, np.full(r, 1.0 / r), size=boot if r > 1 else 0)])
     curves = fit(budgets, ref, draws)
+    max_measurable = float(budgets.max() / n)
+    if not curves.increasing[0]:  # the i.i.d. accuracies do not grow with n: nothing can be read off them
+        return RatioEstimate(int(n), math.nan, None, None, r, "undefined", None, max_measurable, [])
     offsets = acc[None, :] - curves.levels  # [B, R]: the strategy's accuracy above its replicate's curve level
     mean_offset = (draws * offsets).sum(1) / r
     point_shape = Curves(curves.shape[:1], np.zeros((1, 1)), curves.centre, curves.x_min, curves.x_max)
@@ -96,10 +102,12 @@ def estimate_ratio(budgets, reference, accuracy, n: float, replicates=None, *, b
     per = [{"seed": s, "accuracy": float(a), "iid_examples": float(n * math.exp(x)), "ratio": float(math.exp(x)),
             "bound": k} for s, a, x, k in zip(names, acc, own, kinds)]
     bound = {1: "lower", -1: "upper"}.get(int(censored))
-    max_measurable = float(budgets.max() / n)
     if r < 2:
         return RatioEstimate(int(n), math.exp(point), None, None, r, bound, None, max_measurable, per)
-    se = float(mean_offset[1:].std() * math.sqrt(r / (r - 1)))
+    usable = curves.increasing[1:]
+    if usable.mean() < 0.975:  # in over 2.5% of redraws the i.i.d. curve is flat: the data cannot bound the ratio
+        return RatioEstimate(int(n), math.exp(point), None, None, r, bound, None, max_measurable, per)
+    se = float(mean_offset[1:][usable].std() * math.sqrt(r / (r - 1)))
     t = stats.t.ppf(0.975, r - 1)
     (low, high), ends = log_ratio(np.array([mean_offset[0] - t * se, mean_offset[0] + t * se]))
     # An end beyond the measured range is open: the truth may lie anywhere past it.
@@ -111,7 +119,7 @@ def estimate_ratio(budgets, reference, accuracy, n: float, replicates=None, *, b
     # (ratios beyond the measured range enter at its edge).
     every_shape = Curves(curves.shape, np.zeros((len(draws), 1)), curves.centre, curves.x_min, curves.x_max)
     log_n, _ = every_shape.log_examples_needed(mean_offset[:, None])
-    se_log = float(log_n[1:, 0].std() * math.sqrt(r / (r - 1)))
+    se_log = float(log_n[1:, 0][usable].std() * math.sqrt(r / (r - 1)))
     return RatioEstimate(int(n), math.exp(point), low_value, high_value, r, bound, se_log, max_measurable, per)
 
 

@@ -36,13 +36,15 @@ MAX_DEGREE = 3
 
 @dataclass(frozen=True)
 class Curves:
-    """B fits of the model: shape [B, d], levels [B, R], on budgets x = log n - centre in [x_min, x_max]."""
+    """B fits of the model: shape [B, d], levels [B, R], on budgets x = log n - centre in [x_min, x_max];
+    `increasing` [B]: whether each fit increases over the range (only those can be inverted)."""
 
     shape: np.ndarray
     levels: np.ndarray
     centre: float
     x_min: float
     x_max: float
+    increasing: np.ndarray | None = None
 
     def accuracy(self, x: np.ndarray) -> np.ndarray:
         """Fitted accuracy at x (broadcast against [B, R])."""
@@ -84,8 +86,9 @@ def fit(budgets: np.ndarray, accuracy: np.ndarray, weights: np.ndarray | None = 
         degree: int | None = None) -> Curves:
     """Fit the model to accuracies [R, K] over `budgets` [K] (n examples), once per row of `weights` [B, R].
 
-    Each bootstrap fit whose curve would not increase over the range falls back to a straight line (its
-    coefficients refitted), so every curve can be inverted. Raises ValueError when no straight line increases.
+    Each fit whose curve would not increase over the range falls back to a straight line (its coefficients
+    refitted); a fit whose straight line does not increase either (the i.i.d. accuracies do not grow with n) is
+    marked in `increasing` and cannot be inverted.
     """
     n = np.asarray(budgets, dtype=float)
     a = np.asarray(accuracy, dtype=float)
@@ -108,9 +111,8 @@ def fit(budgets: np.ndarray, accuracy: np.ndarray, weights: np.ndarray | None = 
             levels = curves.levels.copy()
             levels[bad] = line.levels
             curves = Curves(shape, levels, 0.0, curves.x_min, curves.x_max)
-    if not _increasing(curves.shape, float(x.min()), float(x.max())).all():
-        raise ValueError("the i.i.d. points do not increase with n: no reference curve can be inverted")
-    return Curves(curves.shape, curves.levels, centre, float(x.min()), float(x.max()))
+    increasing = _increasing(curves.shape, float(x.min()), float(x.max()))
+    return Curves(curves.shape, curves.levels, centre, float(x.min()), float(x.max()), increasing)
 
 
 def _fit(x: np.ndarray, a: np.ndarray, w: np.ndarray, degree: int) -> Curves:

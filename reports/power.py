@@ -52,6 +52,9 @@ def verdict(strategy: str, e: RatioEstimate, effect: float = 1.2) -> str:
     interval = (f"{e.value:.2f}x [{e.low:.2f}, {e.high:.2f}]" if e.low is not None and e.high is not None
                 else f"{e.value:.2f}x")
     reps = f"{e.n_replicates} replicate{'s' if e.n_replicates != 1 else ''}"
+    if e.bound == "undefined":
+        return (f"{strategy}: no ratio: the i.i.d. accuracies do not rise with more examples, so no number of i.i.d. "
+                "examples corresponds to an accuracy")
     if e.n_replicates < 2:
         return (f"{strategy}: {e.value:.2f}x i.i.d.'s data efficiency at {e.n_examples} examples, from {reps}: "
                 "no interval; run more replicates to compare")

@@ -51,7 +51,8 @@ def _ci(block: dict, digits: int = 3) -> str:
 
 
 def _bound(bound: str | None) -> str:
-    return {None: "", "lower": "≥ (lower bound)", "upper": "≤ (upper bound)", "mixed": "mixed bounds"}[bound]
+    return {None: "", "lower": "≥ (lower bound)", "upper": "≤ (upper bound)", "mixed": "mixed bounds",
+            "undefined": "undefined: the i.i.d. curve does not rise"}[bound]
 
 
 def _table(header: list[str], rows: list[list]) -> str:

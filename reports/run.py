@@ -17,6 +17,15 @@ from loop.store import RunStore
 from reports.render import write_report
 
 
+def _examples(root: Path) -> pl.DataFrame | None:
+    """Every replicate's examples, with a `replicate` column (the seed whose draw they are)."""
+    files = sorted(root.glob("data/seed-*/examples.parquet"))
+    if not files:
+        return None
+    return pl.concat([pl.read_parquet(f).with_columns(replicate=pl.lit(int(f.parent.name.split("-")[1])))
+                      for f in files], how="diagonal_relaxed")
+
+
 def _step_records(root: Path) -> pl.DataFrame:
     rows = [json.loads(p.read_text()) for p in sorted(root.glob("steps/seed-*/*/round-*/step.json"))]
     return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
@@ -26,9 +35,9 @@ def dynamics_notes(root: Path, config: dict) -> list[str]:
     """Plain-language facts about memorization and selection, read from step.json records and the data."""
     notes: list[str] = []
     dyn = config.get("dynamics", {})
-    examples_path = root / "data" / "examples.parquet"
-    if dyn.get("tau_mode") == "style_floor" and examples_path.exists():
-        floor = pl.read_parquet(examples_path).filter(pl.col("split") == "seed")["style_floor"]
+    examples = _examples(root)
+    if dyn.get("tau_mode") == "style_floor" and examples is not None:
+        floor = examples.filter(pl.col("split") == "seed")["style_floor"]
         notes.append(
             f"Memorized iff target NLL < {dyn.get('floor_scale', 1.0)} x the example's phrasing floor "
             f"(per-example tau = log(floor)); seed floors: mean {floor.mean():.3f}, "
@@ -62,20 +71,22 @@ GROUP_COLUMNS = ("steps", "level", "subject")  # example metadata worth breaking
 def selection_composition(root: Path) -> dict | None:
     """Share of each strategy's selected pool items per value of a metadata column (steps, level, ...),
     next to the pool's own shares: what a strategy concentrates on."""
-    examples_path = root / "data" / "examples.parquet"
+    examples = _examples(root)
     files = sorted(root.glob("steps/seed-*/*/round-*/selected.parquet"))
-    if not examples_path.exists() or not files:
+    if examples is None or not files:
         return None
-    examples = pl.read_parquet(examples_path)
     column = next((c for c in GROUP_COLUMNS if c in examples.columns), None)
     if column is None:
         return None
-    selected = pl.concat([pl.read_parquet(f).with_columns(strategy=pl.lit(f.parts[-3])) for f in files])
+    # Each replicate selects from its own pool: selections join their replicate's examples.
+    selected = pl.concat([pl.read_parquet(f).with_columns(strategy=pl.lit(f.parts[-3]),
+                                                          replicate=pl.lit(int(f.parts[-4].split("-")[1])))
+                          for f in files])
     if not selected.height:
         return None
-    pool = examples.filter(pl.col("split") == "pool").select("id", column)
+    pool = examples.filter(pl.col("split") == "pool").select("replicate", "id", column)
     values = sorted(pool[column].drop_nulls().unique().to_list())
-    shares = (selected.join(pool, on="id").group_by("strategy", column).len()
+    shares = (selected.join(pool, on=["replicate", "id"]).group_by("strategy", column).len()
               .with_columns(share=pl.col("len") / pl.col("len").sum().over("strategy")))
     pool_share = pool.group_by(column).len().with_columns(share=pl.col("len") / pl.col("len").sum())
     rows = [["pool"] + [f"{v:.2f}" for v in _shares(pool_share, column, values)]]
@@ -129,6 +140,7 @@ def write_run_report(run_dir: str | Path) -> Path:
     summary |= {"model": config["model"]["name_or_path"], "epochs": config["train"]["epochs"],
                 "learning_rate": config["train"]["learning_rate"], "budgets": config["selection"]["budgets"],
                 "iid_extra_budgets": config["selection"]["iid_extra_budgets"],
+                "iid_reach": config["selection"].get("iid_reach"),
                 "strategies": [s["name"] for s in config["selection"]["strategies"]]}
     tables = [t for t in (dynamics_table(root), selection_composition(root)) if t is not None]
     return write_report(evals, store.timings(), root / "report", title=f"curation-loop: {config.get('name', root.name)}",

@@ -82,6 +82,9 @@ def build_summary(
         per_seed = seed_ratios(evals, reference)
         ratios = strategy_ratios(evals, reference)
         headline = headline_ratios(ratios)
+        if ratios.filter(pl.col("bound") == "undefined").height:
+            warnings.append(f"the {reference!r} curve does not rise with more examples: data-efficiency ratios are "
+                            "undefined (the model learns nothing from more data in this range)")
     else:
         warnings.append(f"no {reference!r} strategy in the evaluations: ratios, AULC differences and deficiency are empty")
         per_seed = ratios = headline = None

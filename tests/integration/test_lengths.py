@@ -35,7 +35,9 @@ def test_an_example_longer_than_max_length_stops_the_run_before_training(tiny_mo
 @pytest.mark.skipif(not (GSM8K / "train.jsonl").is_file(), reason="../shared/data/gsm8k absent")
 def test_skip_invalid_drops_them_with_their_pool_items_and_counts_them(tiny_model_dir, tmp_path):
     cfg = config(tiny_model_dir, tmp_path, "train.max_length=700", "data.skip_invalid=true")
-    examples = Engine(cfg).prepare()
+    engine = Engine(cfg)
+    engine.prepare()
+    examples = engine.examples(0)
     from loop.model.formatting import encode_for
     from loop.model.loading import load_tokenizer
 
@@ -43,5 +45,5 @@ def test_skip_invalid_drops_them_with_their_pool_items_and_counts_them(tiny_mode
     assert max(len(e.input_ids) for e in encode_for(cfg.model, load_tokenizer(cfg.model), trainable)) <= 700
     seeds = set(examples.filter(pl.col("split") == "seed")["id"])
     assert set(examples.filter(pl.col("split") == "pool")["seed_id"].drop_nulls()) <= seeds
-    dropped = json.loads((tmp_path / "run" / "data" / "report.json").read_text())["dropped"]
+    dropped = json.loads((tmp_path / "run" / "data" / "seed-0" / "report.json").read_text())["dropped"]
     assert sum(n for reason, n in dropped.items() if "too long" in reason) > 0

@@ -32,7 +32,7 @@ def test_the_loop_runs_on_a_gsm8k_slice(tiny_model_dir, tmp_path):
     engine = Engine(cfg)
     engine.run_all(progress=False)
 
-    examples = engine.store.read_parquet("data/examples.parquet")
+    examples = engine.store.read_parquet("data/seed-0/examples.parquet")
     counts = dict(examples.group_by("split").len().iter_rows())
     assert counts == {"seed": 6, "pool": 6, "dev": 2, "test": 3}
     train_questions = {json.loads(line)["question"] for line in (GSM8K / "train.jsonl").open()}

@@ -27,7 +27,7 @@ Engine(build_config("smoke", overrides=sys.argv[1:])).run_all(progress=False)
 
 
 def overrides(model_dir, out):
-    return [f"model.name_or_path={model_dir}", f"out_dir={out}", "selection.budgets=[4, 4]",
+    return [f"model.name_or_path={model_dir}", f"out_dir={out}", "selection.budgets=[4, 4]", "selection.iid_extra_budgets=[]",
             "torch_threads=1", "seeds=[0]", "data.n_seeds=8", "data.pool_per_seed=2", "data.n_test=8"]
 
 

@@ -56,3 +56,16 @@ def test_parse_override_types():
     assert parse_override("seeds=[1,2]") == {"seeds": [1, 2]}
     with pytest.raises(ValueError, match="key.sub=value"):
         parse_override("nonsense")
+
+
+def test_the_iid_curve_extends_to_its_reach_in_two_geometric_rounds():
+    from loop.config import SelectionConfig
+
+    sel = SelectionConfig(budgets=[24, 24])
+    # 32 seeds + 48 = 80 examples at the end; 3x = 240, reached through sqrt(80 * 240) = 138.6 -> 139.
+    assert sel.extension(32) == [59, 101] and sel.iid_rounds == 2
+    assert SelectionConfig(budgets=[24, 24], iid_reach=1.0).extension(32) == []
+    assert SelectionConfig(budgets=[24], iid_extra_budgets=[]).extension(32) == []
+    assert SelectionConfig(budgets=[24], iid_extra_budgets=[5, 7]).extension(999) == [5, 7]
+    with pytest.raises(ValidationError, match="the i.i.d. extension"):
+        build_config("default", overrides=["data.pool_per_seed=5"])  # 160 pool items < 48 + 160

@@ -8,7 +8,8 @@ from pydantic import ValidationError
 
 from loop.config import SOURCE_FIELDS, RunConfig, build_config
 
-EMBEDDED_KEYS = ["source", "n_seeds", "pool_per_seed", "n_dev", "n_test", "min_steps", "max_steps", "data_seed"]
+EMBEDDED_KEYS = ["source", "n_seeds", "pool_per_seed", "n_dev", "n_test", "min_steps", "max_steps", "data_seed",
+                 "per_replicate"]
 
 
 def gsm8k(**data) -> dict:

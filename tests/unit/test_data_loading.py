@@ -41,7 +41,7 @@ def config(folder: Path, budgets=(4,), **data) -> RunConfig:
     base = {"source": "file", "path": str(folder), "columns": {"question": "q", "solution": "sol"},
             "splits": {"seed": "train", "pool": "train", "test": "test"}, "seed_limit": 10, "link": "tfidf"}
     return RunConfig.model_validate({"task": "gsm8k", "data": {**base, **data},
-                                     "selection": {"budgets": list(budgets)}})
+                                     "selection": {"budgets": list(budgets), "iid_extra_budgets": []}})
 
 
 def by_split(frame: pl.DataFrame) -> dict[str, list[str]]:
@@ -266,5 +266,5 @@ def test_math_levels_1_3_refuse_names_the_62_published_near_duplicates_and_the_p
     frame, report = load_data(cfg)
     assert report.counts["test"] == 2462 and set(frame["level"].unique().to_list()) == {1, 2, 3}
     assert report.contamination.height > 0 and sum(report.dropped.values()) > 0
-    assert report.counts["pool"] >= sum(cfg.selection.budgets) + sum(cfg.selection.iid_extra_budgets)
+    assert report.counts["pool"] >= sum(cfg.selection.budgets) + sum(cfg.selection.extension(report.counts["seed"]))
     check_examples(cfg, frame, NEEDS)

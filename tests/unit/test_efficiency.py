@@ -255,3 +255,10 @@ def test_compute_by_stage_sums_seconds():
     assert compute_by_stage(tm.head(0)).height == 0
     with pytest.raises(ValueError, match=">= 0"):
         compute_by_stage(tm.with_columns(pl.lit(-1.0).alias("seconds")))
+
+
+def test_a_flat_iid_curve_gives_no_ratio_instead_of_failing():
+    rows = [("shared", s, 0, 100, 0.0) for s in (0, 1)]
+    rows += [("random", s, 1, 200, 0.0) for s in (0, 1)] + [("premem", s, 1, 200, 0.0) for s in (0, 1)]
+    r = strategy_ratios(evals(rows)).filter((pl.col("strategy") == "premem") & (pl.col("n_examples") == 200))
+    assert r["bound"].to_list() == ["undefined"] and r["ci_low"].to_list() == [None]

@@ -92,3 +92,14 @@ def test_a_third_party_strategy_arrives_by_entry_point(tmp_path, monkeypatch, ca
     scores = registry.resolve("shortest-first")(candidates, seed=0)
     assert scores.arg_max() == candidates["loss"].arg_min()
     sys.modules.pop("shortest_first", None)
+
+
+def test_random_per_seed_takes_equal_copies_of_every_seed(candidates):
+    from loop.selection import select_top_k
+
+    scores = registry.resolve("random_per_seed")(candidates, seed=3)
+    batch = set(select_top_k(candidates, scores, 20, salt="0:1"))  # 10 seeds x 4 items: 2 of every seed
+    per_seed = candidates.filter(pl.col("id").is_in(batch)).group_by("seed_id").len()["len"]
+    assert per_seed.len() == 10 and set(per_seed.to_list()) == {2}
+    odd = set(select_top_k(candidates, scores, 13, salt="0:1"))  # 1 of every seed, a second of 3 of them
+    assert sorted(candidates.filter(pl.col("id").is_in(odd)).group_by("seed_id").len()["len"].to_list()) == [1] * 7 + [2] * 3
