@@ -49,8 +49,12 @@ def replicates_needed(se_log: float | None, replicates: int, effect: float = 1.2
 
 def verdict(strategy: str, e: RatioEstimate, effect: float = 1.2) -> str:
     """One plain sentence on what the comparison says about `strategy` against i.i.d. scaling."""
-    interval = (f"{e.value:.2f}x [{e.low:.2f}, {e.high:.2f}]" if e.low is not None and e.high is not None
-                else f"{e.value:.2f}x")
+    # An open end (beyond the i.i.d. curve's range, or where redraws of it are flat) is written as such.
+    low = f"{e.low:.2f}" if e.low is not None else "open"
+    high = f"{e.high:.2f}" if e.high is not None else "open"
+    interval = f"{e.value:.2f}x [{low}, {high}]"
+    lo = e.low if e.low is not None else 0.0
+    hi = e.high if e.high is not None else math.inf
     reps = f"{e.n_replicates} replicate{'s' if e.n_replicates != 1 else ''}"
     if e.bound == "undefined":
         return (f"{strategy}: no ratio: the i.i.d. accuracies do not rise with more examples, so no number of i.i.d. "
@@ -68,13 +72,15 @@ def verdict(strategy: str, e: RatioEstimate, effect: float = 1.2) -> str:
     if e.bound == "mixed":
         return f"{strategy}: {e.value:.2f}x, censored both ways across replicates: no interval"
     need = replicates_needed(e.se_log, e.n_replicates, effect)
-    if e.low > 1:
+    if lo > 1:
         return (f"{strategy} needs {interval} fewer examples than i.i.d. data to reach the same accuracy "
                 f"({reps}, {e.n_examples} examples)")
-    if e.high < 1:
+    if hi < 1:
         return (f"{strategy} needs more examples than i.i.d. data for the same accuracy: {interval} "
                 f"({reps}, {e.n_examples} examples)")
     detect = detectable_ratio(e.se_log, e.n_replicates)
+    if detect is None:
+        return f"{strategy} is not distinguishable from i.i.d. at {reps} ({interval}), and the data cannot bound it"
     return (f"{strategy} is not distinguishable from i.i.d. at {reps} ({interval}); this comparison detects "
             f"ratios beyond {detect:.2f}x (or below {1 / detect:.2f}x) at 80% power; a {effect:.1f}x effect would "
             f"need {need} replicates")

@@ -262,3 +262,20 @@ def test_a_flat_iid_curve_gives_no_ratio_instead_of_failing():
     rows += [("random", s, 1, 200, 0.0) for s in (0, 1)] + [("premem", s, 1, 200, 0.0) for s in (0, 1)]
     r = strategy_ratios(evals(rows)).filter((pl.col("strategy") == "premem") & (pl.col("n_examples") == 200))
     assert r["bound"].to_list() == ["undefined"] and r["ci_low"].to_list() == [None]
+
+
+def test_verdicts_read_as_plain_sentences_with_open_ends():
+    from reports.efficiency import RatioEstimate
+    from reports.power import verdict
+
+    def est(value, low, high, bound=None, se=0.1, r=16):
+        return RatioEstimate(80, value, low, high, r, bound, se, 3.0)
+
+    assert verdict("loss", est(1.4, 1.2, 1.6)).startswith("loss needs 1.40x [1.20, 1.60] fewer examples")
+    assert "needs more examples than i.i.d." in verdict("premem", est(0.8, 0.7, 0.9))
+    flat = verdict("premem", est(1.05, 0.9, 1.2))
+    assert "not distinguishable from i.i.d. at 16 replicates" in flat and "1.2x effect would need" in flat
+    assert "[1.10, open]" in verdict("loss", est(1.6, 1.1, None))
+    assert "[open, 1.30]" in verdict("loss", est(0.9, None, 1.3))
+    assert "at least 3.00x" in verdict("loss", est(3.0, 2.1, None, bound="lower"))
+    assert "no interval" in verdict("loss", est(1.3, None, None, se=None, r=1))
