@@ -392,6 +392,10 @@ class SelectionConfig(_Strict):
         description="extra rounds for `random` only, extending the i.i.d. reference curve past the last budget; "
         "null = two rounds reaching iid_reach x the examples a strategy ends with (geometric steps); [] = none",
     )
+    compute_matched: bool = Field(
+        False, description="also run the compute-matched reference: each round r trains the seed set alone for the "
+        "optimizer steps of a strategy's round r (epochs x n_r / n_seeds), so the report shows whether a strategy "
+        "beats merely training longer on the seeds")
     iid_reach: float = Field(
         3.0, ge=1.0, description="with iid_extra_budgets null: how far past the strategies' final number of examples "
         "the i.i.d. curve extends, so ratios up to this are measured rather than censored")

@@ -36,7 +36,7 @@ from loop.model.lengths import check_lengths, context_size
 from loop.model.loading import load_base, load_tokenizer, resolve_path, weights_file
 from loop.model.precision import resolve_precision
 from loop.model.training import train_round
-from loop.schema import SHARED_STRATEGY
+from loop.schema import COMPUTE_MATCHED, SHARED_STRATEGY
 from loop.selection import SELECTORS
 from loop.store import RunStore, file_sha256
 from loop.tracking import DynamicsTracker
@@ -69,6 +69,11 @@ def n_rounds(cfg: RunConfig, strategy: str) -> int:
     return len(cfg.selection.budgets) + (cfg.selection.iid_rounds if strategy == "random" else 0)
 
 
+def planned_strategies(cfg: RunConfig) -> list[str]:
+    """The strategies of the comparison, and the compute-matched reference when asked for."""
+    return [*cfg.selection.strategy_names, *([COMPUTE_MATCHED] if cfg.selection.compute_matched else [])]
+
+
 def rounds_of(cfg: RunConfig, strategy: str, n_seeds: int) -> list[int]:
     """Pool items added at rounds 1..R of `strategy`, for a seed set of `n_seeds` (the i.i.d. extension's sizes
     depend on it)."""
@@ -81,9 +86,10 @@ def plan_steps(cfg: RunConfig) -> list[Step]:
     steps: list[Step] = []
     for seed in cfg.seeds:
         steps.append(Step(seed, SHARED_STRATEGY, 0))
-        depth = max(n_rounds(cfg, s) for s in cfg.selection.strategy_names)
+        names = planned_strategies(cfg)
+        depth = max(n_rounds(cfg, s) for s in names)
         for r in range(1, depth + 1):
-            steps += [Step(seed, s, r) for s in cfg.selection.strategy_names if r <= n_rounds(cfg, s)]
+            steps += [Step(seed, s, r) for s in names if r <= n_rounds(cfg, s)]
     return steps
 
 
@@ -154,6 +160,8 @@ class Engine:
         return self.cfg.model_copy(update={"data": data})
 
     def needs(self, strategy: str) -> set[str]:
+        if strategy == COMPUTE_MATCHED:
+            return set()
         return set(registry.resolve(strategy).needs)
 
     def all_needs(self) -> set[str]:
@@ -279,6 +287,11 @@ class Engine:
 
         examples = self.examples(step.seed)
         train = examples.filter((pl.col("split") == "seed") | pl.col("id").is_in(set(used) | set(batch)))
+        n_examples = train.height
+        if step.strategy == COMPUTE_MATCHED:
+            # Stands at the number of examples whose optimizer steps it took (the seed set trained longer).
+            n_examples = train.height + sum(self.cfg.selection.budgets[: step.round])
+            info["epochs"] = self._epochs(step)
         model, ledger, tracker, train_seconds = self._train_and_track(step, train)
         timings += [("train", train_seconds), *tracker.stage_seconds.items()]
         tau = tau_for(self.cfg, examples)
@@ -291,15 +304,16 @@ class Engine:
             scores_eval = evaluate(self.cfg, bound.sampler, test, seed=_derived_seed("eval", step.seed))
             timings.append(("eval", time.perf_counter() - started))
 
-        info |= {"n_examples": train.height, "n_selected": len(batch), **_dynamics_summary(ledger, tau),
+        info |= {"n_examples": n_examples, "n_trained": train.height, "n_selected": len(batch),
+                 **_dynamics_summary(ledger, tau),
                  "dynamics_sequences_sampled": tracker.sampled, "dynamics_sequences_if_all": tracker.sampled_if_all,
                  "accuracy": scores_eval["accuracy"], "test_unparseable": scores_eval["unparseable"]}
-        self._commit(step, batch, ledger, signals, scores_eval, train.height, timings, info, model)
+        self._commit(step, batch, ledger, signals, scores_eval, n_examples, timings, info, model)
         return info
 
     def _select(self, step: Step, used: list[str], info: dict) -> list[str]:
         """The pool items round `step.round` adds (none at round 0); records the selection's summary in `info`."""
-        if step.round == 0:
+        if step.round == 0 or step.strategy == COMPUTE_MATCHED:
             return []
         cfg = self.cfg
         n_seeds = self.examples(step.seed).filter(pl.col("split") == "seed").height
@@ -321,6 +335,8 @@ class Engine:
         sample = cfg.dynamics.record == "every_round" or "premem" in self._next_signals(step)
         tau = tau_for(cfg, self.examples(step.seed))
         train_seed = _derived_seed("train", step.seed)  # same for every strategy: paired training noise
+        if step.strategy == COMPUTE_MATCHED:
+            cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": self._epochs(step)})})
         tracker = DynamicsTracker(cfg, self.tokenizer, tracked, tau, seed=train_seed, backend=self.backend,
                                   tag=_tag(step), sample=sample)
         model, train_seconds = train_round(cfg, self.tokenizer, train, seed=train_seed % (2**31),
@@ -328,6 +344,13 @@ class Engine:
         ledger = tracker.ledger().with_columns(
             strategy=pl.lit(step.strategy), seed=pl.lit(step.seed), round=pl.lit(step.round))
         return model, _flag(ledger, tau), tracker, train_seconds
+
+    def _epochs(self, step: Step) -> int:
+        """Epochs of the compute-matched round r: epochs x n_r / n_seeds, the optimizer steps of a strategy's round r
+        on its n_r = n_seeds + budgets[:r] examples (rounded to the nearest epoch)."""
+        n_seeds = self.examples(step.seed).filter(pl.col("split") == "seed").height
+        n_r = n_seeds + sum(self.cfg.selection.budgets[: step.round])
+        return max(1, round(self.cfg.train.epochs * n_r / n_seeds))
 
     def _commit(self, step: Step, batch, ledger, signals, scores_eval, n_examples, timings, info, model) -> None:
         evals = pl.DataFrame([{"strategy": step.strategy, "seed": step.seed, "round": step.round,

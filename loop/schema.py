@@ -61,3 +61,6 @@ TIMING_SCHEMA: dict[str, pl.DataType] = {
 
 # Round 0 (seed set only) is trained once per paired seed and shared by every strategy.
 SHARED_STRATEGY = "shared"
+# The compute-matched reference: round r trains the seed set alone for as many optimizer steps as a strategy's
+# round r takes on its larger set (selection.compute_matched).
+COMPUTE_MATCHED = "compute_matched"

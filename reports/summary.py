@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 
 import polars as pl
 
-from loop.schema import SHARED_STRATEGY
+from loop.schema import COMPUTE_MATCHED, SHARED_STRATEGY
 from reports.area import strategy_aulc
 from reports.compute import compute_by_stage
 from reports.curves import curve_points, fold_shared
@@ -109,7 +109,9 @@ def build_summary(
                 row["replicates_for_1_2x"] = replicates_needed(row["se_log"], row["n_seeds"])
                 block["ratio"] = row
                 if strategy != reference:
-                    verdicts.append(verdict(strategy, estimates[(strategy, row["n_examples"])]))
+                    label = (f"{strategy} (the seed set alone, trained for a strategy round's optimizer steps)"
+                             if strategy == COMPUTE_MATCHED else strategy)
+                    verdicts.append(verdict(label, estimates[(strategy, row["n_examples"])]))
         a = areas.filter(pl.col("strategy") == strategy).row(0, named=True)
         block["aulc"] = {
             "log_n": True, "n_min": a["n_min"], "n_max": a["n_max"],
