@@ -1,9 +1,10 @@
 """Run a preset through the engine alone (no Prefect) and print each step's time per stage.
 
-    python bench/run_engine.py --preset smollm2-gsm8k --out DIR [--no-report] [key=value ...]
+    python bench/run_engine.py --preset smollm2-gsm8k --out DIR [--no-report] [--workers N] [key=value ...]
 
 For machines where the Prefect stack is not installed (a lent GPU): the same steps, store and report as
-`curation-loop run`, without the flow around them.
+`curation-loop run`, without the flow around them. With --workers N (default: the config's `workers`), N spawned
+processes run the steps whose parent is done, as the flow's process pool does; each holds one Engine.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import json
 import os
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from multiprocessing import get_context
 from pathlib import Path
 
 for key, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
@@ -20,7 +23,50 @@ for key, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZER
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from loop.config import build_config  # noqa: E402
-from loop.engine import Engine, plan_steps  # noqa: E402
+from loop.engine import Engine, Step, plan_steps  # noqa: E402
+from loop.model.devices import check_workers  # noqa: E402
+
+_ENGINE: Engine | None = None  # one per worker process, built on its first task
+
+
+def _line(engine: Engine, step: Step, info: dict, seconds: float) -> str:
+    stages = engine.store.step_frame(step.seed, step.strategy, step.round, "timings")
+    by_stage = ", ".join(f"{s} {x:.1f}" for s, x in zip(stages["stage"], stages["seconds"]))
+    return (f"{step.label}: {seconds:.1f}s wall, {info['n_examples']} examples, "
+            f"accuracy {info['accuracy']:.3f}, premem {info.get('premem_mean')}, memorized "
+            f"{info.get('memorized_last_epoch')}, sampled {info['dynamics_sequences_sampled']} of "
+            f"{info['dynamics_sequences_if_all']} | {by_stage}")
+
+
+def _in_worker(cfg, step: Step | None) -> str:
+    """Prepare (step None) or run one step in this worker's Engine; returns the line to print."""
+    global _ENGINE
+    if _ENGINE is None:
+        _ENGINE = Engine(cfg)
+    t0 = time.perf_counter()
+    if step is None:
+        _ENGINE.prepare()
+        return f"prepare: {time.perf_counter() - t0:.1f}s"
+    info = _ENGINE.run_step(step)
+    return _line(_ENGINE, step, info, time.perf_counter() - t0)
+
+
+def run_parallel(cfg, workers: int) -> None:
+    """Every step of `plan_steps`, each submitted once its parent is done, on `workers` spawned processes."""
+    steps = plan_steps(cfg)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        print(pool.submit(_in_worker, cfg, None).result(), flush=True)
+        done: set[Step] = set()
+        running = {}
+        waiting = list(steps)
+        while waiting or running:
+            for step in [s for s in waiting if s.parent is None or s.parent in done]:
+                waiting.remove(step)
+                running[pool.submit(_in_worker, cfg, step)] = step
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                print(future.result(), flush=True)
+                done.add(running.pop(future))
 
 
 def main() -> int:
@@ -28,25 +74,26 @@ def main() -> int:
     parser.add_argument("--preset", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--no-report", action="store_true")
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: the config's workers)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     cfg = build_config(args.preset, overrides=[*args.overrides, f"out_dir={args.out}"])
-    engine = Engine(cfg)
+    workers = args.workers or cfg.workers
     started = time.perf_counter()
-    engine.prepare()
-    print(f"prepare: {time.perf_counter() - started:.1f}s", flush=True)
-    try:
-        for step in plan_steps(cfg):
-            t0 = time.perf_counter()
-            info = engine.run_step(step)
-            stages = engine.store.step_frame(step.seed, step.strategy, step.round, "timings")
-            by_stage = ", ".join(f"{s} {x:.1f}" for s, x in zip(stages["stage"], stages["seconds"]))
-            print(f"{step.label}: {time.perf_counter() - t0:.1f}s wall, {info['n_examples']} examples, "
-                  f"accuracy {info['accuracy']:.3f}, premem {info.get('premem_mean')}, memorized "
-                  f"{info.get('memorized_last_epoch')}, sampled {info['dynamics_sequences_sampled']} of "
-                  f"{info['dynamics_sequences_if_all']} | {by_stage}", flush=True)
-    finally:
-        engine.close()
+    if workers > 1:
+        check_workers(workers, cfg.device, share_gpus=cfg.share_gpus)
+        run_parallel(cfg, workers)
+    else:
+        engine = Engine(cfg)
+        engine.prepare()
+        print(f"prepare: {time.perf_counter() - started:.1f}s", flush=True)
+        try:
+            for step in plan_steps(cfg):
+                t0 = time.perf_counter()
+                info = engine.run_step(step)
+                print(_line(engine, step, info, time.perf_counter() - t0), flush=True)
+        finally:
+            engine.close()
     print(f"all steps: {time.perf_counter() - started:.1f}s", flush=True)
     if not args.no_report:
         from reports.run import write_run_report
