@@ -105,8 +105,11 @@ def build_summary(
                 row = head.drop("strategy").row(0, named=True)
                 seeds = per_seed.filter((pl.col("strategy") == strategy) & (pl.col("n_examples") == row["n_examples"]))
                 row["per_seed"] = seeds.select("seed", "accuracy", "iid_examples", "ratio", "bound").to_dicts()
-                row["detectable_ratio"] = detectable_ratio(row["se_log"], row["n_seeds"])
-                row["replicates_for_1_2x"] = replicates_needed(row["se_log"], row["n_seeds"])
+                # Power needs a spread of exact values: the reference is its own curve (no spread), and a
+                # censored ratio's spread is that of the curve's edge, not of the strategy.
+                spread = None if strategy == reference or row.get("bound") else row["se_log"]
+                row["detectable_ratio"] = detectable_ratio(spread, row["n_seeds"])
+                row["replicates_for_1_2x"] = replicates_needed(spread, row["n_seeds"])
                 block["ratio"] = row
                 if strategy != reference:
                     label = (f"{strategy} (the seed set alone, trained for a strategy round's optimizer steps)"

@@ -108,7 +108,10 @@ def train_round(cfg: RunConfig, tokenizer, examples: pl.DataFrame, *, seed: int,
             output_dir=tmp, num_train_epochs=t.epochs, learning_rate=t.learning_rate,
             per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.gradient_accumulation_steps,
             warmup_steps=t.warmup_steps, weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
-            lr_scheduler_type=t.lr_scheduler, seed=seed, data_seed=seed, max_length=t.max_length,
+            lr_scheduler_type=t.lr_scheduler, seed=seed, data_seed=seed,
+            # Padding-free without packing refuses a max_length it would not enforce; every example was
+            # checked against it before round 0 (loop.model.lengths), so there is nothing left to cut.
+            max_length=None if t.padding_free and not t.packing else t.max_length,
             train_sampling_strategy=t.batch_order, **{ckpt_field: checkpointing},
             padding_free=t.padding_free, packing=t.packing, packing_strategy="bfd",
             completion_only_loss=True, save_strategy="no", report_to="none", optim=_optimizer(cfg, device),

@@ -279,3 +279,24 @@ def test_verdicts_read_as_plain_sentences_with_open_ends():
     assert "[open, 1.30]" in verdict("loss", est(0.9, None, 1.3))
     assert "at least 3.00x" in verdict("loss", est(3.0, 2.1, None, bound="lower"))
     assert "no interval" in verdict("loss", est(1.3, None, None, se=None, r=1))
+    # Wholly below the curve's first point: the upper end is itself censored, and the sentence says so.
+    below = verdict("compute_matched", est(0.33, None, None, bound="upper", se=1e-15))
+    assert "at most 0.33x" in below and "upper limit too lies below" in below
+    assert "95% upper limit 0.50x" in verdict("loss", est(0.33, None, 0.5, bound="upper"))
+
+
+def test_strategy_wholly_below_the_first_iid_point_is_an_upper_bound_without_power_figures(tmp_path):
+    # Two replicates whose i.i.d. curves rise 0.5 -> 0.6 -> 0.7; "stale" stays under the first point.
+    rows = [("shared", s, 0, 100, 0.5 + 0.01 * s) for s in (0, 1)]
+    rows += [("random", s, 1, 200, 0.6 + 0.01 * s) for s in (0, 1)] + [("random", s, 2, 400, 0.7) for s in (0, 1)]
+    rows += [("stale", s, 1, 200, 0.3 + 0.02 * s) for s in (0, 1)]
+    r = strategy_ratios(evals(rows)).filter((pl.col("strategy") == "stale") & (pl.col("n_examples") == 200))
+    assert r["bound"].to_list() == ["upper"]
+    assert r["mean"].to_list()[0] == pytest.approx(0.5)  # known only to be at most 100 / 200
+    from reports.summary import build_summary
+
+    summary = build_summary(evals(rows), pl.DataFrame(schema=TIMING_SCHEMA))
+    for name in ("stale", "random"):  # a censored spread and the reference's own curve give no power figure
+        assert summary["strategies"][name]["ratio"]["detectable_ratio"] is None
+        assert summary["strategies"][name]["ratio"]["replicates_for_1_2x"] is None
+    assert any("stale fell below the i.i.d. curve's first point" in v for v in summary["verdict"])
