@@ -87,3 +87,18 @@ def test_lora_trains_only_the_adapter(tiny_model_dir, seeds):
     assert not torch.equal(merged["model.layers.0.self_attn.q_proj.weight"], base["model.layers.0.self_attn.q_proj.weight"])
     assert torch.equal(merged["model.layers.0.mlp.up_proj.weight"], base["model.layers.0.mlp.up_proj.weight"])
     assert math.isfinite(mean_nll(model, [[1, 5, 6, 7]], [2], pad_id=0)[0])
+
+
+def test_padding_free_training_trains_the_same_weights_as_padded_batches(tiny_model_dir, seeds):
+    """One unpadded row per batch (train.padding_free) is the same computation as padded batches: the attention of
+    each example stops at its own boundary, so the weights agree to float32 rounding."""
+    tok = load_tokenizer(config(tiny_model_dir).model)
+    trained = {}
+    for padding_free in (False, True):
+        cfg = config(tiny_model_dir, **{"train.padding_free": padding_free, "train.epochs": 1})
+        model, _ = train_round(cfg, tok, seeds, seed=0, device=CPU)
+        trained[padding_free] = model.state_dict()
+    base = load_base(config(tiny_model_dir).model, CPU).state_dict()
+    for name, weight in trained[False].items():
+        moved = (weight - base[name]).abs().max().item()
+        assert torch.allclose(trained[True][name], weight, atol=max(1e-6, 1e-3 * moved)), name
