@@ -38,6 +38,16 @@ def _line(engine: Engine, step: Step, info: dict, seconds: float) -> str:
             f"{info['dynamics_sequences_if_all']} | {by_stage}")
 
 
+def _die_with_parent() -> None:
+    """Worker initializer: on Linux, end this worker when the runner dies (a killed runner would otherwise leave
+    its workers training to the end of their current step, competing with the next run)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _in_worker(cfg, step: Step | None) -> str:
     """Prepare (step None) or run one step in this worker's Engine; returns the line to print."""
     global _ENGINE
@@ -54,7 +64,7 @@ def _in_worker(cfg, step: Step | None) -> str:
 def run_parallel(cfg, workers: int) -> None:
     """Every step of `plan_steps`, each submitted once its parent is done, on `workers` spawned processes."""
     steps = plan_steps(cfg)
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_die_with_parent) as pool:
         print(pool.submit(_in_worker, cfg, None).result(), flush=True)
         done: set[Step] = set()
         running = {}
