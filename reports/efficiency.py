@@ -24,7 +24,8 @@ with a warning in the report; where the curve is flat in over 2.5% of bootstrap 
 
 Censoring: where d lies above the fitted curve at the largest i.i.d. budget n_max, the ratio is only known to
 be >= n_max / n: a lower bound ("≥"), its interval's upper end open; below the curve at the first budget, an
-upper bound ("≤"). An interval end beyond the measured range is open (None). `max_measurable` = n_max / n, the
+upper bound ("≤"). An interval end beyond the measured range on its own side is open (None); one past the
+opposite edge is reported at that edge, a conservative limit. `max_measurable` = n_max / n, the
 largest ratio the i.i.d. curve could measure.
 """
 
@@ -111,11 +112,11 @@ def estimate_ratio(budgets, reference, accuracy, n: float, replicates=None, *, b
     se = float(mean_offset[1:][usable].std() * math.sqrt(r / (r - 1)))
     t = stats.t.ppf(0.975, r - 1)
     (low, high), ends = log_ratio(np.array([mean_offset[0] - t * se, mean_offset[0] + t * se]))
-    # An end beyond the measured range is open: the truth may lie anywhere past it.
-    low_value = None if ends[0] != 0 and bound != "lower" else math.exp(low)
-    high_value = None if ends[1] != 0 else math.exp(high)
-    if bound == "upper":
-        low_value = None
+    # An end beyond the measured range on its own side is open: the truth may lie anywhere past it. An end past
+    # the opposite edge (a lower end above n_max, an upper end below n_min) sits at that edge, where it is a
+    # conservative limit: the truth lies beyond it.
+    low_value = None if ends[0] < 0 else math.exp(low)
+    high_value = None if ends[1] > 0 else math.exp(high)
     # The log-scale standard error, for power: each bootstrap draw's mean offset located on its own curve shape
     # (ratios beyond the measured range enter at its edge).
     every_shape = Curves(curves.shape, np.zeros((len(draws), 1)), curves.centre, curves.x_min, curves.x_max)

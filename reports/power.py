@@ -67,11 +67,8 @@ def verdict(strategy: str, e: RatioEstimate, effect: float = 1.2) -> str:
                 f"(95% lower limit {e.low:.2f}x), more than the {e.max_measurable:.1f}x the i.i.d. curve can measure "
                 "there; extend it (selection.iid_reach) to put a number on it")
     if e.bound == "upper":
-        # An upper end that is itself below the curve's first point is known only to be under e.value.
-        limit = (f"95% upper limit {e.high:.2f}x" if e.high is not None
-                 else "its 95% upper limit too lies below the curve's first point")
         return (f"{strategy} fell below the i.i.d. curve's first point on some replicates: at most {e.value:.2f}x "
-                f"({limit})")
+                f"(95% upper limit {high}{'x' if e.high is not None else ''})")
     if e.bound == "mixed":
         return f"{strategy}: {e.value:.2f}x, censored both ways across replicates: no interval"
     need = replicates_needed(e.se_log, e.n_replicates, effect)

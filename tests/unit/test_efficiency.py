@@ -279,10 +279,8 @@ def test_verdicts_read_as_plain_sentences_with_open_ends():
     assert "[open, 1.30]" in verdict("loss", est(0.9, None, 1.3))
     assert "at least 3.00x" in verdict("loss", est(3.0, 2.1, None, bound="lower"))
     assert "no interval" in verdict("loss", est(1.3, None, None, se=None, r=1))
-    # Wholly below the curve's first point: the upper end is itself censored, and the sentence says so.
-    below = verdict("compute_matched", est(0.33, None, None, bound="upper", se=1e-15))
-    assert "at most 0.33x" in below and "upper limit too lies below" in below
-    assert "95% upper limit 0.50x" in verdict("loss", est(0.33, None, 0.5, bound="upper"))
+    assert "at most 0.33x (95% upper limit 0.50x)" in verdict("loss", est(0.33, None, 0.5, bound="upper"))
+    assert "(95% upper limit open)" in verdict("loss", est(0.33, None, None, bound="upper"))
 
 
 def test_strategy_wholly_below_the_first_iid_point_is_an_upper_bound_without_power_figures(tmp_path):
@@ -293,6 +291,8 @@ def test_strategy_wholly_below_the_first_iid_point_is_an_upper_bound_without_pow
     r = strategy_ratios(evals(rows)).filter((pl.col("strategy") == "stale") & (pl.col("n_examples") == 200))
     assert r["bound"].to_list() == ["upper"]
     assert r["mean"].to_list()[0] == pytest.approx(0.5)  # known only to be at most 100 / 200
+    # Its whole interval lies below the first point too: the upper limit is that edge, a conservative 0.5.
+    assert r["ci_high"].to_list()[0] == pytest.approx(0.5) and r["ci_low"].to_list() == [None]
     from reports.summary import build_summary
 
     summary = build_summary(evals(rows), pl.DataFrame(schema=TIMING_SCHEMA))
