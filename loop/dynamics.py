@@ -71,7 +71,8 @@ def premem_by_checkpoint(ledger: pl.DataFrame, tau: Tau) -> pl.DataFrame:
     i.e. the best accuracy reached at a checkpoint where the solution was not yet memorized, capped by the
     current accuracy; 0 when every checkpoint so far was memorized. acc_k = n_correct / n_samples.
     Rows at memorized checkpoints may carry n_samples = 0 (they were not sampled) except where the value
-    is read as acc_j. Returns `example_id`, `epoch`, `memorized`, `accuracy`, `premem`.
+    is read as acc_j. Where checkpoint j was not sampled, acc_j is unknown and so is premem_j: both are missing
+    (null), never the running best alone. Returns `example_id`, `epoch`, `memorized`, `accuracy`, `premem`.
     """
     needed = {"example_id", "epoch", "nll", "n_samples", "n_correct"}
     if not needed <= set(ledger.columns):
@@ -90,7 +91,8 @@ def premem_by_checkpoint(ledger: pl.DataFrame, tau: Tau) -> pl.DataFrame:
         .with_columns(
             best=pl.when(pl.col("memorized")).then(0.0).otherwise(pl.col("accuracy")).cum_max().over("example_id")
         )
-        .with_columns(premem=pl.min_horizontal("best", "accuracy"))
+        # min_horizontal skips nulls, which would pass the running best off as premem_j where acc_j is unknown
+        .with_columns(premem=pl.when(pl.col("accuracy").is_not_null()).then(pl.min_horizontal("best", "accuracy")))
         .select("example_id", "epoch", "memorized", "accuracy", "premem")
     )
 

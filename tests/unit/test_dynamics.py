@@ -44,6 +44,8 @@ def test_by_checkpoint_values():
     assert got["premem"].to_list()[:2] == [pytest.approx(0.25), pytest.approx(0.75)]
     assert got["memorized"].to_list() == [False, False, True, True]
     assert got["premem"][3] == pytest.approx(0.5)  # min(0.75, acc_4 = 0.5)
+    # Epoch 3 was memorized and not sampled: acc_3 is unknown, so premem_3 is missing, not the running best 0.75.
+    assert got["accuracy"][2] is None and got["premem"][2] is None
 
 
 def test_threshold_is_strict_and_matches_paper_values():
