@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 # Offline by default: no hub lookups, no telemetry; a slow 2-core machine needs time to start Prefect.
@@ -12,6 +13,27 @@ for key, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PREFECT_S
                    "DO_NOT_TRACK": "1", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
                    "TOKENIZERS_PARALLELISM": "false"}.items():
     os.environ.setdefault(key, value)
+
+
+@contextmanager
+def _one_server():
+    """Without PREFECT_API_URL, one temporary Prefect server for the run and every worker process it spawns: each
+    worker would otherwise start a server of its own (15-20 s apiece on a small machine)."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    server = SubprocessASGIServer()  # the instance Prefect's own ephemeral mode would start
+    server.start(timeout=int(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))
+    os.environ["PREFECT_API_URL"] = server.api_url  # read by the spawned workers
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            yield
+    finally:
+        del os.environ["PREFECT_API_URL"]
+        server.stop()
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -29,7 +51,8 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     from flows.curation import curation_loop
 
-    path = curation_loop(config)
+    with _one_server():
+        path = curation_loop(config)
     import json
 
     summary = json.loads((Path(path).parent / "summary.json").read_text())

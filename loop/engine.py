@@ -82,14 +82,15 @@ def rounds_of(cfg: RunConfig, strategy: str, n_seeds: int) -> list[int]:
 
 
 def plan_steps(cfg: RunConfig) -> list[Step]:
-    """Every step of the comparison, in an order where each step's inputs come before it."""
-    steps: list[Step] = []
-    for seed in cfg.seeds:
-        steps.append(Step(seed, SHARED_STRATEGY, 0))
-        names = planned_strategies(cfg)
-        depth = max(n_rounds(cfg, s) for s in names)
-        for r in range(1, depth + 1):
-            steps += [Step(seed, s, r) for s in names if r <= n_rounds(cfg, s)]
+    """Every step of the comparison, in an order where each step's inputs come before it.
+
+    Workers take ready steps in this order, so it puts the longest chains first: every replicate's round 0, then
+    the strategies with the most rounds (random, with the i.i.d. extension), round by round, then the rest. A
+    seed-by-seed order left the last replicate's extension rounds running alone at the end."""
+    names = sorted(planned_strategies(cfg), key=lambda s: -n_rounds(cfg, s))  # stable: config order among equals
+    steps = [Step(seed, SHARED_STRATEGY, 0) for seed in cfg.seeds]
+    for strategy in names:
+        steps += [Step(seed, strategy, r) for r in range(1, n_rounds(cfg, strategy) + 1) for seed in cfg.seeds]
     return steps
 
 

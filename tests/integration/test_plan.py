@@ -20,8 +20,9 @@ def test_plan_is_a_valid_order_of_the_step_dag():
             assert position[step.parent] < position[step]
     n_rounds = {s: len(rounds_of(cfg, s, cfg.data.n_seeds)) for s in cfg.selection.strategy_names}
     assert n_rounds["random"] == len(cfg.selection.budgets) + 2  # the i.i.d. extension: two rounds by default
-    # ... reaching 3x the examples a strategy ends with (32 seeds + 24 + 24).
-    assert cfg.data.n_seeds + sum(rounds_of(cfg, "random", cfg.data.n_seeds)) == 3 * (32 + 48)
+    # ... reaching 3x the examples a strategy ends with (the seeds + every budget).
+    final = cfg.data.n_seeds + sum(cfg.selection.budgets)
+    assert cfg.data.n_seeds + sum(rounds_of(cfg, "random", cfg.data.n_seeds)) == 3 * final
     expected = len(cfg.seeds) * (1 + sum(n_rounds.values()))
     assert len(steps) == expected
     assert [s for s in steps if s.round == 0] == [Step(seed, SHARED_STRATEGY, 0) for seed in cfg.seeds]

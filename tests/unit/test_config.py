@@ -68,4 +68,4 @@ def test_the_iid_curve_extends_to_its_reach_in_two_geometric_rounds():
     assert SelectionConfig(budgets=[24], iid_extra_budgets=[]).extension(32) == []
     assert SelectionConfig(budgets=[24], iid_extra_budgets=[5, 7]).extension(999) == [5, 7]
     with pytest.raises(ValidationError, match="the i.i.d. extension"):
-        build_config("default", overrides=["data.pool_per_seed=5"])  # 160 pool items < 48 + 160
+        build_config("default", overrides=["data.pool_per_seed=5"])  # 16 x 5 = 80 pool items < 32 + 96
