@@ -219,12 +219,11 @@ def section_training(shape: str) -> None:
             return result
 
         SFTTrainer.train = timed
-        runs = {"preset_32x1": (32, False), "preset_32x1_compiled": (32, True), "micro_batch_64x1": (64, False),
-                "micro_batch_128x1": (128, False)}
+        runs = {"preset_32x1": 32, "micro_batch_64x1": 64, "micro_batch_128x1": 128}
         for label in TRAIN_RUNS:
-            batch, compiled = runs[label]
+            batch = runs[label]
             cfg = build_config("gsm8k", overrides=[f"model.name_or_path={tmp}", "train.epochs=1",
-                                                   f"train.batch_size={batch}", f"train.compile={compiled}",
+                                                   f"train.batch_size={batch}",
                                                    "train.max_length=1024"])
             if DEVICE == "cuda":
                 torch.cuda.reset_peak_memory_stats()
@@ -254,7 +253,7 @@ def main() -> int:
     parser.add_argument("--results", default=None, help="write the summary keys to this results.json")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: a dry run with --shape tiny")
     parser.add_argument("--examples", type=int, default=4096, help="training examples")
-    parser.add_argument("--train-runs", default="preset_32x1,preset_32x1_compiled,micro_batch_64x1,micro_batch_128x1",
+    parser.add_argument("--train-runs", default="preset_32x1,micro_batch_64x1,micro_batch_128x1",
                         help="training configurations to time, in order")
     args = parser.parse_args()
     global DEVICE, N_TRAIN, TRAIN_RUNS

@@ -32,8 +32,9 @@ def _one_server():
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             yield
     finally:
+        # The server stops at exit (start() registers that), after Prefect's log and event workers have drained:
+        # stopping it here left them retrying against a closed port for over a minute.
         del os.environ["PREFECT_API_URL"]
-        server.stop()
 
 
 def _run(args: argparse.Namespace) -> int:

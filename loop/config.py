@@ -278,9 +278,6 @@ class TrainConfig(_Strict):
     packing: bool = Field(False, description="pack examples into rows of max_length (trl bfd packing, padding-free)")
     optimizer: Literal["auto", "adamw_torch", "adamw_torch_fused"] = Field(
         "auto", description="auto = fused AdamW on a GPU (same update, one kernel), adamw_torch on CPU")
-    compile: bool = Field(
-        False, description="torch.compile the model for training (transformers' torch_compile): fewer kernel launches "
-        "and less host time per step where training is host-bound; compiling costs time once per round and shape")
     batch_order: Literal["random", "group_by_length"] = Field(
         "group_by_length",
         description="group_by_length batches examples of similar length (transformers' LengthGroupedSampler, "
