@@ -93,17 +93,13 @@ def main() -> int:
     if workers > 1:
         check_workers(workers, cfg.device, share_gpus=cfg.share_gpus)
         run_parallel(cfg, workers)
-    else:
-        engine = Engine(cfg)
-        engine.prepare()
-        print(f"prepare: {time.perf_counter() - started:.1f}s", flush=True)
+    else:  # in this process, as one worker would: prepare, then every step in plan order
         try:
-            for step in plan_steps(cfg):
-                t0 = time.perf_counter()
-                info = engine.run_step(step)
-                print(_line(engine, step, info, time.perf_counter() - t0), flush=True)
+            for step in [None, *plan_steps(cfg)]:
+                print(_in_worker(cfg, step), flush=True)
         finally:
-            engine.close()
+            if _ENGINE is not None:
+                _ENGINE.close()
     print(f"all steps: {time.perf_counter() - started:.1f}s", flush=True)
     if not args.no_report:
         from reports.run import write_run_report

@@ -37,6 +37,15 @@ def _one_server():
         del os.environ["PREFECT_API_URL"]
 
 
+def _print_verdict(index: Path) -> None:
+    """The report's verdict, one line per strategy, from the summary.json beside `index`."""
+    import json
+
+    summary = json.loads((index.parent / "summary.json").read_text())
+    for line in summary.get("verdict", []):
+        print(f"- {line}")
+
+
 def _run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
@@ -54,10 +63,8 @@ def _run(args: argparse.Namespace) -> int:
 
     with _one_server():
         path = curation_loop(config)
-    import json
-
-    summary = json.loads((Path(path).parent / "summary.json").read_text())
-    print("\n" + "\n".join(f"- {line}" for line in summary.get("verdict", [])))
+    print()
+    _print_verdict(Path(path))
     print(f"\nReport written to {os.path.abspath(path)}")
     return 0
 
@@ -73,14 +80,10 @@ def _strategies(_: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    import json
-
     from reports.run import write_run_report
 
     index = write_run_report(args.run_dir)
-    summary = json.loads((index.parent / "summary.json").read_text())
-    for line in summary.get("verdict", []):
-        print(f"- {line}")
+    _print_verdict(index)
     print(index)
     return 0
 

@@ -37,6 +37,7 @@ from loop.model.loading import load_base, load_tokenizer, resolve_path, weights_
 from loop.model.precision import resolve_precision
 from loop.model.training import train_round
 from loop.schema import COMPUTE_MATCHED, SHARED_STRATEGY
+from loop.seeds import derived_seed
 from loop.selection import SELECTORS
 from loop.store import RunStore, file_sha256
 from loop.tracking import DynamicsTracker
@@ -104,11 +105,6 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _derived_seed(*parts: object) -> int:
-    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "big")
-
-
 class Engine:
     """Runs the steps of one comparison against one run store."""
 
@@ -157,7 +153,7 @@ class Engine:
         subset (data.per_replicate), all its strategies sharing that draw."""
         if not self.cfg.data.per_replicate:
             return self.cfg
-        data = self.cfg.data.model_copy(update={"data_seed": _derived_seed("data", self.cfg.data.data_seed, seed)})
+        data = self.cfg.data.model_copy(update={"data_seed": derived_seed("data", self.cfg.data.data_seed, seed)})
         return self.cfg.model_copy(update={"data": data})
 
     def needs(self, strategy: str) -> set[str]:
@@ -291,7 +287,7 @@ class Engine:
         n_examples = train.height
         if step.strategy == COMPUTE_MATCHED:
             # Stands at the number of examples whose optimizer steps it took (the seed set trained longer).
-            n_examples = train.height + sum(self.cfg.selection.budgets[: step.round])
+            n_examples = self._matched_examples(step)
             info["epochs"] = self._epochs(step)
         model, ledger, tracker, train_seconds = self._train_and_track(step, train)
         timings += [("train", train_seconds), *tracker.stage_seconds.items()]
@@ -302,7 +298,7 @@ class Engine:
             timings.append(("signals", time.perf_counter() - started))
             started = time.perf_counter()
             test = examples.filter(pl.col("split") == "test")
-            scores_eval = evaluate(self.cfg, bound.sampler, test, seed=_derived_seed("eval", step.seed))
+            scores_eval = evaluate(self.cfg, bound.sampler, test, seed=derived_seed("eval", step.seed))
             timings.append(("eval", time.perf_counter() - started))
 
         info |= {"n_examples": n_examples, "n_trained": train.height, "n_selected": len(batch),
@@ -317,12 +313,11 @@ class Engine:
         if step.round == 0 or step.strategy == COMPUTE_MATCHED:
             return []
         cfg = self.cfg
-        n_seeds = self.examples(step.seed).filter(pl.col("split") == "seed").height
-        budget = rounds_of(cfg, step.strategy, n_seeds)[step.round - 1]
+        budget = rounds_of(cfg, step.strategy, self._n_seeds(step.seed))[step.round - 1]
         cands = self.candidates(step, used)
         chosen = registry.resolve(step.strategy)
         params = next(s.params for s in cfg.selection.strategies if s.name == step.strategy)
-        scores = chosen(cands, seed=_derived_seed(step.seed, step.round), **params)
+        scores = chosen(cands, seed=derived_seed(step.seed, step.round), **params)
         # The tie-break salt is shared by all strategies of a (seed, round): paired draws.
         batch = SELECTORS[chosen.selector](cands, scores, budget, salt=f"{step.seed}:{step.round}")
         info |= {"budget": budget, "n_candidates": cands.height, "score_mean_all": float(scores.mean()),
@@ -335,7 +330,7 @@ class Engine:
         tracked = train.filter(pl.col("split") == "seed") if cfg.dynamics.track == "seeds" else train
         sample = cfg.dynamics.record == "every_round" or "premem" in self._next_signals(step)
         tau = tau_for(cfg, self.examples(step.seed))
-        train_seed = _derived_seed("train", step.seed)  # same for every strategy: paired training noise
+        train_seed = derived_seed("train", step.seed)  # same for every strategy: paired training noise
         if step.strategy == COMPUTE_MATCHED:
             cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": self._epochs(step)})})
         tracker = DynamicsTracker(cfg, self.tokenizer, tracked, tau, seed=train_seed, backend=self.backend,
@@ -346,12 +341,18 @@ class Engine:
             strategy=pl.lit(step.strategy), seed=pl.lit(step.seed), round=pl.lit(step.round))
         return model, _flag(ledger, tau), tracker, train_seconds
 
+    def _n_seeds(self, seed: int) -> int:
+        return self.examples(seed).filter(pl.col("split") == "seed").height
+
+    def _matched_examples(self, step: Step) -> int:
+        """n_r = n_seeds + budgets[:r]: the examples a strategy's round r trains, whose optimizer steps the
+        compute-matched round r takes on the seeds alone."""
+        return self._n_seeds(step.seed) + sum(self.cfg.selection.budgets[: step.round])
+
     def _epochs(self, step: Step) -> int:
         """Epochs of the compute-matched round r: epochs x n_r / n_seeds, the optimizer steps of a strategy's round r
-        on its n_r = n_seeds + budgets[:r] examples (rounded to the nearest epoch)."""
-        n_seeds = self.examples(step.seed).filter(pl.col("split") == "seed").height
-        n_r = n_seeds + sum(self.cfg.selection.budgets[: step.round])
-        return max(1, round(self.cfg.train.epochs * n_r / n_seeds))
+        on its n_r examples (rounded to the nearest epoch)."""
+        return max(1, round(self.cfg.train.epochs * self._matched_examples(step) / self._n_seeds(step.seed)))
 
     def _commit(self, step: Step, batch, ledger, signals, scores_eval, n_examples, timings, info, model) -> None:
         evals = pl.DataFrame([{"strategy": step.strategy, "seed": step.seed, "round": step.round,

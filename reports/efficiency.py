@@ -171,19 +171,22 @@ RATIO_SCHEMA = {
 }
 
 
-def strategy_ratios(evals: pl.DataFrame, reference: str = REFERENCE) -> pl.DataFrame:
+def strategy_ratios(evals: pl.DataFrame, reference: str = REFERENCE, *, estimates=None) -> pl.DataFrame:
     """Per strategy and n: the geometric mean ratio over paired replicates ("mean"), its 95% interval, the
-    number of replicates, the bound, the log-scale standard error and the largest measurable ratio."""
+    number of replicates, the bound, the log-scale standard error and the largest measurable ratio.
+    `estimates`: `ratio_estimates(evals, reference)` when the caller already has them (each is a bootstrap)."""
+    estimates = ratio_estimates(evals, reference) if estimates is None else estimates
     rows = [(s, n, e.value, e.low, e.high, e.n_replicates, e.bound, e.se_log, e.max_measurable)
-            for (s, n), e in ratio_estimates(evals, reference).items()]
+            for (s, n), e in estimates.items()]
     return pl.DataFrame(rows, schema=RATIO_SCHEMA, orient="row").sort("strategy", "n_examples")
 
 
-def seed_ratios(evals: pl.DataFrame, reference: str = REFERENCE) -> pl.DataFrame:
+def seed_ratios(evals: pl.DataFrame, reference: str = REFERENCE, *, estimates=None) -> pl.DataFrame:
     """Per strategy, seed and n: the replicate's own ratio from the fitted curve. Writes strategy, seed,
-    n_examples, accuracy, iid_examples, ratio, bound."""
+    n_examples, accuracy, iid_examples, ratio, bound. `estimates`: as in `strategy_ratios`."""
+    estimates = ratio_estimates(evals, reference) if estimates is None else estimates
     rows = [(s, p["seed"], n, p["accuracy"], p["iid_examples"], p["ratio"], p["bound"])
-            for (s, n), e in ratio_estimates(evals, reference).items() for p in e.per_replicate]
+            for (s, n), e in estimates.items() for p in e.per_replicate]
     schema = {"strategy": pl.String, "seed": pl.Int64, "n_examples": pl.Int64, "accuracy": pl.Float64,
               "iid_examples": pl.Float64, "ratio": pl.Float64, "bound": pl.String}
     return pl.DataFrame(rows, schema=schema, orient="row").sort("strategy", "n_examples", "seed")

@@ -79,8 +79,8 @@ def build_summary(
     has_reference = folded.filter(pl.col("strategy") == reference).height > 0
     if has_reference:
         estimates = ratio_estimates(evals, reference)
-        per_seed = seed_ratios(evals, reference)
-        ratios = strategy_ratios(evals, reference)
+        per_seed = seed_ratios(evals, reference, estimates=estimates)
+        ratios = strategy_ratios(evals, reference, estimates=estimates)
         headline = headline_ratios(ratios)
         if ratios.filter(pl.col("bound") == "undefined").height:
             warnings.append(f"the {reference!r} curve does not rise with more examples: data-efficiency ratios are "

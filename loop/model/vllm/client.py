@@ -9,7 +9,6 @@ each prompt token (`prompt_logprobs`, computed before any temperature) and avera
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,13 +18,14 @@ from loop.config import SamplingConfig, VLLMConfig
 from loop.model.formatting import STOP_TEXT, Encoded, FormatName, encode_prompt
 from loop.model.sampling.base import cut_at_stop
 from loop.model.vllm.server import VLLMServer
+from loop.seeds import derived_seed
 
 NLL_BATCH = 32  # sequences per scoring request
 
 
 def request_seed(seed: int, index: int) -> int:
-    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "big") & 0x7FFFFFFF
+    """The seed of question `index`'s request: vLLM takes a signed 32-bit seed, hence the top bit cleared."""
+    return derived_seed(seed, index) & 0x7FFFFFFF
 
 
 class VLLMSampler:

@@ -1,0 +1,12 @@
+"""Seeds derived from names and numbers: the same parts give the same seed in every process and on every run
+(Python's own hash() is salted per process, so it cannot serve)."""
+
+from __future__ import annotations
+
+import hashlib
+
+
+def derived_seed(*parts: object) -> int:
+    """A 32-bit seed from `parts`, joined by ":" and hashed with BLAKE2b."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big")
