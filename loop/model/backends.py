@@ -2,7 +2,7 @@
 
 A backend is opened once per process from the config and `bind`s each model the loop wants measured (the base,
 or a checkpoint in training), yielding a `Bound` pair:
-- `sampler.sample(questions, n, seed=...)`: completions (`loop.model.sampling.Sampler`);
+- `sampler.sample(questions, n, seed=..., answer_prefix="")`: completions (`loop.model.sampling.Sampler`);
 - `scorer.mean_nll(items)`: mean NLL over exactly the target token ids of each `Encoded` item (`ids[n_prompt:]`).
 Tracking, evaluation and signals receive the bound pair, never a model and tokenizer, so a backend may run the
 model anywhere: `transformers` in this process, `vllm` in a server of its own environment over HTTP. Backends are

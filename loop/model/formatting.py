@@ -55,8 +55,12 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-def encode_prompt(tokenizer, question: str, fmt: FormatName = "plain") -> list[int]:
+def encode_prompt(tokenizer, question: str, fmt: FormatName = "plain", answer_prefix: str = "") -> list[int]:
+    """Token ids of the prompt; `answer_prefix` forces the answer to begin with it (the robustness analysis:
+    `...\nAnswer: First`), as the paper's perturbed prompts do. Without one, exactly the training prompt."""
     text = prompt_text(question, tokenizer, fmt)
+    if answer_prefix:
+        text += (" " if fmt == "plain" else "") + answer_prefix
     # A chat template already holds its special tokens; the plain format gets the tokenizer's own (BOS).
     return tokenizer(text, add_special_tokens=(fmt == "plain"))["input_ids"]
 

@@ -15,8 +15,9 @@ _ATTENTION_LAYERS = {"full_attention", "sliding_attention", "chunked_attention"}
 
 
 class Sampler(Protocol):
-    def sample(self, questions: list[str], n: int, *, seed: int) -> list[list[str]]:
-        """`n` completions per question, in question order; deterministic for a given seed."""
+    def sample(self, questions: list[str], n: int, *, seed: int, answer_prefix: str = "") -> list[list[str]]:
+        """`n` completions per question, in question order; deterministic for a given seed. With `answer_prefix`
+        the answer is forced to begin with it (`encode_prompt`); completions continue after it, without it."""
         ...
 
 

@@ -141,10 +141,10 @@ class DecodeLoopSampler:
         self.graphs_used = 0  # decode steps replayed from CUDA graphs in the last call (for tests and benchmarks)
 
     # -- the protocol ----------------------------------------------------------------------------------------
-    def sample(self, questions: list[str], n: int, *, seed: int) -> list[list[str]]:
+    def sample(self, questions: list[str], n: int, *, seed: int, answer_prefix: str = "") -> list[list[str]]:
         if not questions:
             return []
-        prompts = [encode_prompt(self.tokenizer, q, self.fmt) for q in questions]
+        prompts = [encode_prompt(self.tokenizer, q, self.fmt, answer_prefix) for q in questions]
         greedy = self.cfg.temperature == 0.0
         copies = 1 if greedy else n  # greedy copies are all alike
         # Longest prompts first: the first wave sets the ring's width, and later prompts fit behind the write column.
@@ -154,7 +154,8 @@ class DecodeLoopSampler:
         if reason is not None:
             log.warning("sampling.engine 'decode' cannot serve these prompts (%s); using 'generate'", reason)
             return TransformersSampler(self.model, self.tokenizer, self.cfg, self.fmt, self.progress,
-                                       autocast=self.autocast).sample(questions, n, seed=seed)
+                                       autocast=self.autocast).sample(questions, n, seed=seed,
+                                                                       answer_prefix=answer_prefix)
         done: dict[int, list[int]] = {}
         key = seed_key(seed)
         was_training = self.model.training

@@ -26,11 +26,11 @@ class TransformersSampler:
         self.autocast = autocast
 
     @torch.no_grad()
-    def sample(self, questions: list[str], n: int, *, seed: int) -> list[list[str]]:
+    def sample(self, questions: list[str], n: int, *, seed: int, answer_prefix: str = "") -> list[list[str]]:
         if not questions:
             return []
         device = next(self.model.parameters()).device
-        prompts = [encode_prompt(self.tokenizer, q, self.fmt) for q in questions]
+        prompts = [encode_prompt(self.tokenizer, q, self.fmt, answer_prefix) for q in questions]
         jobs = sorted(((len(p), qi) for qi, p in enumerate(prompts) for _ in range(n)))
         out: list[list[str]] = [[] for _ in questions]
         was_training = self.model.training

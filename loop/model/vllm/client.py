@@ -43,11 +43,11 @@ class VLLMSampler:
         choices = sorted(self.server.post("/v1/completions", payload)["choices"], key=lambda c: c["index"])
         return [cut_at_stop(c["text"]) for c in choices]
 
-    def sample(self, questions: list[str], n: int, *, seed: int) -> list[list[str]]:
+    def sample(self, questions: list[str], n: int, *, seed: int, answer_prefix: str = "") -> list[list[str]]:
         if not questions:
             return []
         greedy = self.cfg.temperature == 0.0
-        jobs = [(i, encode_prompt(self.tokenizer, q, self.fmt), 1 if greedy else n, seed)
+        jobs = [(i, encode_prompt(self.tokenizer, q, self.fmt, answer_prefix), 1 if greedy else n, seed)
                 for i, q in enumerate(questions)]
         with ThreadPoolExecutor(max_workers=self.vcfg.concurrency) as pool:
             out = list(pool.map(self._one, jobs))
