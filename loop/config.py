@@ -338,12 +338,29 @@ class VLLMConfig(_Strict):
                                   "(e.g. --enforce-eager)")
 
 
+class TauGrid(_Strict):
+    """Candidate thresholds low, low + step, ..., high for calibration."""
+
+    low: float
+    high: float
+    step: float = Field(0.05, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TauGrid:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)) or self.high < self.low:
+            raise ValueError(f"dynamics.tau_grid needs finite low <= high, got {self.low}, {self.high}")
+        return self
+
+
 class DynamicsConfig(_Strict):
     """Learning dynamics tracked at epoch checkpoints, and the memorization threshold.
 
     memorized at checkpoint k  <=>  log(mean target NLL_k) < tau   (= log(log PPL_k) < tau).
     `tau_mode = absolute` uses `tau` for every example; `style_floor` uses tau_i = log(floor_scale * floor_i),
     floor_i being the example's irreducible phrasing entropy per token (embedded task only).
+    `auto` (tau in absolute mode, floor_scale in style_floor mode) calibrates the threshold on the dev split, never
+    the test set (`loop.analysis.calibration`): a curation run from its round-0 checkpoints, the analysis from its
+    sweep; `tau_grid` lists the candidates (tau values, or log floor_scale values).
     """
 
     n_samples: int = Field(5, gt=0, description="samples per trained example at each checkpoint")
@@ -354,8 +371,12 @@ class DynamicsConfig(_Strict):
         description="sample at the checkpoints of every round, or only where premem drives the next selection",
     )
     tau_mode: Literal["absolute", "style_floor"] = "absolute"
-    tau: float = Field(-2.4, description="log(log PPL) threshold; paper: GSM8K -2.4, MATH -1.7")
-    floor_scale: float = Field(1.0, gt=0)
+    tau: float | Literal["auto"] = Field(
+        -2.4, description="log(log PPL) threshold; paper: GSM8K -2.4, MATH -1.7; auto = calibrated on dev")
+    floor_scale: float | Literal["auto"] = Field(1.0, description="style_floor mode; auto = calibrated on dev")
+    tau_grid: TauGrid | None = Field(
+        None, description="candidates for auto: tau from low to high by step (absolute), or log floor_scale "
+        "(style_floor); null = -6..1 by 0.05 (absolute), -1.5..1.5 by 0.05 (style_floor)")
     nll_batch_size: int = Field(64, gt=0, description="most sequences per teacher-forced NLL pass (64 is fastest on CPU)")
     nll_batch_tokens: int | None = Field(
         None, gt=0, description="most tokens (padding included) per NLL pass; null = 16k on CPU, 64k on a GPU")
@@ -365,10 +386,42 @@ class DynamicsConfig(_Strict):
 
     @field_validator("tau", "floor_scale")
     @classmethod
-    def _finite(cls, value: float, info: Any) -> float:
+    def _finite(cls, value: float | str, info: Any) -> float | str:
+        if value == "auto":
+            return value
         if not math.isfinite(value):
-            raise ValueError(f"dynamics.{info.field_name} must be a finite number, got {value}")
+            raise ValueError(f"dynamics.{info.field_name} must be a finite number or auto, got {value}")
+        if info.field_name == "floor_scale" and value <= 0:
+            raise ValueError(f"dynamics.floor_scale must be > 0, got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _auto_fits_mode(self) -> DynamicsConfig:
+        unused = "tau" if self.tau_mode == "style_floor" else "floor_scale"
+        if getattr(self, unused) == "auto":
+            used = "floor_scale" if unused == "tau" else "tau"
+            raise ValueError(f"dynamics.{unused}: auto has no effect with tau_mode {self.tau_mode!r}, which reads "
+                             f"dynamics.{used}: set dynamics.{used}: auto instead")
+        return self
+
+    @property
+    def auto_tau(self) -> bool:
+        """Whether the threshold of this tau_mode is calibrated on dev (`auto`)."""
+        return (self.tau if self.tau_mode == "absolute" else self.floor_scale) == "auto"
+
+    @property
+    def fixed_shift(self) -> float | None:
+        """The configured threshold as the shift on each example's base (`loop.analysis.calibration`): tau in
+        absolute mode, log(floor_scale) in style_floor mode; None where it is auto."""
+        if self.auto_tau:
+            return None
+        return float(self.tau) if self.tau_mode == "absolute" else math.log(float(self.floor_scale))
+
+    def shift_grid(self) -> TauGrid:
+        if self.tau_grid is not None:
+            return self.tau_grid
+        return TauGrid(low=-6.0, high=1.0, step=0.05) if self.tau_mode == "absolute" else TauGrid(
+            low=-1.5, high=1.5, step=0.05)
 
 
 class EvalConfig(_Strict):
@@ -448,6 +501,70 @@ class SelectionConfig(_Strict):
         return [s.name for s in self.strategies]
 
 
+class SweepRunConfig(_Strict):
+    """One training configuration of the generalization-prediction sweep: a separate run from the base model."""
+
+    learning_rate: float | None = Field(None, gt=0, description="null = train.learning_rate")
+    epochs: int | None = Field(None, gt=0, description="null = train.epochs")
+    fraction: float = Field(1.0, gt=0, le=1, description="share of the seed set trained (a seeded random subset)")
+
+
+class RobustnessConfig(_Strict):
+    """Paper section 4: training questions sampled again at a run's last checkpoint with a forced answer prefix."""
+
+    prefixes: list[str] = Field(default_factory=lambda: ["First", "We know that"],
+                                description="each forces the answer to begin with it; [] = no robustness analysis")
+    n_samples: int | None = Field(None, gt=0, description="samples per question and prefix; null = dynamics.n_samples")
+    max_examples: int | None = Field(1000, gt=0, description="at most this many training questions (paper: 1000)")
+    run: int | None = Field(None, ge=0, description="index in analysis.runs of the run measured (and drawn as the "
+                            "heat map); null = the full-data run with the most epochs")
+    bins: list[float] = Field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+                              description="pre-memorization accuracy bin edges; the last bin is closed")
+
+    @field_validator("prefixes")
+    @classmethod
+    def _not_blank(cls, value: list[str]) -> list[str]:
+        for i, prefix in enumerate(value):
+            if not prefix.strip():
+                raise ValueError(f"analysis.robustness.prefixes[{i}] is blank")
+        return value
+
+    @field_validator("bins")
+    @classmethod
+    def _edges(cls, value: list[float]) -> list[float]:
+        if len(value) < 2 or any(b <= a for a, b in zip(value, value[1:])) or value[0] < 0 or value[-1] > 1:
+            raise ValueError(f"analysis.robustness.bins must increase within [0, 1], got {value}")
+        return value
+
+
+class AnalysisConfig(_Strict):
+    """The paper's analyses (`curation-loop analyze`, flow `predict-generalization`): a sweep of training runs from
+    the base, each recording at every epoch checkpoint every training example's NLL and sample accuracy, and the
+    dev and test accuracy; R^2 of test accuracy against pre-memorization accuracy; tau calibrated on dev;
+    robustness to a forced answer prefix. Each run is repeated for every entry of `seeds`."""
+
+    runs: list[SweepRunConfig] = Field(
+        default_factory=lambda: [SweepRunConfig(learning_rate=lr, epochs=e) for lr in (3e-5, 1e-4, 3e-4)
+                                 for e in (1, 3)],
+        description="training configurations; the paper: learning rates x epochs, plus half and quarter data")
+    robustness: RobustnessConfig = RobustnessConfig()
+    n_boot: int = Field(2000, ge=100, description="bootstrap replicates over runs for the R^2 intervals")
+
+    @field_validator("runs")
+    @classmethod
+    def _some_runs(cls, value: list[SweepRunConfig]) -> list[SweepRunConfig]:
+        if not value:
+            raise ValueError("analysis.runs must list at least one training configuration")
+        return value
+
+    def robustness_run(self, default_epochs: int) -> int:
+        """Index of the run the robustness analysis and the heat map read."""
+        if self.robustness.run is not None:
+            return self.robustness.run
+        full = [i for i, r in enumerate(self.runs) if r.fraction == 1.0] or list(range(len(self.runs)))
+        return max(full, key=lambda i: (self.runs[i].epochs or default_epochs, -i))
+
+
 class RunConfig(_Strict):
     """Everything one comparison needs: data, base model, training, dynamics, strategies, seeds, output."""
 
@@ -464,6 +581,7 @@ class RunConfig(_Strict):
     evaluation: EvalConfig = EvalConfig()
     selection: SelectionConfig = SelectionConfig()
     vllm: VLLMConfig = VLLMConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
     device: Literal["auto", "cpu", "cuda"] = "auto"
     share_gpus: bool = Field(
         False, description="let several worker processes use one GPU; by default each worker holds a card of its own "
@@ -511,6 +629,9 @@ class RunConfig(_Strict):
                     f"selection.budgets {self.selection.budgets} + the i.i.d. extension {extension} add {needed} pool "
                     f"items but the pool holds {self.data.pool_size} (data.n_seeds * data.pool_per_seed): raise "
                     "data.pool_per_seed, or lower selection.iid_reach or set selection.iid_extra_budgets")
+        if self.analysis.robustness.run is not None and self.analysis.robustness.run >= len(self.analysis.runs):
+            raise ValueError(f"analysis.robustness.run {self.analysis.robustness.run} is not an index of "
+                             f"analysis.runs ({len(self.analysis.runs)} runs)")
         if self.dynamics.tau_mode == "style_floor" and self.data.source != "embedded":
             raise ValueError("dynamics.tau_mode 'style_floor' needs the embedded task (it knows each phrasing floor)")
         return self

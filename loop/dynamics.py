@@ -63,7 +63,7 @@ def checkpoints_needing_samples(ledger: pl.DataFrame, tau: Tau, last_epoch: int)
     return flagged.filter(~pl.col("memorized") | (pl.col("epoch") == last_epoch))
 
 
-def premem_by_checkpoint(ledger: pl.DataFrame, tau: Tau) -> pl.DataFrame:
+def premem_by_checkpoint(ledger: pl.DataFrame, tau: Tau, by: tuple[str, ...] = ()) -> pl.DataFrame:
     """Pre-memorization accuracy of every example at every checkpoint j.
 
         premem_j(i) = min( max_{k <= j} acc_k(i) * m_k(i),  acc_j(i) ),   m_k(i) = 1[log(log PPL_k(i)) >= tau]
@@ -72,12 +72,14 @@ def premem_by_checkpoint(ledger: pl.DataFrame, tau: Tau) -> pl.DataFrame:
     current accuracy; 0 when every checkpoint so far was memorized. acc_k = n_correct / n_samples.
     Rows at memorized checkpoints may carry n_samples = 0 (they were not sampled) except where the value
     is read as acc_j. Where checkpoint j was not sampled, acc_j is unknown and so is premem_j: both are missing
-    (null), never the running best alone. Returns `example_id`, `epoch`, `memorized`, `accuracy`, `premem`.
+    (null), never the running best alone. `by` names key columns (a run) within which an example's checkpoints
+    form one sequence. Returns the `by` columns, `example_id`, `epoch`, `memorized`, `accuracy`, `premem`.
     """
-    needed = {"example_id", "epoch", "nll", "n_samples", "n_correct"}
+    needed = {*by, "example_id", "epoch", "nll", "n_samples", "n_correct"}
     if not needed <= set(ledger.columns):
         raise ValueError(f"ledger lacks columns {sorted(needed - set(ledger.columns))}")
-    flagged = memorized_flags(ledger.select(sorted(needed)), tau).sort("example_id", "epoch")
+    flagged = memorized_flags(ledger.select(sorted(needed)), tau).sort(*by, "example_id", "epoch")
+    sequence = [*by, "example_id"]
     unsampled = flagged.filter(~pl.col("memorized") & (pl.col("n_samples") <= 0))
     if unsampled.height:
         row = unsampled.row(0, named=True)
@@ -89,11 +91,11 @@ def premem_by_checkpoint(ledger: pl.DataFrame, tau: Tau) -> pl.DataFrame:
     return (
         flagged.with_columns(accuracy=accuracy)
         .with_columns(
-            best=pl.when(pl.col("memorized")).then(0.0).otherwise(pl.col("accuracy")).cum_max().over("example_id")
+            best=pl.when(pl.col("memorized")).then(0.0).otherwise(pl.col("accuracy")).cum_max().over(sequence)
         )
         # min_horizontal skips nulls, which would pass the running best off as premem_j where acc_j is unknown
         .with_columns(premem=pl.when(pl.col("accuracy").is_not_null()).then(pl.min_horizontal("best", "accuracy")))
-        .select("example_id", "epoch", "memorized", "accuracy", "premem")
+        .select(*by, "example_id", "epoch", "memorized", "accuracy", "premem")
     )
 
 
@@ -119,3 +121,23 @@ def premem_accuracy(ledger: pl.DataFrame, tau: Tau) -> pl.DataFrame:
 def dataset_premem(ledger: pl.DataFrame, tau: Tau) -> float:
     """PreMem = mean over trained examples of premem(i): the paper's predictor of test accuracy."""
     return float(premem_accuracy(ledger, tau)["premem"].mean())
+
+
+def checkpoint_summary(ledger: pl.DataFrame, tau: Tau, by: tuple[str, ...] = ()) -> pl.DataFrame:
+    """Dataset-level measures at every checkpoint j (of every `by` group, e.g. a run), over its trained examples:
+
+        PreMem_j = mean_i premem_j(i)        train_acc_j = mean_i acc_j(i)        memorized_j = mean_i m'_j(i)
+
+    (m'_j(i) = 1 when example i is memorized at j). PreMem_j and train_acc_j are missing (null) at a checkpoint
+    where some example was not sampled: a mean over the sampled ones alone would be another quantity.
+    Returns the `by` columns, `epoch`, `premem`, `train_accuracy`, `memorized`, `n_examples`.
+    """
+    per_example = premem_by_checkpoint(ledger, tau, by)
+    complete = pl.col("accuracy").null_count() == 0
+    return (
+        per_example.group_by(*by, "epoch")
+        .agg(premem=pl.when(complete).then(pl.col("premem").mean()),
+             train_accuracy=pl.when(complete).then(pl.col("accuracy").mean()),
+             memorized=pl.col("memorized").cast(pl.Float64).mean(), n_examples=pl.len())
+        .sort(*by, "epoch")
+    )

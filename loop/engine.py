@@ -26,7 +26,8 @@ import torch
 
 import strategies.registry as registry
 from loop.config import RunConfig
-from loop.data import check_examples, load_data, tau_for
+from loop.analysis.calibration import calibrate, grid
+from loop.data import check_examples, load_data, tau_base, tau_for
 from loop.dynamics import memorized_flags, premem_accuracy
 from loop.evaluation import evaluate
 from loop.model.backends import Backend, close_backends, open_backend
@@ -291,7 +292,11 @@ class Engine:
             info["epochs"] = self._epochs(step)
         model, ledger, tracker, train_seconds = self._train_and_track(step, train)
         timings += [("train", train_seconds), *tracker.stage_seconds.items()]
-        tau = tau_for(self.cfg, examples)
+        calibration = self._calibrate(step, ledger, tracker) if self._calibrates(step) else None
+        if calibration is not None:
+            info["tau_calibration"] = _calibration_record(self.cfg, calibration)
+        tau = self.tau(step.seed, calibration.shift if calibration else None)
+        ledger = _flag(ledger, tau)
         with self.backend.bind(model, tag=f"{_tag(step)}-final") as bound:
             started = time.perf_counter()
             signals = self._compute_signals(step, bound, ledger, tau, self._next_signals(step))
@@ -305,8 +310,30 @@ class Engine:
                  **_dynamics_summary(ledger, tau),
                  "dynamics_sequences_sampled": tracker.sampled, "dynamics_sequences_if_all": tracker.sampled_if_all,
                  "accuracy": scores_eval["accuracy"], "test_unparseable": scores_eval["unparseable"]}
-        self._commit(step, batch, ledger, signals, scores_eval, n_examples, timings, info, model)
+        extra = {"tau_curve": calibration.curve} if calibration is not None else {}
+        self._commit(step, batch, ledger, signals, scores_eval, n_examples, timings, info, model, extra)
         return info
+
+    # -- the memorization threshold --------------------------------------------------------------
+    def _calibrates(self, step: Step) -> bool:
+        """Round 0 calibrates an auto threshold for its replicate; every later round reads it."""
+        return self.cfg.dynamics.auto_tau and step.round == 0
+
+    def tau(self, seed: int, shift: float | None = None):
+        """Replicate `seed`'s memorization threshold: the configured one, or the one its round 0 calibrated on dev."""
+        examples = self.examples(seed)
+        if shift is None and self.cfg.dynamics.auto_tau:
+            record = json.loads((self.store.step_dir(seed, SHARED_STRATEGY, 0) / "step.json").read_text())
+            shift = record["tau_calibration"]["shift"]
+        return tau_for(self.cfg, examples, shift)
+
+    def _calibrate(self, step: Step, ledger: pl.DataFrame, tracker: DynamicsTracker):
+        """The threshold whose pre-memorization accuracy best predicts dev accuracy over round 0's checkpoints."""
+        dyn = self.cfg.dynamics
+        g = dyn.shift_grid()
+        dev = tracker.checkpoint_accuracy().filter(pl.col("split") == "dev").with_columns(run=pl.lit("round-0"))
+        return calibrate(ledger.with_columns(run=pl.lit("round-0")), dev,
+                         tau_base(self.cfg, self.examples(step.seed)), grid(g.low, g.high, g.step))
 
     def _select(self, step: Step, used: list[str], info: dict) -> list[str]:
         """The pool items round `step.round` adds (none at round 0); records the selection's summary in `info`."""
@@ -329,17 +356,28 @@ class Engine:
         cfg = self.cfg
         tracked = train.filter(pl.col("split") == "seed") if cfg.dynamics.track == "seeds" else train
         sample = cfg.dynamics.record == "every_round" or "premem" in self._next_signals(step)
-        tau = tau_for(cfg, self.examples(step.seed))
+        calibrating = self._calibrates(step)
+        # Calibrating reads acc_j at every checkpoint and the dev accuracy beside it; the threshold is not known yet.
+        tau = None if calibrating else self.tau(step.seed)
+        held_out = {"dev": self._split(step.seed, "dev")} if calibrating else None
         train_seed = derived_seed("train", step.seed)  # same for every strategy: paired training noise
         if step.strategy == COMPUTE_MATCHED:
             cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": self._epochs(step)})})
         tracker = DynamicsTracker(cfg, self.tokenizer, tracked, tau, seed=train_seed, backend=self.backend,
-                                  tag=_tag(step), sample=sample)
+                                  tag=_tag(step), sample=sample or calibrating, sample_all=calibrating,
+                                  held_out=held_out)
         model, train_seconds = train_round(cfg, self.tokenizer, train, seed=train_seed % (2**31),
                                            device=self.device, tracker=tracker)
         ledger = tracker.ledger().with_columns(
             strategy=pl.lit(step.strategy), seed=pl.lit(step.seed), round=pl.lit(step.round))
-        return model, _flag(ledger, tau), tracker, train_seconds
+        return model, ledger, tracker, train_seconds
+
+    def _split(self, seed: int, split: str) -> pl.DataFrame:
+        rows = self.examples(seed).filter(pl.col("split") == split)
+        if split == "dev" and rows.height == 0:
+            raise ValueError("dynamics threshold auto is calibrated on the dev split, and this run has none: set "
+                             "data.n_dev (embedded) or data.splits.dev with data.dev_limit")
+        return rows
 
     def _n_seeds(self, seed: int) -> int:
         return self.examples(seed).filter(pl.col("split") == "seed").height
@@ -354,7 +392,8 @@ class Engine:
         on its n_r examples (rounded to the nearest epoch)."""
         return max(1, round(self.cfg.train.epochs * self._matched_examples(step) / self._n_seeds(step.seed)))
 
-    def _commit(self, step: Step, batch, ledger, signals, scores_eval, n_examples, timings, info, model) -> None:
+    def _commit(self, step: Step, batch, ledger, signals, scores_eval, n_examples, timings, info, model,
+                extra: dict[str, pl.DataFrame]) -> None:
         evals = pl.DataFrame([{"strategy": step.strategy, "seed": step.seed, "round": step.round,
                                "n_examples": n_examples,
                                **{k: v for k, v in scores_eval.items() if k != "unparseable"}}])
@@ -365,7 +404,7 @@ class Engine:
         self.store.commit_step(
             step.seed, step.strategy, step.round,
             {"selected": pl.DataFrame({"id": batch}, schema={"id": pl.String}), "ledger": ledger,
-             "signals": signals, "eval": evals, "timings": timing_frame},
+             "signals": signals, "eval": evals, "timings": timing_frame, **extra},
             info, model_writer=writer)
 
     def _compute_signals(self, step: Step, bound, ledger: pl.DataFrame, tau, wanted: set[str]) -> pl.DataFrame:
@@ -414,6 +453,14 @@ def _machine(device: torch.device) -> dict:
     if device.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(device)
     return out
+
+
+def _calibration_record(cfg: RunConfig, calibration) -> dict:
+    """What round 0 chose, in the config's own terms (tau, or floor_scale), for step.json and the report."""
+    absolute = cfg.dynamics.tau_mode == "absolute"
+    name, value = ("tau", calibration.shift) if absolute else ("floor_scale", float(np.exp(calibration.shift)))
+    return {"parameter": name, "value": value, "shift": calibration.shift, "plateau": list(calibration.plateau),
+            "r2_dev": calibration.r2_dev, "checkpoints": int(calibration.curve["n_points"].max())}
 
 
 def _flag(ledger: pl.DataFrame, tau) -> pl.DataFrame:

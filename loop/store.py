@@ -6,7 +6,10 @@ Layout under `root`:
                                            with report.json (what loading did) beside them
     signals/seed-S/base_perplexity.parquet round-independent signals of replicate S, computed once
     steps/seed-S/STRATEGY/round-R/         selected.parquet, ledger.parquet, signals.parquet,
-                                           eval.parquet, timings.parquet, step.json (and model/ if kept)
+                                           eval.parquet, timings.parquet, step.json (and model/ if kept;
+                                           round 0 of a run with an auto threshold: tau_curve.parquet)
+    analysis/seed-S/run-K/                 the analysis sweep's run K: ledger.parquet, accuracy.parquet (dev and
+                                           test accuracy per checkpoint), robustness.parquet, timings.parquet, run.json
     report/                                index.html, curves.png, summary.json
 A step folder appears only complete (written under a temporary name, then renamed), so a run killed
 mid-step resumes at that step and nothing a finished step wrote is lost or rewritten.
@@ -78,8 +81,9 @@ class RunStore:
         else:
             write_atomic(config_path, lambda p: p.write_text(yaml.safe_dump(wanted, sort_keys=False)))
         self.write_json("manifest.json", manifest)
-        for leftover in self.root.glob("steps/*/*/.round-*.tmp-*"):
-            shutil.rmtree(leftover, ignore_errors=True)  # a step killed before its rename
+        for pattern in ("steps/*/*/.round-*.tmp-*", "analysis/*/.run-*.tmp-*"):
+            for leftover in self.root.glob(pattern):
+                shutil.rmtree(leftover, ignore_errors=True)  # a step or run killed before its rename
 
     def write_json(self, relative: str, payload: Any) -> None:
         write_atomic(self.root / relative, lambda p: p.write_text(json.dumps(payload, indent=2, default=str)))
@@ -100,7 +104,12 @@ class RunStore:
 
     def commit_step(self, seed: int, strategy: str, round_: int, frames: dict[str, pl.DataFrame],
                     info: dict[str, Any], model_writer: Callable[[Path], None] | None = None) -> Path:
-        final = self.step_dir(seed, strategy, round_)
+        return self.commit_dir(self.step_dir(seed, strategy, round_), frames, info, "step.json", model_writer)
+
+    def commit_dir(self, final: Path, frames: dict[str, pl.DataFrame], info: dict[str, Any], record: str,
+                   model_writer: Callable[[Path], None] | None = None) -> Path:
+        """Write `frames` as Parquet and `info` as `record` into a temporary folder, then rename it to `final`:
+        the folder exists only complete, its `record` last of all."""
         tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -108,8 +117,8 @@ class RunStore:
             frame.write_parquet(tmp / f"{name}.parquet")
         if model_writer is not None:
             model_writer(tmp / "model")
-        (tmp / "step.json").write_text(json.dumps(info, indent=2, default=str))
-        os.replace(tmp, final)  # the step exists only once complete
+        (tmp / record).write_text(json.dumps(info, indent=2, default=str))
+        os.replace(tmp, final)  # the folder exists only once complete
         return final
 
     def step_frame(self, seed: int, strategy: str, round_: int, name: str) -> pl.DataFrame:
