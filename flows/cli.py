@@ -1,4 +1,5 @@
-"""`curation-loop` command line: run the flow without a server, list strategies, re-render a report, serve."""
+"""`curation-loop` command line: run a comparison or the paper's analyses without a server, list strategies,
+re-render a report, serve the deployments."""
 
 from __future__ import annotations
 
@@ -38,15 +39,25 @@ def _one_server():
 
 
 def _print_verdict(index: Path) -> None:
-    """The report's verdict, one line per strategy, from the summary.json beside `index`."""
+    """The report's verdict (one line per strategy) or an analysis's R^2 lines, from the summary.json beside it."""
     import json
 
     summary = json.loads((index.parent / "summary.json").read_text())
     for line in summary.get("verdict", []):
         print(f"- {line}")
+    if summary.get("kind") == "predict-generalization":
+        g, tau = summary["generalization"], summary["tau"]
+        for name, key in (("pre-memorization accuracy", "r2_identity"), ("train accuracy", "r2_identity_train_acc")):
+            b = g.get(key)
+            if b and b.get("value") is not None:
+                interval = "n/a" if b["ci_low"] is None else f"{b['ci_low']:.2f}, {b['ci_high']:.2f}"
+                print(f"- test accuracy on y = {name}: R^2 {b['value']:.3f} [{interval}] over {b['n_runs']} runs")
+        if tau.get("calibrated") is not None:
+            print(f"- {tau['parameter']} calibrated on dev: {tau['calibrated']:.4g} (used: {tau['used']:.4g})")
 
 
-def _run(args: argparse.Namespace) -> int:
+def _config(args: argparse.Namespace):
+    """The config the arguments describe, or None after printing why it is invalid."""
     from pydantic import ValidationError
 
     from loop.config import build_config
@@ -55,14 +66,23 @@ def _run(args: argparse.Namespace) -> int:
     if args.out:
         overrides.append(f"out_dir={args.out}")
     try:
-        config = build_config(args.preset, args.config, overrides)
+        return build_config(args.preset, args.config, overrides)
     except (ValidationError, ValueError) as err:
         print(f"curation-loop: invalid config: {err}", file=sys.stderr)
+        return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if config is None:
         return 2
-    from flows.curation import curation_loop
+    if args.command == "analyze":
+        from flows.analysis import predict_generalization as flow
+    else:
+        from flows.curation import curation_loop as flow
 
     with _one_server():
-        path = curation_loop(config)
+        path = flow(config)
     print()
     _print_verdict(Path(path))
     print(f"\nReport written to {os.path.abspath(path)}")
@@ -80,9 +100,12 @@ def _strategies(_: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from reports.run import write_run_report
+    if (Path(args.run_dir) / "analysis").is_dir():
+        from reports.analysis import write_analysis_report as write
+    else:
+        from reports.run import write_run_report as write
 
-    index = write_run_report(args.run_dir)
+    index = write(args.run_dir)
     _print_verdict(index)
     print(index)
     return 0
@@ -98,12 +121,18 @@ def _serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="curation-loop", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a comparison (the curation-loop flow, no server needed)")
-    run.add_argument("--preset", default=None, help="a preset in loop/presets (default, smoke, ...)")
-    run.add_argument("--config", default=None, help="a YAML config file (applied after the preset)")
-    run.add_argument("--out", default=None, help="run folder (out_dir); rerunning resumes there")
-    run.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=4 seeds=[0,1]")
-    run.set_defaults(func=_run)
+    for name, text, example in (
+            ("run", "run a comparison (the curation-loop flow, no server needed)", "default, smoke, ..."),
+            ("analyze", "the paper's analyses: R^2 of test accuracy on pre-memorization accuracy over a sweep of "
+                        "training runs, tau calibrated on dev, robustness (the predict-generalization flow)",
+             "analyze-default, analyze-smollm2-gsm8k")):
+        run = sub.add_parser(name, help=text)
+        run.add_argument("--preset", default=None if name == "run" else "analyze-default",
+                         help=f"a preset in loop/presets ({example})")
+        run.add_argument("--config", default=None, help="a YAML config file (applied after the preset)")
+        run.add_argument("--out", default=None, help="run folder (out_dir); rerunning resumes there")
+        run.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=4 seeds=[0,1]")
+        run.set_defaults(func=_run)
     sub.add_parser("strategies", help="list registered strategies").set_defaults(func=_strategies)
     rep = sub.add_parser("report", help="(re)write the report of a run folder")
     rep.add_argument("run_dir")

@@ -11,22 +11,26 @@ from pathlib import Path
 import yaml
 from prefect import serve as prefect_serve
 
+from flows.analysis import predict_generalization
 from flows.curation import curation_loop
 
 PREFECT_YAML = Path(__file__).resolve().parents[1] / "prefect.yaml"
+FLOWS = {"flows/curation.py:curation_loop": curation_loop,
+         "flows/analysis.py:predict_generalization": predict_generalization}
 
 
 def deployments_from_yaml(path: Path = PREFECT_YAML) -> list:
     spec = yaml.safe_load(path.read_text())
     out = []
     for item in spec.get("deployments", []):
-        if not item.get("entrypoint", "").endswith(":curation_loop"):
-            continue
-        out.append(curation_loop.to_deployment(
+        entry = item.get("entrypoint", "")
+        if entry not in FLOWS:
+            raise ValueError(f"{path}: deployment {item.get('name')!r} names entrypoint {entry!r}; known: {sorted(FLOWS)}")
+        out.append(FLOWS[entry].to_deployment(
             name=item["name"], parameters=item.get("parameters", {}), description=item.get("description"),
             tags=item.get("tags", [])))
     if not out:
-        raise ValueError(f"{path} declares no deployment of flows/curation.py:curation_loop")
+        raise ValueError(f"{path} declares no deployment")
     return out
 
 
