@@ -1,10 +1,12 @@
 """Run a preset through the engine alone (no Prefect) and print each step's time per stage.
 
     python bench/run_engine.py --preset smollm2-gsm8k --out DIR [--no-report] [--workers N] [key=value ...]
+    python bench/run_engine.py --analyze --preset analyze-smollm2-gsm8k --out DIR [--workers N] [key=value ...]
 
 For machines where the Prefect stack is not installed (a lent GPU): the same steps, store and report as
 `curation-loop run`, without the flow around them. With --workers N (default: the config's `workers`), N spawned
 processes run the steps whose parent is done, as the flow's process pool does; each holds one Engine.
+--analyze runs the paper's analyses instead (the predict-generalization flow's sweep and report).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, as_completed, wait
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -22,11 +24,13 @@ for key, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZER
     os.environ.setdefault(key, value)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from loop.analysis.sweep import Sweep, SweepRun, plan_runs  # noqa: E402
 from loop.config import build_config  # noqa: E402
 from loop.engine import Engine, Step, plan_steps  # noqa: E402
 from loop.model.devices import check_workers  # noqa: E402
 
 _ENGINE: Engine | None = None  # one per worker process, built on its first task
+_SWEEP: Sweep | None = None
 
 
 def _line(engine: Engine, step: Step, info: dict, seconds: float) -> str:
@@ -61,6 +65,37 @@ def _in_worker(cfg, step: Step | None) -> str:
     return _line(_ENGINE, step, info, time.perf_counter() - t0)
 
 
+def _sweep_worker(cfg, run: SweepRun | None) -> str:
+    """Prepare (run None) or train and measure one analysis run in this worker's Sweep."""
+    global _SWEEP
+    if _SWEEP is None:
+        _SWEEP = Sweep(cfg)
+    t0 = time.perf_counter()
+    if run is None:
+        _SWEEP.prepare()
+        return f"prepare: {time.perf_counter() - t0:.1f}s"
+    info = _SWEEP.run(run)
+    stages = json.dumps({k: round(v, 1) for k, v in _run_stages(cfg, run).items()})
+    return f"{run.label} (seed {run.seed}): {time.perf_counter() - t0:.1f}s wall, {info['n_trained']} trained | {stages}"
+
+
+def _run_stages(cfg, run: SweepRun) -> dict:
+    import polars as pl
+
+    from loop.analysis.sweep import run_dir
+
+    frame = pl.read_parquet(run_dir(Path(cfg.out_dir), run) / "timings.parquet")
+    return dict(zip(frame["stage"].to_list(), frame["seconds"].to_list()))
+
+
+def run_sweep(cfg, workers: int) -> None:
+    """The analysis sweep: prepare once, then every run (they are independent) on `workers` processes."""
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_die_with_parent) as pool:
+        print(pool.submit(_sweep_worker, cfg, None).result(), flush=True)
+        for future in as_completed([pool.submit(_sweep_worker, cfg, run) for run in plan_runs(cfg)]):
+            print(future.result(), flush=True)
+
+
 def run_parallel(cfg, workers: int) -> None:
     """Every step of `plan_steps`, each submitted once its parent is done, on `workers` spawned processes."""
     steps = plan_steps(cfg)
@@ -84,12 +119,27 @@ def main() -> int:
     parser.add_argument("--preset", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--no-report", action="store_true")
+    parser.add_argument("--analyze", action="store_true", help="the paper's analyses (the sweep) instead of a comparison")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: the config's workers)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     cfg = build_config(args.preset, overrides=[*args.overrides, f"out_dir={args.out}"])
     workers = args.workers or cfg.workers
     started = time.perf_counter()
+    if args.analyze:
+        check_workers(workers, cfg.device, share_gpus=cfg.share_gpus)
+        run_sweep(cfg, workers)
+        print(f"all runs: {time.perf_counter() - started:.1f}s", flush=True)
+        if not args.no_report:
+            from reports.analysis import write_analysis_report
+
+            path = write_analysis_report(cfg.out_dir)
+            print(f"report: {path}")
+            summary = json.loads((path.parent / "summary.json").read_text())
+            summary["generalization"].pop("points")
+            summary["tau"].pop("curve")
+            print(json.dumps(summary, indent=1)[:6000])
+        return 0
     if workers > 1:
         check_workers(workers, cfg.device, share_gpus=cfg.share_gpus)
         run_parallel(cfg, workers)

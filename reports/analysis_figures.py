@@ -127,7 +127,7 @@ def plot_heatmap(data: dict, path: str | Path) -> Path:
     axes = fig.subplots(1, 2, sharey=True)
     shown = axes[0].imshow(np.ma.masked_invalid(acc), aspect="auto", cmap="gray", vmin=0, vmax=1,
                            interpolation="nearest")
-    fig.colorbar(shown, ax=axes[0], label="sample accuracy")
+    fig.colorbar(shown, ax=axes, location="right", shrink=0.8, label="sample accuracy (left panel)")
     axes[1].imshow(np.ma.masked_invalid(mem), aspect="auto", cmap=ListedColormap(["#dddddd", "#c0392b"]), vmin=0,
                    vmax=1, interpolation="nearest")
     for ax, name in ((axes[0], "sample accuracy"), (axes[1], "memorized (red)")):
