@@ -1,5 +1,6 @@
 """End to end: a real local Prefect server, the deployments of prefect.yaml served, and
-`prefect deployment run curation-loop/default` producing the report where the README says."""
+`prefect deployment run curation-loop/default` and `predict-generalization/default` producing their reports where
+the README says."""
 
 import json
 import os
@@ -104,3 +105,20 @@ def test_deployment_run_writes_the_report(prefect_env, tmp_path):
     keys = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert "curation-headline" in keys.stdout and "curation-verdict" in keys.stdout, keys.stdout + keys.stderr
     assert len(summary["verdict"]) == 3
+
+    # The paper's analyses through their deployment, on the same server and serving process (a tiny sweep).
+    analysis_dir = tmp_path / "analysis"
+    params = json.dumps({"preset": "analyze-default", "out_dir": str(analysis_dir), "workers": 1,
+                         "data": {"n_seeds": 6, "n_dev": 6, "n_test": 8},
+                         "analysis": {"runs": [{"learning_rate": 3.0e-4, "epochs": 2}, {"learning_rate": 1.0e-4, "epochs": 1}],
+                                      "robustness": {"run": 0, "n_samples": 2}, "n_boot": 200}})
+    run = subprocess.run(
+        [sys.executable, "-m", "prefect", "deployment", "run", "predict-generalization/default", "--param",
+         f"config={params}", "--watch", "--watch-timeout", "600"],
+        env=env, capture_output=True, text=True, timeout=700)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:] + (logs / "serve.log").read_text()[-3000:]
+    summary = json.loads((analysis_dir / "report" / "summary.json").read_text())
+    assert summary["kind"] == "predict-generalization" and summary["generalization"]["n_runs"] == 2
+    assert summary["tau"]["calibrated"] is not None and summary["robustness"]["runs"] == ["s0-r0"]
+    keys = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert "predict-generalization" in keys.stdout, keys.stdout + keys.stderr
