@@ -94,8 +94,18 @@ def _strategies(_: argparse.Namespace) -> int:
 
     for name in registry.names():
         item = registry.resolve(name)
-        needs = f" [needs: {', '.join(item.needs)}]" if item.needs else ""
-        print(f"{name:<12} {item.description}{needs}")
+        needs = item.needs_for({})
+        reads = f" [reads: {', '.join(needs)}]" if needs else ""
+        print(f"{name:<16} {item.description}{reads}")
+    return 0
+
+
+def _signals(_: argparse.Namespace) -> int:
+    import loop.signals.registry as signals
+
+    for name in signals.names():
+        item = signals.resolve(name)
+        print(f"{name:<16} {item.scope:<6} per {item.level:<4}  {item.description} [writes: {', '.join(item.columns)}]")
     return 0
 
 
@@ -134,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         run.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=4 seeds=[0,1]")
         run.set_defaults(func=_run)
     sub.add_parser("strategies", help="list registered strategies").set_defaults(func=_strategies)
+    sub.add_parser("signals", help="list registered signal providers (scope, level, columns)").set_defaults(
+        func=_signals)
     rep = sub.add_parser("report", help="(re)write the report of a run folder")
     rep.add_argument("run_dir")
     rep.set_defaults(func=_report)

@@ -429,8 +429,25 @@ class EvalConfig(_Strict):
 
 
 class StrategyConfig(_Strict):
+    """One competitor: a registered strategy, its params, and the label it runs and reports under (default: its
+    name), so one strategy can compete with two settings, e.g. premem and premem with include_base: true."""
+
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
+    label: str | None = None
+
+    @field_validator("label")
+    @classmethod
+    def _plain_label(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or not all(c.isalnum() or c in "-_." for c in value)):
+            raise ValueError(f"selection.strategies label {value!r} must be letters, digits, '-', '_' or '.'")
+        if value in ("shared", "compute_matched"):
+            raise ValueError(f"selection.strategies label {value!r} is reserved")
+        return value
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
 
 
 class SelectionConfig(_Strict):
@@ -488,9 +505,11 @@ class SelectionConfig(_Strict):
 
     @model_validator(mode="after")
     def _random_always_runs(self) -> SelectionConfig:
-        names = [s.name for s in self.strategies]
+        names = [s.key for s in self.strategies]
         if len(set(names)) != len(names):
-            raise ValueError(f"selection.strategies lists a strategy twice: {names}")
+            raise ValueError(f"selection.strategies lists a strategy twice: {names} (give one a label)")
+        if any(s.key == "random" and (s.name != "random" or s.params) for s in self.strategies):
+            raise ValueError("selection.strategies: the label 'random' is the i.i.d. reference, plain random")
         if "random" not in names:
             # random is the i.i.d. baseline every ratio is measured against
             object.__setattr__(self, "strategies", [StrategyConfig(name="random"), *self.strategies])
@@ -498,7 +517,15 @@ class SelectionConfig(_Strict):
 
     @property
     def strategy_names(self) -> list[str]:
-        return [s.name for s in self.strategies]
+        """The competitors' labels (a strategy's name unless a label is given), as steps and reports name them."""
+        return [s.key for s in self.strategies]
+
+    def spec(self, key: str) -> StrategyConfig:
+        """The competitor labelled `key`."""
+        for s in self.strategies:
+            if s.key == key:
+                return s
+        raise KeyError(f"no strategy labelled {key!r} in selection.strategies ({self.strategy_names})")
 
 
 class SweepRunConfig(_Strict):

@@ -332,10 +332,11 @@ def load_examples(cfg: RunConfig) -> pl.DataFrame:
 # --- checks against the run ------------------------------------------------------------------------
 
 
-def check_examples(cfg: RunConfig, examples: pl.DataFrame, needs: set[str]) -> None:
+def check_examples(cfg: RunConfig, examples: pl.DataFrame, seed_signals: set[str] = frozenset()) -> None:
     """Raise a ValueError naming the field when the data cannot serve this config.
 
     Reads columns id, seed_id, question, solution, answer, split (and style_floor for that tau mode).
+    `seed_signals`: the seed-level signals the run reads, which need every pool item linked to a seed.
     For sources other than embedded also re-validates the rows and, unless data.contamination is allow,
     refuses seed/pool/dev questions that repeat a test question: a frame read back from the run store gets
     the same checks as a fresh one.
@@ -358,14 +359,14 @@ def check_examples(cfg: RunConfig, examples: pl.DataFrame, needs: set[str]) -> N
                                     "data.pool_limit, data.seed_limit)")
         raise ValueError(f"selection.budgets {cfg.selection.budgets} + the i.i.d. extension {extension} add {needed} "
                          f"pool items but the pool holds {counts['pool']}{hint}")
-    if "premem" in needs:
+    if seed_signals:
         seeds = set(examples.filter(pl.col("split") == "seed")["id"].to_list())
         pool = examples.filter(pl.col("split") == "pool")
         unlinked = pool.filter(pl.col("seed_id").is_null() | ~pl.col("seed_id").is_in(seeds))
         if unlinked.height:
             hint = "" if embedded or cfg.data.link != "none" else (
                 "; set data.link: tfidf (or lsa) to link each pool item to its nearest seed question")
-            raise ValueError(f"strategy 'premem' scores seeds, but pool item {unlinked['id'][0]!r} (and "
+            raise ValueError(f"signal(s) {sorted(seed_signals)} score seeds, but pool item {unlinked['id'][0]!r} (and "
                              f"{unlinked.height - 1} more) has no seed_id naming a seed{hint}")
     if cfg.dynamics.tau_mode == "style_floor":
         if "style_floor" not in examples.columns:

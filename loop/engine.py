@@ -16,6 +16,7 @@ import hashlib
 import json
 import platform
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -24,6 +25,7 @@ import numpy as np
 import polars as pl
 import torch
 
+import loop.signals.registry as signals
 import strategies.registry as registry
 from loop.config import RunConfig
 from loop.analysis.calibration import calibrate, grid
@@ -32,7 +34,6 @@ from loop.dynamics import memorized_flags, premem_accuracy
 from loop.evaluation import evaluate
 from loop.model.backends import Backend, close_backends, open_backend
 from loop.model.devices import pick_device
-from loop.model.formatting import Encoded, encode_for
 from loop.model.lengths import check_lengths, context_size
 from loop.model.loading import load_base, load_tokenizer, resolve_path, weights_file
 from loop.model.precision import resolve_precision
@@ -43,7 +44,7 @@ from loop.selection import SELECTORS
 from loop.store import RunStore, file_sha256
 from loop.tracking import DynamicsTracker
 
-GLOBAL_SIGNALS = {"base_perplexity"}  # computed once from the base model, not per round
+PRE_TRAINING_SCOPES = ("static", "base")  # signals computed once per replicate, before any training
 
 
 @dataclass(frozen=True)
@@ -158,17 +159,26 @@ class Engine:
         return self.cfg.model_copy(update={"data": data})
 
     def needs(self, strategy: str) -> set[str]:
+        """The signal columns the strategy named `strategy` in the config reads, given its params."""
         if strategy == COMPUTE_MATCHED:
             return set()
-        return set(registry.resolve(strategy).needs)
+        spec = self.cfg.selection.spec(strategy)
+        return set(registry.resolve(spec.name).needs_for(spec.params))
 
     def all_needs(self) -> set[str]:
         return set().union(*(self.needs(s) for s in self.cfg.selection.strategy_names))
 
+    def providers(self, columns: set[str], scopes: tuple[str, ...] | None = None) -> list[signals.Signal]:
+        """The signal providers writing `columns` (and what they require), in order, of `scopes` if given."""
+        found = signals.providers_for(columns)
+        return [p for p in found if scopes is None or p.scope in scopes]
+
     def prepare(self) -> None:
         """Validate config + data, open the store, write each replicate's examples and base signals. Idempotent."""
-        for name in self.cfg.selection.strategy_names:
-            registry.resolve(name)  # an unknown strategy stops the run here, before any training
+        for spec in self.cfg.selection.strategies:
+            registry.resolve(spec.name)  # an unknown strategy stops the run here, before any training
+        needed = self.providers(self.all_needs())  # so does a signal no provider writes
+        seed_level = {p.name for p in needed if p.level == "seed"}
         drawn: dict[int, tuple[pl.DataFrame, object]] = {}
         for seed in self.cfg.seeds:
             examples = self.store.read_parquet(_examples_path(seed))
@@ -183,7 +193,7 @@ class Engine:
                     examples, lengths = check_lengths(self.cfg, self.tokenizer, examples, self._context())
                     for reason, n in lengths.dropped.items():
                         report.drop(reason, n)
-            check_examples(self.cfg, examples, self.all_needs())
+            check_examples(self.cfg, examples, seed_level)
             drawn[seed] = (examples, report)
         manifest = {
             "versions": _versions(),
@@ -210,29 +220,43 @@ class Engine:
             if self.store.read_parquet(_examples_path(seed)) is None:
                 self.store.write_parquet(_examples_path(seed), examples)
             self._examples[seed] = examples
-        if "base_perplexity" in self.all_needs():
-            computed: pl.DataFrame | None = None
-            for seed, (examples, _) in drawn.items():
-                if self.store.read_parquet(_base_perplexity_path(seed)) is None:
-                    if computed is None or self.cfg.data.per_replicate:
-                        computed = self._base_perplexity(examples)
-                    self.store.write_parquet(_base_perplexity_path(seed), computed)
+        self._pre_training_signals([p for p in needed if p.scope in PRE_TRAINING_SCOPES], drawn)
 
     def _context(self) -> int | None:
         from transformers import AutoConfig
 
         return context_size(AutoConfig.from_pretrained(resolve_path(self.cfg.model)))
 
-    def _base_perplexity(self, examples: pl.DataFrame) -> pl.DataFrame:
-        """Perplexity of each pool item's whole text (after its first token) under the base model."""
-        pool = examples.filter(pl.col("split") == "pool")
-        precision = resolve_precision(self.cfg.model, self.cfg.train, self.device)
-        model = load_base(self.cfg.model, self.device, precision.weights)
-        whole = [Encoded(e.input_ids, 1) for e in encode_for(self.cfg.model, self.tokenizer, pool)]
-        with self.backend.bind(model, tag="base") as bound:
-            nll = bound.scorer.mean_nll(whole)
-        del model
-        return pl.DataFrame({"id": pool["id"], "base_perplexity": np.exp(nll)})
+    # -- signals -----------------------------------------------------------------------------------
+    def _pre_training_signals(self, providers: list[signals.Signal], drawn: dict) -> None:
+        """Static and base-model signals of every replicate, computed once and stored (a stored one is read back).
+        Replicates sharing one draw of the data (data.per_replicate off) share the computed frames."""
+        shared: dict[str, pl.DataFrame] = {}
+        for seed, (examples, _) in drawn.items():
+            todo = [p for p in providers if self.store.read_parquet(_signal_path(seed, p.name)) is None]
+            if not todo:
+                continue
+            model = None
+            if any(p.scope == "base" for p in todo if p.name not in shared):
+                precision = resolve_precision(self.cfg.model, self.cfg.train, self.device)
+                model = load_base(self.cfg.model, self.device, precision.weights)
+            with (self.backend.bind(model, tag=f"base-s{seed}") if model is not None else nullcontext()) as bound:
+                for provider in todo:
+                    if provider.name in shared and not self.cfg.data.per_replicate:
+                        frame = shared[provider.name]
+                    else:
+                        frame = provider(self._signal_context(seed, examples, provider, bound=bound))
+                        shared[provider.name] = frame
+                    self.store.write_parquet(_signal_path(seed, provider.name), frame)
+            del model
+
+    def _signal_context(self, seed: int, examples: pl.DataFrame, provider: signals.Signal, **parts):
+        level = "pool" if provider.level == "item" else "seed"
+        return signals.SignalContext(
+            cfg=self.cfg, tokenizer=self.tokenizer, examples=examples,
+            rows=examples.filter(pl.col("split") == level).drop("split"), seed=seed,
+            cache_dir=self.store.root / "signals" / f"seed-{seed}" / f"{provider.name}-cache",
+            stored=lambda name: self.store.read_parquet(_signal_path(seed, name)), **parts)
 
     # -- one step --------------------------------------------------------------------------------
     def selected_before(self, step: Step) -> list[str]:
@@ -242,30 +266,34 @@ class Engine:
         return ids
 
     def candidates(self, step: Step, used: list[str]) -> pl.DataFrame:
-        """Unused pool items with the signal columns the strategy needs, sorted by id (order-independent)."""
+        """Unused pool items with their text and metadata (question, solution, answer, level, ...) and the signal
+        columns the strategy needs, sorted by id (order-independent)."""
         prev = step.parent
-        pool = self.examples(step.seed).filter((pl.col("split") == "pool") & ~pl.col("id").is_in(used)).select(
-            "id", "seed_id")
+        pool = self.examples(step.seed).filter((pl.col("split") == "pool") & ~pl.col("id").is_in(used)).drop("split")
         needs = self.needs(step.strategy)
-        round_needs = needs - GLOBAL_SIGNALS
+        providers = [p for p in self.providers(needs) if set(p.columns) & needs]
+        round_needs = sorted(c for p in providers if p.scope == "round" for c in p.columns if c in needs)
         if round_needs:
-            signals = self.store.step_frame(prev.seed, prev.strategy, prev.round, "signals")
-            pool = pool.join(signals.select("id", *sorted(round_needs)), on="id", how="left")
-        if "base_perplexity" in needs:
-            base = self.store.read_parquet(_base_perplexity_path(step.seed))
-            pool = pool.join(base, on="id", how="left")
+            stored = self.store.step_frame(prev.seed, prev.strategy, prev.round, "signals")
+            pool = pool.join(stored.select("id", *round_needs), on="id", how="left")
+        for provider in (p for p in providers if p.scope in PRE_TRAINING_SCOPES):
+            frame = self.store.read_parquet(_signal_path(step.seed, provider.name))
+            wanted = [c for c in provider.columns if c in needs]
+            pool = pool.join(frame.select(provider.key, *wanted), on=provider.key, how="left")
         for column in needs:
             if pool[column].null_count():
                 raise ValueError(f"signal {column!r} is missing for {pool[column].null_count()} pool items")
         return pool.sort("id")
 
     def _next_signals(self, step: Step) -> set[str]:
-        """Per-round signals that the step after this one will read."""
+        """Round-scope signal columns that the step after this one will read."""
         if step.strategy == SHARED_STRATEGY:
-            return self.all_needs() - GLOBAL_SIGNALS
-        if step.round < n_rounds(self.cfg, step.strategy):
-            return self.needs(step.strategy) - GLOBAL_SIGNALS
-        return set()
+            wanted = self.all_needs()
+        elif step.round < n_rounds(self.cfg, step.strategy):
+            wanted = self.needs(step.strategy)
+        else:
+            return set()
+        return {c for p in self.providers(wanted, ("round",)) for c in p.columns if c in wanted}
 
     def run_step(self, step: Step) -> dict:
         """Run `step` unless the store already holds it; returns its step.json record.
@@ -342,9 +370,11 @@ class Engine:
         cfg = self.cfg
         budget = rounds_of(cfg, step.strategy, self._n_seeds(step.seed))[step.round - 1]
         cands = self.candidates(step, used)
-        chosen = registry.resolve(step.strategy)
-        params = next(s.params for s in cfg.selection.strategies if s.name == step.strategy)
-        scores = chosen(cands, seed=derived_seed(step.seed, step.round), **params)
+        spec = cfg.selection.spec(step.strategy)
+        chosen = registry.resolve(spec.name)
+        context = registry.StrategyContext(round=step.round, budget=budget, selected_before=tuple(used),
+                                           n_seeds=self._n_seeds(step.seed))
+        scores = chosen(cands, seed=derived_seed(step.seed, step.round), context=context, **spec.params)
         # The tie-break salt is shared by all strategies of a (seed, round): paired draws.
         batch = SELECTORS[chosen.selector](cands, scores, budget, salt=f"{step.seed}:{step.round}")
         info |= {"budget": budget, "n_candidates": cands.height, "score_mean_all": float(scores.mean()),
@@ -355,7 +385,9 @@ class Engine:
         """Fine-tune the base on `train`, recording dynamics at the epoch checkpoints; (model, ledger, tracker, s)."""
         cfg = self.cfg
         tracked = train.filter(pl.col("split") == "seed") if cfg.dynamics.track == "seeds" else train
-        sample = cfg.dynamics.record == "every_round" or "premem" in self._next_signals(step)
+        next_round = self._next_signals(step)
+        sample = cfg.dynamics.record == "every_round" or any(
+            p.reads_samples for p in self.providers(next_round, ("round",)))
         calibrating = self._calibrates(step)
         # Calibrating reads acc_j at every checkpoint and the dev accuracy beside it; the threshold is not known yet.
         tau = None if calibrating else self.tau(step.seed)
@@ -408,15 +440,14 @@ class Engine:
             info, model_writer=writer)
 
     def _compute_signals(self, step: Step, bound, ledger: pl.DataFrame, tau, wanted: set[str]) -> pl.DataFrame:
+        """The round-scope signals the next round reads, from this round's model and ledger, one row per pool item
+        (a seed-level signal joined to the items linked to its seed)."""
         examples = self.examples(step.seed)
         pool = examples.filter(pl.col("split") == "pool").select("id", "seed_id")
-        if "premem" in wanted:
-            premem = premem_accuracy(ledger.filter(pl.col("epoch").is_not_null()), tau)
-            pool = pool.join(premem.rename({"example_id": "seed_id"}), on="seed_id", how="left")
-        if "loss" in wanted:
-            rows = examples.filter(pl.col("split") == "pool")
-            nll = bound.scorer.mean_nll(encode_for(self.cfg.model, self.tokenizer, rows))
-            pool = pool.join(pl.DataFrame({"id": rows["id"], "loss": nll}), on="id", how="left")
+        for provider in self.providers(wanted, ("round",)):
+            ctx = self._signal_context(step.seed, examples, provider, bound=bound, ledger=ledger, tau=tau)
+            frame = provider(ctx)
+            pool = pool.join(frame, on=provider.key, how="left")
         return pool
 
     # -- everything ------------------------------------------------------------------------------
@@ -438,8 +469,9 @@ def _examples_path(seed: int) -> str:
     return f"data/seed-{seed}/examples.parquet"
 
 
-def _base_perplexity_path(seed: int) -> str:
-    return f"signals/seed-{seed}/base_perplexity.parquet"
+def _signal_path(seed: int, name: str) -> str:
+    """Where a static or base-model signal of replicate `seed` is stored (round signals live in their step)."""
+    return f"signals/seed-{seed}/{name}.parquet"
 
 
 def _tag(step: Step) -> str:

@@ -141,7 +141,7 @@ def write_run_report(run_dir: str | Path) -> Path:
                 "learning_rate": config["train"]["learning_rate"], "budgets": config["selection"]["budgets"],
                 "iid_extra_budgets": config["selection"]["iid_extra_budgets"],
                 "iid_reach": config["selection"].get("iid_reach"),
-                "strategies": [s["name"] for s in config["selection"]["strategies"]]}
+                "strategies": [s.get("label") or s["name"] for s in config["selection"]["strategies"]]}
     tables = [t for t in (dynamics_table(root), selection_composition(root)) if t is not None]
     return write_report(evals, store.timings(), root / "report", title=f"curation-loop: {config.get('name', root.name)}",
                         config_summary=summary, notes=dynamics_notes(root, config), tables=tables)

@@ -89,7 +89,7 @@ def test_an_unlinked_pool_stops_premem_and_says_how_to_link_it(folder):
     assert frame.filter(pl.col("split") == "pool")["seed_id"].null_count() == 30
     with pytest.raises(ValueError, match="has no seed_id naming a seed; set data.link: tfidf"):
         check_examples(cfg, frame, NEEDS)
-    check_examples(cfg, frame, {"loss"})  # a pool-level strategy does not need links
+    check_examples(cfg, frame, set())  # pool-level signals alone need no links
 
 
 def test_sharing_a_split_needs_the_limits_that_divide_it(folder):

@@ -18,10 +18,20 @@ def candidates():
     return pl.DataFrame({
         "id": [f"pool-{i:03d}" for i in range(n)],
         "seed_id": [f"seed-{i // 4:03d}" for i in range(n)],
+        "question": [f"question {i}" for i in range(n)],
+        "solution": [f"step\n" * (1 + i % 5) + "#### 1" for i in range(n)],
+        "answer": ["1"] * n,
         "premem": rng.choice([0.0, 0.2, 0.4, 0.6, 0.8, 1.0], n),
+        "premem_base": rng.choice([0.0, 0.2, 0.4, 0.6, 0.8, 1.0], n),
         "loss": rng.random(n),
         "base_perplexity": 1 + rng.random(n),
+        "base_accuracy": np.repeat(rng.choice([0.0, 0.2, 0.6, 1.0], n // 4), 4),
+        "ifd": np.repeat(0.5 + rng.random(n // 4), 4),  # seed-level signals: one value per seed
+        "reasoning_lines": np.repeat(rng.integers(1, 8, n // 4).astype(float), 4),
     })
+
+
+TEXT = ("id", "seed_id", "question", "solution", "answer")
 
 
 def test_the_paper_strategies_are_registered():
@@ -30,17 +40,21 @@ def test_the_paper_strategies_are_registered():
 
 @pytest.mark.parametrize("name", registry.names())
 def test_contract(name, candidates):
+    import loop.signals.registry as signals
+
     item = registry.resolve(name)
     assert item.name == name and item.description
-    assert set(item.needs) <= set(registry.KNOWN_SIGNALS)
+    needs = item.needs_for({})
+    assert set(needs) <= set(signals.columns())  # every column it reads has a provider
     assert item.selector in registry.SELECTORS
-    scores = item(candidates, seed=0)
+    context = registry.StrategyContext(round=1, budget=8, selected_before=("pool-999",), n_seeds=10)
+    scores = item(candidates, seed=0, context=context)
     assert scores.len() == candidates.height and scores.null_count() == 0
     assert np.isfinite(scores.cast(pl.Float64).to_numpy()).all()
-    assert item(candidates, seed=0).equals(scores)  # deterministic for a given seed
+    assert item(candidates, seed=0, context=context).equals(scores)  # deterministic for a given seed
     # Only the declared signals are read: dropping every other signal column changes nothing.
-    slim = candidates.select("id", "seed_id", *item.needs)
-    assert item(slim, seed=0).equals(scores)
+    slim = candidates.select(*TEXT, *needs)
+    assert item(slim, seed=0, context=context).equals(scores)
 
 
 def test_premem_marks_seeds_at_or_below_threshold(candidates):
@@ -58,13 +72,59 @@ def test_unknown_names_suggest_close_ones():
         registry.resolve("premen")
 
 
-def test_duplicates_and_unknown_signals_fail_loudly():
+def test_duplicates_fail_loudly_and_unknown_signals_when_prepared():
+    import loop.signals.registry as signals
+
     item = registry.strategy("dup-test")(lambda c, *, seed: c["loss"])
     registry.register(item)
     with pytest.raises(ValueError, match="twice"):
         registry.register(registry.strategy("dup-test")(lambda c, *, seed: c["loss"]))
-    with pytest.raises(ValueError, match="unknown signals"):
-        registry.strategy("x", needs=("gradient_norm",))
+    with pytest.raises(ValueError, match="no signal provider writes column"):
+        signals.providers_for({"gradient_norm"})
+
+
+def test_a_strategy_taking_context_receives_it(candidates):
+    seen = {}
+
+    def adaptive(c, *, seed, context):
+        seen["context"] = context
+        return pl.Series([float(context.round)] * c.height)
+
+    item = registry.strategy("adaptive-test")(adaptive)
+    context = registry.StrategyContext(round=3, budget=5, selected_before=("a", "b"), n_seeds=10)
+    assert item(candidates, seed=0, context=context).to_list() == [3.0] * candidates.height
+    assert seen["context"].selected_before == ("a", "b")
+
+
+def test_premem_include_base_reads_premem_base(candidates):
+    item = registry.resolve("premem")
+    assert item.needs_for({}) == ("premem",) and item.needs_for({"include_base": True}) == ("premem_base",)
+    scores = item(candidates, seed=0, include_base=True, threshold=0.4)
+    assert scores.to_list() == [1.0 if p <= 0.4 else 0.0 for p in candidates["premem_base"]]
+
+
+def test_ifd_and_length_keep_seeds_at_their_cut(candidates):
+    per_seed = candidates.group_by("seed_id").agg(pl.col("ifd", "reasoning_lines").first())
+    median = float(np.percentile(per_seed["ifd"].to_numpy(), 50))
+    scores = registry.resolve("ifd")(candidates, seed=0)
+    assert scores.to_list() == [1.0 if v >= median else 0.0 for v in candidates["ifd"]]
+    assert registry.resolve("ifd")(candidates, seed=0, percentile=0).to_list() == [1.0] * candidates.height
+    top = registry.resolve("length")(candidates, seed=0, share=0.3)
+    cut = float(np.percentile(per_seed["reasoning_lines"].to_numpy(), 70))
+    assert top.to_list() == [1.0 if v >= cut else 0.0 for v in candidates["reasoning_lines"]]
+    with pytest.raises(ValueError, match="share"):
+        registry.resolve("length")(candidates, seed=0, share=0)
+
+
+def test_difficulty_ranks_the_hardest_seeds_first(candidates):
+    scores = registry.resolve("difficulty")(candidates, seed=0)
+    assert scores.to_list() == [-v for v in candidates["base_accuracy"]]
+    assert registry.resolve("difficulty").needs_for({"source": "level"}) == ()
+    with_level = candidates.with_columns(level=pl.Series([f"Level {1 + i % 5}" for i in range(candidates.height)]))
+    by_level = registry.resolve("difficulty")(with_level, seed=0, source="level")
+    assert by_level.to_list() == [float(1 + i % 5) for i in range(candidates.height)]
+    with pytest.raises(ValueError, match="needs a level column"):
+        registry.resolve("difficulty")(candidates, seed=0, source="level")
 
 
 def test_a_third_party_strategy_arrives_by_entry_point(tmp_path, monkeypatch, candidates):
