@@ -237,12 +237,13 @@ class Engine:
             if not todo:
                 continue
             model = None
-            if any(p.scope == "base" for p in todo if p.name not in shared):
+            reused = set() if self.cfg.data.per_replicate else set(shared)  # one draw: frames of the first replicate
+            if any(p.scope == "base" and p.name not in reused for p in todo):
                 precision = resolve_precision(self.cfg.model, self.cfg.train, self.device)
                 model = load_base(self.cfg.model, self.device, precision.weights)
             with (self.backend.bind(model, tag=f"base-s{seed}") if model is not None else nullcontext()) as bound:
                 for provider in todo:
-                    if provider.name in shared and not self.cfg.data.per_replicate:
+                    if provider.name in reused:
                         frame = shared[provider.name]
                     else:
                         frame = provider(self._signal_context(seed, examples, provider, bound=bound))

@@ -82,11 +82,14 @@ def test_premem_base_counts_the_base_as_an_unmemorized_checkpoint(prepared):
 def test_the_paper_baselines_run_in_a_comparison(tiny_model_dir, tmp_path):
     strategies = ("[random, ifd, length, difficulty, premem, "
                   "{name: premem, label: premem_base, params: {include_base: true}}]")
-    cfg = build_config("smoke", overrides=smoke(tiny_model_dir, tmp_path, f"selection.strategies={strategies}"))
+    cfg = build_config("smoke", overrides=smoke(tiny_model_dir, tmp_path, f"selection.strategies={strategies}",
+                                                "seeds=[0, 1]"))  # two replicates, each its own draw of the data
     Engine(cfg).run_all(progress=False)
-    done = {p.parts[-3] for p in tmp_path.glob("steps/seed-0/*/round-1/step.json")}
-    assert done == {"random", "ifd", "length", "difficulty", "premem", "premem_base"}
-    assert {p.stem for p in tmp_path.glob("signals/seed-0/*.parquet")} == {"ifd", "reasoning_lines", "base_accuracy"}
+    for seed in (0, 1):
+        done = {p.parts[-3] for p in tmp_path.glob(f"steps/seed-{seed}/*/round-1/step.json")}
+        assert done == {"random", "ifd", "length", "difficulty", "premem", "premem_base"}
+        stored = {p.stem for p in tmp_path.glob(f"signals/seed-{seed}/*.parquet")}
+        assert stored == {"ifd", "reasoning_lines", "base_accuracy"}
     signals_r0 = pl.read_parquet(tmp_path / "steps/seed-0/shared/round-0/signals.parquet")
     assert {"premem", "premem_base"} <= set(signals_r0.columns)
     before = {p: p.stat().st_mtime_ns for p in tmp_path.glob("signals/seed-0/*.parquet")}
