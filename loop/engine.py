@@ -45,6 +45,7 @@ from loop.store import RunStore, file_sha256
 from loop.tracking import DynamicsTracker
 
 PRE_TRAINING_SCOPES = ("static", "base")  # signals computed once per replicate, before any training
+TRAINING_SCOPES = ("round", "checkpoint")  # signals of a round's models, stored in its step for the next round
 
 
 @dataclass(frozen=True)
@@ -273,7 +274,7 @@ class Engine:
         pool = self.examples(step.seed).filter((pl.col("split") == "pool") & ~pl.col("id").is_in(used)).drop("split")
         needs = self.needs(step.strategy)
         providers = [p for p in self.providers(needs) if set(p.columns) & needs]
-        round_needs = sorted(c for p in providers if p.scope == "round" for c in p.columns if c in needs)
+        round_needs = sorted(c for p in providers if p.scope in TRAINING_SCOPES for c in p.columns if c in needs)
         if round_needs:
             stored = self.store.step_frame(prev.seed, prev.strategy, prev.round, "signals")
             pool = pool.join(stored.select("id", *round_needs), on="id", how="left")
@@ -287,14 +288,14 @@ class Engine:
         return pool.sort("id")
 
     def _next_signals(self, step: Step) -> set[str]:
-        """Round-scope signal columns that the step after this one will read."""
+        """Round- and checkpoint-scope signal columns that the step after this one will read."""
         if step.strategy == SHARED_STRATEGY:
             wanted = self.all_needs()
         elif step.round < n_rounds(self.cfg, step.strategy):
             wanted = self.needs(step.strategy)
         else:
             return set()
-        return {c for p in self.providers(wanted, ("round",)) for c in p.columns if c in wanted}
+        return {c for p in self.providers(wanted, TRAINING_SCOPES) for c in p.columns if c in wanted}
 
     def run_step(self, step: Step) -> dict:
         """Run `step` unless the store already holds it; returns its step.json record.
@@ -319,7 +320,7 @@ class Engine:
             # Stands at the number of examples whose optimizer steps it took (the seed set trained longer).
             n_examples = self._matched_examples(step)
             info["epochs"] = self._epochs(step)
-        model, ledger, tracker, train_seconds = self._train_and_track(step, train)
+        model, ledger, tracker, train_seconds, per_checkpoint = self._train_and_track(step, train)
         timings += [("train", train_seconds), *tracker.stage_seconds.items()]
         calibration = self._calibrate(step, ledger, tracker) if self._calibrates(step) else None
         if calibration is not None:
@@ -328,7 +329,7 @@ class Engine:
         ledger = _flag(ledger, tau)
         with self.backend.bind(model, tag=f"{_tag(step)}-final") as bound:
             started = time.perf_counter()
-            signals = self._compute_signals(step, bound, ledger, tau, self._next_signals(step))
+            signals = self._compute_signals(step, bound, ledger, tau, self._next_signals(step), per_checkpoint)
             timings.append(("signals", time.perf_counter() - started))
             started = time.perf_counter()
             test = examples.filter(pl.col("split") == "test")
@@ -396,14 +397,23 @@ class Engine:
         train_seed = derived_seed("train", step.seed)  # same for every strategy: paired training noise
         if step.strategy == COMPUTE_MATCHED:
             cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": self._epochs(step)})})
+        at_checkpoints = self.providers(next_round, ("checkpoint",))
+        per_checkpoint: dict[str, list[pl.DataFrame]] = {p.name: [] for p in at_checkpoints}
+        examples = self.examples(step.seed)
+
+        def measure(bound, epoch: int) -> None:
+            for provider in at_checkpoints:
+                ctx = self._signal_context(step.seed, examples, provider, bound=bound, epoch=epoch)
+                per_checkpoint[provider.name].append(provider(ctx).with_columns(epoch=pl.lit(epoch)))
+
         tracker = DynamicsTracker(cfg, self.tokenizer, tracked, tau, seed=train_seed, backend=self.backend,
                                   tag=_tag(step), sample=sample or calibrating, sample_all=calibrating,
-                                  held_out=held_out)
+                                  held_out=held_out, on_checkpoint=measure if at_checkpoints else None)
         model, train_seconds = train_round(cfg, self.tokenizer, train, seed=train_seed % (2**31),
                                            device=self.device, tracker=tracker)
         ledger = tracker.ledger().with_columns(
             strategy=pl.lit(step.strategy), seed=pl.lit(step.seed), round=pl.lit(step.round))
-        return model, ledger, tracker, train_seconds
+        return model, ledger, tracker, train_seconds, per_checkpoint
 
     def _split(self, seed: int, split: str) -> pl.DataFrame:
         rows = self.examples(seed).filter(pl.col("split") == split)
@@ -440,14 +450,20 @@ class Engine:
              "signals": signals, "eval": evals, "timings": timing_frame, **extra},
             info, model_writer=writer)
 
-    def _compute_signals(self, step: Step, bound, ledger: pl.DataFrame, tau, wanted: set[str]) -> pl.DataFrame:
-        """The round-scope signals the next round reads, from this round's model and ledger, one row per pool item
-        (a seed-level signal joined to the items linked to its seed)."""
+    def _compute_signals(self, step: Step, bound, ledger: pl.DataFrame, tau, wanted: set[str],
+                         per_checkpoint: dict[str, list[pl.DataFrame]]) -> pl.DataFrame:
+        """The signals the next round reads, one row per pool item (a seed-level signal joined to the items linked to
+        its seed): round-scope ones from this round's final model and ledger, checkpoint-scope ones gathered at its
+        checkpoints, as lists in epoch order."""
         examples = self.examples(step.seed)
         pool = examples.filter(pl.col("split") == "pool").select("id", "seed_id")
-        for provider in self.providers(wanted, ("round",)):
-            ctx = self._signal_context(step.seed, examples, provider, bound=bound, ledger=ledger, tau=tau)
-            frame = provider(ctx)
+        for provider in self.providers(wanted, TRAINING_SCOPES):
+            if provider.scope == "round":
+                ctx = self._signal_context(step.seed, examples, provider, bound=bound, ledger=ledger, tau=tau)
+                frame = provider(ctx)
+            else:
+                frame = (pl.concat(per_checkpoint[provider.name]).sort("epoch")
+                         .group_by(provider.key, maintain_order=True).agg(*provider.columns))
             pool = pool.join(frame, on=provider.key, how="left")
         return pool
 

@@ -35,13 +35,14 @@ class DynamicsTracker:
 
     def __init__(self, cfg: RunConfig, tokenizer, examples: pl.DataFrame, tau: Tau | None, *, seed: int,
                  backend: Backend, tag: str, sample: bool = True, sample_all: bool = False,
-                 held_out: dict[str, pl.DataFrame] | None = None):
+                 held_out: dict[str, pl.DataFrame] | None = None, on_checkpoint=None):
         if sample and not sample_all and tau is None:
             raise ValueError("selective sampling needs tau (which checkpoints are memorized); use sample_all")
         self.cfg, self.tokenizer, self.tau, self.seed = cfg, tokenizer, tau, seed
         self.backend, self.tag = backend, tag
         self.sample, self.sample_all = sample, sample_all
         self.held_out = held_out or {}
+        self.on_checkpoint = on_checkpoint  # (bound, epoch) -> None: checkpoint-scope signals, measured here too
         self.examples = examples.select("id", "question", "solution", "answer")
         self.encoded = encode_for(cfg.model, tokenizer, self.examples)
         self.epochs = checkpoint_epochs(cfg.train.epochs, cfg.dynamics.every_n_epochs)
@@ -61,6 +62,8 @@ class DynamicsTracker:
         with self.backend.bind(model, tag=f"{self.tag}-ep{epoch}") as bound:
             self._record(bound, epoch)
             self._held_out(bound, epoch)
+            if self.on_checkpoint is not None:
+                self.on_checkpoint(bound, epoch)
         self.seconds += time.perf_counter() - started
 
     def _record(self, bound, epoch: int) -> None:

@@ -4,7 +4,9 @@ A provider has a name, the columns it writes, a scope and a level, and a compute
 (`SignalContext`):
 - scope `static`: from the examples' text alone, once per replicate, before any training;
 - scope `base`: from the base model, once per replicate, before any training (it never saw the seeds);
-- scope `round`: from each round's fine-tuned model and its dynamics ledger, for the round after it.
+- scope `round`: from each round's fine-tuned model and its dynamics ledger, for the round after it;
+- scope `checkpoint`: from the model at each epoch checkpoint of a round (`ctx.epoch`); candidates carry each of its
+  columns as a list, one value per checkpoint in epoch order (the first one is the model before it memorized much).
 - level `item` returns one row per pool item keyed by `id`; level `seed` one row per seed keyed by `seed_id`
   (joined to the pool items linked to that seed).
 The engine computes the union of what the chosen strategies need, each provider at its scope, and stores the
@@ -26,7 +28,7 @@ from typing import Any, Literal
 import polars as pl
 
 ENTRY_POINT_GROUP = "curation_loop.signals"
-SCOPES = ("static", "base", "round")
+SCOPES = ("static", "base", "round", "checkpoint")
 LEVELS = ("item", "seed")
 KEYS = {"item": "id", "seed": "seed_id"}
 
@@ -35,9 +37,9 @@ KEYS = {"item": "id", "seed": "seed_id"}
 class SignalContext:
     """What a provider may read. `rows`: the pool items (level item) or the seeds (level seed) to score, with their
     text and metadata; `bound`: the scope's model through the run's backend (`.sampler`, `.scorer`), None for
-    static; `ledger` and `tau`: the round's dynamics (round scope only); `stored(name)`: a signal of this replicate
-    computed at an earlier scope (listed in the provider's `requires`); `cache_dir`: a folder of the run store the
-    provider may keep files in."""
+    static; `ledger` and `tau`: the round's dynamics (round scope only); `epoch`: the checkpoint (checkpoint scope
+    only); `stored(name)`: a signal of this replicate computed at an earlier scope (listed in the provider's
+    `requires`); `cache_dir`: a folder of the run store the provider may keep files in."""
 
     cfg: Any
     tokenizer: Any
@@ -49,6 +51,7 @@ class SignalContext:
     ledger: pl.DataFrame | None = None
     tau: Any = None
     stored: Callable[[str], pl.DataFrame] | None = None
+    epoch: int | None = None
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,8 @@ def test_contract(name, prepared):
             dep = signals.resolve(required)
             engine.store.write_parquet(_signal_path(seed, required),
                                        dep(engine._signal_context(seed, examples, dep, bound=bound)))
-        ctx = engine._signal_context(seed, examples, provider, bound=bound, ledger=ledger, tau=engine.tau(seed))
+        ctx = engine._signal_context(seed, examples, provider, bound=bound, ledger=ledger, tau=engine.tau(seed),
+                                     epoch=1)
         frame = provider(ctx)  # the call checks key, columns, one row per row, finite values
         assert frame.columns == [provider.key, *provider.columns]
         assert frame.height == (examples.filter(pl.col("split") == ("pool" if provider.level == "item" else "seed"))
@@ -80,18 +81,19 @@ def test_premem_base_counts_the_base_as_an_unmemorized_checkpoint(prepared):
 
 
 def test_the_paper_baselines_run_in_a_comparison(tiny_model_dir, tmp_path):
-    strategies = ("[random, ifd, length, difficulty, premem, "
+    strategies = ("[random, ifd, length, difficulty, premem, early_loss, "
                   "{name: premem, label: premem_base, params: {include_base: true}}]")
     cfg = build_config("smoke", overrides=smoke(tiny_model_dir, tmp_path, f"selection.strategies={strategies}",
                                                 "seeds=[0, 1]"))  # two replicates, each its own draw of the data
     Engine(cfg).run_all(progress=False)
     for seed in (0, 1):
         done = {p.parts[-3] for p in tmp_path.glob(f"steps/seed-{seed}/*/round-1/step.json")}
-        assert done == {"random", "ifd", "length", "difficulty", "premem", "premem_base"}
+        assert done == {"random", "ifd", "length", "difficulty", "premem", "premem_base", "early_loss"}
         stored = {p.stem for p in tmp_path.glob(f"signals/seed-{seed}/*.parquet")}
         assert stored == {"ifd", "reasoning_lines", "base_accuracy"}
     signals_r0 = pl.read_parquet(tmp_path / "steps/seed-0/shared/round-0/signals.parquet")
-    assert {"premem", "premem_base"} <= set(signals_r0.columns)
+    assert {"premem", "premem_base", "loss_by_epoch"} <= set(signals_r0.columns)
+    assert set(signals_r0["loss_by_epoch"].list.len().to_list()) == {2}  # one NLL per epoch checkpoint (2 epochs)
     before = {p: p.stat().st_mtime_ns for p in tmp_path.glob("signals/seed-0/*.parquet")}
     Engine(cfg).run_all(progress=False)  # resumed: no stored signal is recomputed
     assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("signals/seed-0/*.parquet")} == before

@@ -28,6 +28,7 @@ def candidates():
         "base_accuracy": np.repeat(rng.choice([0.0, 0.2, 0.6, 1.0], n // 4), 4),
         "ifd": np.repeat(0.5 + rng.random(n // 4), 4),  # seed-level signals: one value per seed
         "reasoning_lines": np.repeat(rng.integers(1, 8, n // 4).astype(float), 4),
+        "loss_by_epoch": [list(rng.random(3)) for _ in range(n)],  # a checkpoint-scope signal: one per checkpoint
     })
 
 
@@ -114,6 +115,13 @@ def test_ifd_and_length_keep_seeds_at_their_cut(candidates):
     assert top.to_list() == [1.0 if v >= cut else 0.0 for v in candidates["reasoning_lines"]]
     with pytest.raises(ValueError, match="share"):
         registry.resolve("length")(candidates, seed=0, share=0)
+
+
+def test_early_loss_reads_the_first_checkpoint(candidates):
+    scores = registry.resolve("early_loss")(candidates, seed=0)
+    assert scores.to_list() == [v[0] for v in candidates["loss_by_epoch"].to_list()]
+    last = registry.resolve("early_loss")(candidates, seed=0, checkpoint=-1)
+    assert last.to_list() == [v[-1] for v in candidates["loss_by_epoch"].to_list()]
 
 
 def test_difficulty_ranks_the_hardest_seeds_first(candidates):
