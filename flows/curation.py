@@ -58,6 +58,10 @@ def publish_artifacts(index) -> None:
                      "replicates": r.get("n_seeds"), "largest_measurable": r.get("max_measurable"),
                      "detectable_at_80pct_power": r.get("detectable_ratio")})
     create_table_artifact(rows, key="curation-headline", description="Data efficiency against i.i.d. scaling")
+    decisions = next((t for t in summary.get("tables", []) if t["title"].startswith("Decisions")), None)
+    if decisions is not None:  # the auto controller's reasoning, round by round
+        create_table_artifact([dict(zip(decisions["columns"], row)) for row in decisions["rows"]],
+                              key="curation-decisions", description=decisions["caption"])
     png = base64.b64encode((index.parent / "curves.png").read_bytes()).decode("ascii")
     verdict = "\n".join(f"- {line}" for line in summary.get("verdict", [])) or "- (no strategy besides the reference)"
     create_markdown_artifact(

@@ -28,6 +28,7 @@ import torch
 import loop.signals.registry as signals
 import strategies.registry as registry
 from loop.config import RunConfig
+from loop.control.controller import AUTO, AutoParams, RoundRecord, decide
 from loop.analysis.calibration import calibrate, grid
 from loop.data import check_examples, load_data, tau_base, tau_for
 from loop.dynamics import memorized_flags, premem_accuracy
@@ -38,7 +39,7 @@ from loop.model.lengths import check_lengths, context_size
 from loop.model.loading import load_base, load_tokenizer, resolve_path, weights_file
 from loop.model.precision import resolve_precision
 from loop.model.training import train_round
-from loop.schema import COMPUTE_MATCHED, SHARED_STRATEGY
+from loop.schema import COMPUTE_MATCHED, EVAL_SCHEMA, SHARED_STRATEGY
 from loop.seeds import derived_seed
 from loop.selection import SELECTORS
 from loop.store import RunStore, file_sha256
@@ -164,7 +165,14 @@ class Engine:
         if strategy == COMPUTE_MATCHED:
             return set()
         spec = self.cfg.selection.spec(strategy)
+        if spec.name == AUTO:  # the controller reads what any of its arms may read
+            return set().union(*(registry.resolve(a).needs_for({}) for a in AutoParams.parse(spec.params).arms))
         return set(registry.resolve(spec.name).needs_for(spec.params))
+
+    @property
+    def measures_dev(self) -> bool:
+        """Whether every step also measures dev accuracy (the auto controller's reward reads it)."""
+        return any(s.name == AUTO for s in self.cfg.selection.strategies)
 
     def all_needs(self) -> set[str]:
         return set().union(*(self.needs(s) for s in self.cfg.selection.strategy_names))
@@ -177,7 +185,9 @@ class Engine:
     def prepare(self) -> None:
         """Validate config + data, open the store, write each replicate's examples and base signals. Idempotent."""
         for spec in self.cfg.selection.strategies:
-            registry.resolve(spec.name)  # an unknown strategy stops the run here, before any training
+            # an unknown strategy (or arm, or auto param) stops the run here, before any training
+            for name in AutoParams.parse(spec.params).arms if spec.name == AUTO else (spec.name,):
+                registry.resolve(name)
         needed = self.providers(self.all_needs())  # so does a signal no provider writes
         seed_level = {p.name for p in needed if p.level == "seed"}
         drawn: dict[int, tuple[pl.DataFrame, object]] = {}
@@ -312,6 +322,8 @@ class Engine:
         used = self.selected_before(step)
         batch = self._select(step, used, info)
         timings.append(("select", time.perf_counter() - started))
+        if info.get("decision", {}).get("stop"):
+            return self._commit_stopped(step, info, timings)
 
         examples = self.examples(step.seed)
         train = examples.filter((pl.col("split") == "seed") | pl.col("id").is_in(set(used) | set(batch)))
@@ -334,6 +346,10 @@ class Engine:
             started = time.perf_counter()
             test = examples.filter(pl.col("split") == "test")
             scores_eval = evaluate(self.cfg, bound.sampler, test, seed=derived_seed("eval", step.seed))
+            if self.measures_dev:
+                dev = evaluate(self.cfg, bound.sampler, self._split(step.seed, "dev"),
+                               seed=derived_seed("dev", step.seed, step.round))
+                info |= {"dev_accuracy": dev["accuracy"], "dev_graded": dev["n_questions"] * dev["n_samples"]}
             timings.append(("eval", time.perf_counter() - started))
 
         info |= {"n_examples": n_examples, "n_trained": train.height, "n_selected": len(batch),
@@ -373,15 +389,52 @@ class Engine:
         budget = rounds_of(cfg, step.strategy, self._n_seeds(step.seed))[step.round - 1]
         cands = self.candidates(step, used)
         spec = cfg.selection.spec(step.strategy)
-        chosen = registry.resolve(spec.name)
+        name, params = spec.name, spec.params
+        if name == AUTO:
+            decision = decide(AutoParams.parse(params), self._auto_records(step), cands, budget,
+                              seed=derived_seed("auto", step.seed), round_=step.round)
+            info["decision"] = decision.record()
+            if decision.stop:
+                return []
+            name, budget = decision.arm, decision.budget
+            params = {"threshold": decision.threshold} if decision.threshold is not None else {}
+        chosen = registry.resolve(name)
         context = registry.StrategyContext(round=step.round, budget=budget, selected_before=tuple(used),
                                            n_seeds=self._n_seeds(step.seed))
-        scores = chosen(cands, seed=derived_seed(step.seed, step.round), context=context, **spec.params)
+        scores = chosen(cands, seed=derived_seed(step.seed, step.round), context=context, **params)
         # The tie-break salt is shared by all strategies of a (seed, round): paired draws.
         batch = SELECTORS[chosen.selector](cands, scores, budget, salt=f"{step.seed}:{step.round}")
         info |= {"budget": budget, "n_candidates": cands.height, "score_mean_all": float(scores.mean()),
                  "score_mean_selected": float(scores.filter(cands["id"].is_in(batch)).mean())}
         return batch
+
+    def _auto_records(self, step: Step) -> list[RoundRecord]:
+        """Round 0 and the auto chain's finished rounds before `step`, as the controller reads them."""
+        out = []
+        for r in range(step.round):
+            strategy = SHARED_STRATEGY if r == 0 else step.strategy
+            info = json.loads((self.store.step_dir(step.seed, strategy, r) / "step.json").read_text())
+            decision = info.get("decision") or {}
+            out.append(RoundRecord(round=r, arm=decision.get("arm"), n_examples=info["n_examples"],
+                                   dev_accuracy=info.get("dev_accuracy"), dev_graded=info.get("dev_graded", 0),
+                                   seconds=info.get("seconds", 0.0), stopped=bool(info.get("stopped"))))
+        return out
+
+    def _commit_stopped(self, step: Step, info: dict, timings) -> dict:
+        """A round the controller stopped before: nothing selected, trained or evaluated (no curve point); the
+        previous round's signals are kept for any later round, which stops as well."""
+        parent = step.parent
+        previous = json.loads((self.store.step_dir(parent.seed, parent.strategy, parent.round) / "step.json").read_text())
+        info |= {"stopped": True, "n_examples": previous["n_examples"], "n_selected": 0,
+                 "stop_reason": info["decision"]["stop_reason"]}
+        timing_frame = pl.DataFrame({"strategy": step.strategy, "seed": step.seed, "round": step.round,
+                                     "stage": [t[0] for t in timings], "seconds": [t[1] for t in timings]})
+        info["seconds"] = float(timing_frame["seconds"].sum())
+        self.store.commit_step(step.seed, step.strategy, step.round, {
+            "selected": pl.DataFrame({"id": []}, schema={"id": pl.String}),
+            "signals": self.store.step_frame(parent.seed, parent.strategy, parent.round, "signals"),
+            "eval": pl.DataFrame(schema=EVAL_SCHEMA), "timings": timing_frame}, info)
+        return info
 
     def _train_and_track(self, step: Step, train: pl.DataFrame):
         """Fine-tune the base on `train`, recording dynamics at the epoch checkpoints; (model, ledger, tracker, s)."""
@@ -418,8 +471,8 @@ class Engine:
     def _split(self, seed: int, split: str) -> pl.DataFrame:
         rows = self.examples(seed).filter(pl.col("split") == split)
         if split == "dev" and rows.height == 0:
-            raise ValueError("dynamics threshold auto is calibrated on the dev split, and this run has none: set "
-                             "data.n_dev (embedded) or data.splits.dev with data.dev_limit")
+            raise ValueError("this run reads the dev split (dynamics threshold auto, or the auto strategy's rewards) and "
+                             "has none: set data.n_dev (embedded) or data.splits.dev with data.dev_limit")
         return rows
 
     def _n_seeds(self, seed: int) -> int:

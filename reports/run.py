@@ -124,6 +124,32 @@ def dynamics_table(root: Path) -> dict | None:
             "columns": ["strategy", "round", "n_examples", *[names[c] for c in present], "seeds"], "rows": rows}
 
 
+def decision_table(root: Path) -> dict | None:
+    """The auto controller's decision log: per replicate and round, the arm chosen, the budget, the premem
+    threshold, the arm probabilities, the last round's realized reward and the stopping verdict."""
+    rows = []
+    for path in sorted(root.glob("steps/seed-*/*/round-*/step.json")):
+        info = json.loads(path.read_text())
+        decision = info.get("decision")
+        if not decision:
+            continue
+        probs = ", ".join(f"{a} {p:.2f}" for a, p in decision["probabilities_after"].items())
+        reward = decision.get("realized_reward_last")
+        rows.append([info["strategy"], info["seed"], info["round"], decision["arm"] or "–", decision["budget"],
+                     _fmt(decision.get("threshold")), probs, _fmt(reward),
+                     decision["stop_reason"] or "", _fmt(info.get("dev_accuracy"))])
+    if not rows:
+        return None
+    rows.sort(key=lambda r: (r[0], r[1], r[2]))
+    return {"title": "Decisions of the auto controller",
+            "caption": "Per replicate and round: the arm that filled the round (drawn with the probabilities shown, each "
+                       "kept at or above the floor), its budget and premem threshold, the previous round's reward "
+                       "(dev gain per doubling of the data) and the first stopping rule that fired. Every check and "
+                       "its evidence is in the step's step.json under decision.",
+            "columns": ["strategy", "seed", "round", "arm", "budget", "threshold", "P(arm) after the last reward",
+                        "last reward", "stopped by", "dev accuracy"], "rows": rows}
+
+
 def _fmt(value) -> str:
     return "–" if value is None else f"{value:.3f}"
 
@@ -142,6 +168,6 @@ def write_run_report(run_dir: str | Path) -> Path:
                 "iid_extra_budgets": config["selection"]["iid_extra_budgets"],
                 "iid_reach": config["selection"].get("iid_reach"),
                 "strategies": [s.get("label") or s["name"] for s in config["selection"]["strategies"]]}
-    tables = [t for t in (dynamics_table(root), selection_composition(root)) if t is not None]
+    tables = [t for t in (dynamics_table(root), selection_composition(root), decision_table(root)) if t is not None]
     return write_report(evals, store.timings(), root / "report", title=f"curation-loop: {config.get('name', root.name)}",
                         config_summary=summary, notes=dynamics_notes(root, config), tables=tables)

@@ -1,0 +1,162 @@
+"""The `auto` strategy's decisions: per round, which strategy fills the budget, the premem threshold, the budget,
+and whether to stop, from the history of its own finished rounds. Pure: the same history and seed give the same
+decision, so a resumed run decides as an uninterrupted one.
+
+Reward of round r (the arm that filled it): the dev-accuracy gain over the previous round per doubling of the
+training set, reward_r = (dev_r - dev_{r-1}) / log2(n_r / n_{r-1}) (learning curves are roughly linear in log n, so
+rounds of different sizes compare). Consecutive rounds of one replicate share its data draw and training seed, which
+pairs the two dev measurements.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import polars as pl
+
+from loop.control import stopping
+from loop.control.policy import POLICIES, choose
+from loop.seeds import derived_seed
+
+AUTO = "auto"
+HISTORY_SCHEMA = {"round": pl.Int64, "arm": pl.String, "reward": pl.Float64}
+
+
+@dataclass(frozen=True)
+class AutoParams:
+    """The params of `{name: auto, params: {...}}`, checked; arms are registered strategy names (random is always
+    one)."""
+
+    arms: tuple[str, ...] = ("random", "premem", "loss")
+    policy: str = "discounted_thompson"
+    discount: float = 0.9
+    floor: float = 0.1
+    adapt_threshold: bool = True  # premem's threshold per round from the observed distribution
+    threshold_range: tuple[float, float] = (0.1, 0.75)
+    eligible_factor: float = 2.0  # the threshold leaves about this many times the budget eligible
+    grow_budget: bool = False  # double the budget while the last reward is positive
+    max_examples: int | None = None
+    target_dev: float | None = None
+    plateau_rounds: int | None = None
+    max_seconds: float | None = None
+
+    @classmethod
+    def parse(cls, params: dict) -> AutoParams:
+        known = set(cls.__dataclass_fields__)
+        stray = sorted(set(params) - known)
+        if stray:
+            raise ValueError(f"strategy auto: unknown param(s) {stray}; known: {sorted(known)}")
+        values = dict(params)
+        arms = list(values.get("arms", cls.arms))
+        if AUTO in arms:
+            raise ValueError("strategy auto cannot be one of its own arms")
+        if "random" not in arms:
+            arms = ["random", *arms]  # the arm that keeps the reward estimates honest
+        values["arms"] = tuple(arms)
+        if "threshold_range" in values:
+            values["threshold_range"] = tuple(values["threshold_range"])
+        if values.get("policy", cls.policy) not in POLICIES:
+            raise ValueError(f"strategy auto: policy must be one of {sorted(POLICIES)}")
+        return cls(**values)
+
+    def make_policy(self):
+        return POLICIES[self.policy](discount=self.discount, floor=self.floor)
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """What a finished round of the auto chain (or round 0) left: its arm, size and dev accuracy."""
+
+    round: int
+    arm: str | None
+    n_examples: int
+    dev_accuracy: float | None
+    dev_graded: int
+    seconds: float
+    stopped: bool = False
+
+
+@dataclass
+class Decision:
+    round: int
+    arm: str | None
+    budget: int
+    threshold: float | None
+    probabilities_before: dict[str, float]
+    probabilities_after: dict[str, float]
+    expected_reward: float | None
+    realized_reward_last: float | None
+    stop: bool
+    stop_reason: str | None
+    checks: list[dict] = field(default_factory=list)
+    evidence: dict = field(default_factory=dict)
+
+    def record(self) -> dict:
+        return asdict(self)
+
+
+def rewards(records: list[RoundRecord]) -> pl.DataFrame:
+    """round, arm, reward of every finished round after round 0 (`reward_r` in the module docstring)."""
+    rows = []
+    for prev, cur in zip(records, records[1:]):
+        if cur.stopped or cur.arm is None or cur.dev_accuracy is None or prev.dev_accuracy is None:
+            continue
+        growth = math.log2(cur.n_examples / prev.n_examples) if cur.n_examples > prev.n_examples else 0.0
+        if growth <= 0:
+            continue
+        rows.append({"round": cur.round, "arm": cur.arm, "reward": (cur.dev_accuracy - prev.dev_accuracy) / growth})
+    return pl.DataFrame(rows, schema=HISTORY_SCHEMA)
+
+
+def adaptive_threshold(candidates: pl.DataFrame, budget: int, params: AutoParams) -> float | None:
+    """The premem threshold leaving about `eligible_factor` x budget candidates eligible, within threshold_range:
+    the smallest seed premem value t with #(candidates premem <= t) >= factor x budget."""
+    if "premem" not in candidates.columns or not candidates.height:
+        return None
+    low, high = params.threshold_range
+    values = np.sort(candidates["premem"].to_numpy())
+    want = min(len(values), math.ceil(params.eligible_factor * budget))
+    return float(min(max(values[want - 1], low), high))
+
+
+def decide(params: AutoParams, records: list[RoundRecord], candidates: pl.DataFrame, default_budget: int, *,
+           seed: int, round_: int) -> Decision:
+    """The decision for round `round_` of the auto chain, after `records` (round 0 first, then its own rounds)."""
+    history = rewards(records)
+    policy = params.make_policy()
+    arms = list(params.arms)
+    before = policy.probabilities(history.filter(pl.col("round") < int(history["round"].max())) if history.height
+                                  else history, arms, seed=derived_seed("auto-before", seed, round_))
+    after = policy.probabilities(history, arms, seed=derived_seed("auto-probabilities", seed, round_))
+    last = records[-1]
+    gains = [r["reward"] for r in history.iter_rows(named=True)]
+    budget = default_budget
+    if params.grow_budget and len(records) >= 2 and gains and gains[-1] > 0:
+        budget = 2 * (records[-1].n_examples - records[-2].n_examples)
+    budget = max(0, min(budget, candidates.height))
+    if params.max_examples is not None:
+        budget = min(budget, max(0, params.max_examples - last.n_examples))
+    noise = stopping.dev_noise(last.dev_accuracy or 0.0, last.dev_graded)
+    checks = [
+        stopping.total_examples(last.n_examples, params.max_examples),
+        stopping.target_dev(last.dev_accuracy, params.target_dev),
+        stopping.plateau(gains, noise, params.plateau_rounds),
+        stopping.compute_budget(sum(r.seconds for r in records), params.max_seconds),
+        stopping.pool_exhausted(candidates.height),
+    ]
+    fired = next((c for c in checks if c.stop), None)
+    if any(r.stopped for r in records):
+        fired = stopping.StopCheck("stopped_before", True, {"round": next(r.round for r in records if r.stopped)})
+    arm = None if fired else choose(after, seed=derived_seed("auto-choice", seed, round_))
+    threshold = adaptive_threshold(candidates, budget, params) if (arm == "premem" and params.adapt_threshold) else None
+    post = policy.posterior(history, arms) if hasattr(policy, "posterior") else {}
+    return Decision(
+        round=round_, arm=arm, budget=0 if fired else budget, threshold=threshold, probabilities_before=before,
+        probabilities_after=after, expected_reward=post.get(arm, (None,))[0] if arm else None,
+        realized_reward_last=gains[-1] if gains else None, stop=fired is not None,
+        stop_reason=fired.rule if fired else None, checks=[asdict(c) for c in checks],
+        evidence={"n_examples": last.n_examples, "dev_accuracy": last.dev_accuracy, "dev_noise": noise,
+                  "unused_pool_items": candidates.height, "rewards": history.to_dicts(),
+                  "posterior": {a: {"mean": m, "sd": s} for a, (m, s) in post.items()}})

@@ -1,0 +1,129 @@
+"""The auto controller's parts on synthetic inputs whose answers are known: the bandit finds the best arm with
+sublinear regret and keeps every arm above its floor, decisions are deterministic for a seed, each stopping rule
+fires exactly when its condition holds, the threshold and budget adapt as documented."""
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from loop.control import stopping
+from loop.control.controller import AutoParams, RoundRecord, adaptive_threshold, decide, rewards
+from loop.control.policy import DiscountedThompson, choose
+
+
+def play(policy, means, rounds, seed):
+    """Pull arms for `rounds` rounds with Gaussian rewards (sd 0.05); returns cumulative regret per round."""
+    rng = np.random.default_rng(seed)
+    arms = list(means)
+    rows, regret = [], []
+    best = max(means.values())
+    for t in range(1, rounds + 1):
+        history = pl.DataFrame(rows, schema={"round": pl.Int64, "arm": pl.String, "reward": pl.Float64})
+        arm = choose(policy.probabilities(history, arms, seed=seed * 1000 + t), seed=seed * 7919 + t)
+        rows.append({"round": t, "arm": arm, "reward": float(rng.normal(means[arm], 0.05))})
+        regret.append((regret[-1] if regret else 0.0) + best - means[arm])
+    return np.array(regret), [r["arm"] for r in rows]
+
+
+def test_the_bandit_finds_the_best_arm_with_sublinear_regret():
+    policy = DiscountedThompson(discount=1.0, floor=0.02, n_draws=1000)
+    means = {"random": 0.0, "loss": 0.05, "premem": 0.12}
+    regrets, late = [], []
+    for seed in range(6):
+        regret, pulls = play(policy, means, 120, seed)
+        regrets.append(regret)
+        late += pulls[-40:]
+    mean = np.mean(regrets, axis=0)
+    assert late.count("premem") / len(late) > 0.8
+    # Average regret per round falls: sublinear cumulative regret (uniform play would give 0.063 per round).
+    assert mean[119] / 120 < 0.5 * mean[29] / 30 < 0.063
+
+
+def test_every_arm_stays_above_the_floor_and_probabilities_sum_to_one():
+    policy = DiscountedThompson(floor=0.1)
+    history = pl.DataFrame({"round": [1, 2, 3, 4], "arm": ["premem"] * 4, "reward": [0.5, 0.6, 0.55, 0.7]})
+    probs = policy.probabilities(history, ["random", "premem", "loss"], seed=0)
+    assert min(probs.values()) >= 0.1 - 1e-12 and math.isclose(sum(probs.values()), 1.0)
+    assert probs["premem"] == max(probs.values())
+    with pytest.raises(ValueError, match="exceeds 1"):
+        DiscountedThompson(floor=0.5).probabilities(history, ["a", "b", "c"], seed=0)
+
+
+def test_discounting_forgets_old_rewards():
+    history = pl.DataFrame({"round": [1, 2, 3, 4, 5, 6], "arm": ["a", "a", "a", "b", "b", "b"],
+                            "reward": [1.0, 1.0, 1.0, 0.2, 0.2, 0.2]})
+    forgetful = DiscountedThompson(discount=0.3).posterior(history, ["a", "b"])
+    steady = DiscountedThompson(discount=1.0).posterior(history, ["a", "b"])
+    assert forgetful["a"][0] < steady["a"][0]  # a's rewards are old: they weigh less
+    assert steady["a"][0] == pytest.approx(3.0 / 4.0)  # 3 rewards of 1 over weight 3 + prior 1
+
+
+def records(devs, sizes, arms):
+    return [RoundRecord(round=r, arm=a, n_examples=n, dev_accuracy=d, dev_graded=200, seconds=10.0)
+            for r, (d, n, a) in enumerate(zip(devs, sizes, arms))]
+
+
+def test_rewards_are_dev_gains_per_doubling():
+    got = rewards(records([0.30, 0.40, 0.43], [64, 128, 256], [None, "premem", "loss"]))
+    assert got["arm"].to_list() == ["premem", "loss"]
+    assert got["reward"].to_list() == [pytest.approx(0.10), pytest.approx(0.03)]
+
+
+CANDS = pl.DataFrame({"id": [f"p{i}" for i in range(40)], "seed_id": [f"s{i // 4}" for i in range(40)],
+                      "premem": np.repeat(np.linspace(0.0, 0.9, 10), 4)})
+
+
+def test_decisions_are_deterministic_for_a_seed():
+    params = AutoParams.parse({"arms": ["premem", "loss"]})
+    recs = records([0.3, 0.35], [64, 96], [None, "loss"])
+    first = decide(params, recs, CANDS, 8, seed=5, round_=2).record()
+    assert decide(params, recs, CANDS, 8, seed=5, round_=2).record() == first
+    assert params.arms == ("random", "premem", "loss")  # random is always an arm
+
+
+def test_the_threshold_leaves_twice_the_budget_eligible_within_its_range():
+    params = AutoParams()
+    t = adaptive_threshold(CANDS, 8, params)  # 16 items needed: the 4th seed's premem (0.3)
+    assert t == pytest.approx(0.3) and (CANDS["premem"] <= t).sum() >= 16
+    assert adaptive_threshold(CANDS, 1, params) == 0.1  # clamped below
+    assert adaptive_threshold(CANDS, 20, params) == 0.75  # clamped above
+
+
+def test_the_budget_doubles_after_a_positive_reward_only():
+    params = AutoParams(grow_budget=True)
+    grew = decide(params, records([0.3, 0.4], [64, 96], [None, "premem"]), CANDS, 8, seed=0, round_=2)
+    assert grew.budget == min(2 * (96 - 64), CANDS.height) == 40  # doubled, then capped by the unused pool
+    held = decide(params, records([0.4, 0.3], [64, 72], [None, "premem"]), CANDS, 8, seed=0, round_=2)
+    assert held.budget == 8
+
+
+def test_stopping_rules_fire_exactly_when_their_condition_holds():
+    assert not stopping.total_examples(99, 100).stop and stopping.total_examples(100, 100).stop
+    assert not stopping.total_examples(10**6, None).stop
+    assert not stopping.target_dev(0.59, 0.6).stop and stopping.target_dev(0.6, 0.6).stop
+    assert not stopping.plateau([0.001, 0.001], 0.01, 3).stop  # only two rounds seen
+    assert stopping.plateau([0.5, 0.001, 0.002, 0.003], 0.01, 3).stop
+    assert not stopping.plateau([0.001, 0.02, 0.003], 0.01, 3).stop  # one gain beyond noise
+    assert not stopping.compute_budget(59.9, 60).stop and stopping.compute_budget(60, 60).stop
+    assert stopping.pool_exhausted(0).stop and not stopping.pool_exhausted(1).stop
+    assert stopping.dev_noise(0.5, 200) == pytest.approx(math.sqrt(2 * 0.25 / 200))
+
+
+def test_a_stop_is_recorded_with_its_rule_and_persists():
+    params = AutoParams(max_examples=96)
+    stop = decide(params, records([0.3, 0.35], [64, 96], [None, "premem"]), CANDS, 8, seed=0, round_=2)
+    assert stop.stop and stop.stop_reason == "total_examples" and stop.arm is None and stop.budget == 0
+    assert {c["rule"] for c in stop.checks} >= {"total_examples", "plateau", "pool_exhausted"}
+    later = records([0.3, 0.35, 0.35], [64, 96, 96], [None, "premem", None])
+    later[-1] = RoundRecord(round=2, arm=None, n_examples=96, dev_accuracy=None, dev_graded=0, seconds=0.0,
+                            stopped=True)
+    assert decide(AutoParams(), later, CANDS, 8, seed=0, round_=3).stop_reason == "stopped_before"
+
+
+def test_bad_params_are_refused():
+    with pytest.raises(ValueError, match="unknown param"):
+        AutoParams.parse({"arm": ["premem"]})
+    with pytest.raises(ValueError, match="own arms"):
+        AutoParams.parse({"arms": ["auto"]})
