@@ -29,6 +29,7 @@ import loop.signals.registry as signals
 import strategies.registry as registry
 from loop.config import RunConfig
 from loop.control.controller import AUTO, AutoParams, RoundRecord, decide
+from loop.control.generation import GENERATORS, vet
 from loop.analysis.calibration import calibrate, grid
 from loop.data import check_examples, load_data, tau_base, tau_for
 from loop.dynamics import memorized_flags, premem_accuracy
@@ -120,6 +121,7 @@ class Engine:
             torch.set_num_threads(cfg.torch_threads)
         self._tokenizer = None
         self._examples: dict[int, pl.DataFrame] = {}
+        self._generated: dict[Step, pl.DataFrame] = {}  # items the auto controller made in a step not yet committed
         self._backend: Backend | None = None
 
     # -- shared inputs ---------------------------------------------------------------------------
@@ -277,22 +279,42 @@ class Engine:
             ids += self.store.step_frame(step.seed, step.strategy, r, "selected")["id"].to_list()
         return ids
 
-    def candidates(self, step: Step, used: list[str]) -> pl.DataFrame:
+    def rows(self, step: Step, extra: pl.DataFrame | None = None) -> pl.DataFrame:
+        """Replicate `step.seed`'s examples, plus the items the auto controller generated in this chain's earlier
+        rounds (and `extra`, this round's), as pool rows with `source` generated."""
+        frames = [self.examples(step.seed)]
+        for r in range(1, step.round):
+            path = self.store.step_dir(step.seed, step.strategy, r) / "generated.parquet"
+            if path.exists():
+                frames.append(pl.read_parquet(path))
+        if extra is not None and extra.height:
+            frames.append(extra)
+        if len(frames) == 1:
+            return frames[0]
+        generated = [f.with_columns(split=pl.lit("pool"), source=pl.lit("generated")) for f in frames[1:]]
+        return pl.concat([frames[0], *generated], how="diagonal_relaxed")
+
+    def candidates(self, step: Step, used: list[str], extra: pl.DataFrame | None = None) -> pl.DataFrame:
         """Unused pool items with their text and metadata (question, solution, answer, level, ...) and the signal
-        columns the strategy needs, sorted by id (order-independent)."""
+        columns the strategy needs, sorted by id (order-independent). Seed-level signals reach generated items
+        through their seed; a generated item without an item-level signal the strategy reads is left out."""
         prev = step.parent
-        pool = self.examples(step.seed).filter((pl.col("split") == "pool") & ~pl.col("id").is_in(used)).drop("split")
+        pool = self.rows(step, extra).filter((pl.col("split") == "pool") & ~pl.col("id").is_in(used)).drop("split")
         needs = self.needs(step.strategy)
         providers = [p for p in self.providers(needs) if set(p.columns) & needs]
-        round_needs = sorted(c for p in providers if p.scope in TRAINING_SCOPES for c in p.columns if c in needs)
-        if round_needs:
-            stored = self.store.step_frame(prev.seed, prev.strategy, prev.round, "signals")
-            pool = pool.join(stored.select("id", *round_needs), on="id", how="left")
-        for provider in (p for p in providers if p.scope in PRE_TRAINING_SCOPES):
-            frame = self.store.read_parquet(_signal_path(step.seed, provider.name))
+        stored = None
+        for provider in providers:
             wanted = [c for c in provider.columns if c in needs]
-            pool = pool.join(frame.select(provider.key, *wanted), on=provider.key, how="left")
+            if provider.scope in TRAINING_SCOPES:
+                stored = stored if stored is not None else self.store.step_frame(
+                    prev.seed, prev.strategy, prev.round, "signals")
+                frame = stored.select(provider.key, *wanted).unique(provider.key, keep="first", maintain_order=True)
+            else:
+                frame = self.store.read_parquet(_signal_path(step.seed, provider.name)).select(provider.key, *wanted)
+            pool = pool.join(frame, on=provider.key, how="left")
+        generated = pl.col("source") == "generated" if "source" in pool.columns else pl.lit(False)
         for column in needs:
+            pool = pool.filter(~(generated & pl.col(column).is_null()))
             if pool[column].null_count():
                 raise ValueError(f"signal {column!r} is missing for {pool[column].null_count()} pool items")
         return pool.sort("id")
@@ -325,7 +347,7 @@ class Engine:
         if info.get("decision", {}).get("stop"):
             return self._commit_stopped(step, info, timings)
 
-        examples = self.examples(step.seed)
+        examples = self.rows(step, self._generated.get(step))
         train = examples.filter((pl.col("split") == "seed") | pl.col("id").is_in(set(used) | set(batch)))
         n_examples = train.height
         if step.strategy == COMPUTE_MATCHED:
@@ -357,6 +379,9 @@ class Engine:
                  "dynamics_sequences_sampled": tracker.sampled, "dynamics_sequences_if_all": tracker.sampled_if_all,
                  "accuracy": scores_eval["accuracy"], "test_unparseable": scores_eval["unparseable"]}
         extra = {"tau_curve": calibration.curve} if calibration is not None else {}
+        generated = self._generated.pop(step, None)
+        if generated is not None:
+            extra["generated"] = generated
         self._commit(step, batch, ledger, signals, scores_eval, n_examples, timings, info, model, extra)
         return info
 
@@ -398,6 +423,17 @@ class Engine:
                 return []
             name, budget = decision.arm, decision.budget
             params = {"threshold": decision.threshold} if decision.threshold is not None else {}
+            auto = AutoParams.parse(spec.params)
+            eligible = cands if decision.threshold is None else cands.filter(pl.col("premem") <= decision.threshold)
+            if auto.generate and eligible.height < budget:  # the chosen seeds' unused items ran short
+                made, counts = self._generate(step, auto, eligible, cands)
+                info["decision"]["generation"] = counts
+                if made.height:
+                    self._generated[step] = made
+                    cands = self.candidates(step, used, made)
+                    eligible = cands if decision.threshold is None else cands.filter(
+                        pl.col("premem") <= decision.threshold)
+            budget = min(budget, cands.height)
         chosen = registry.resolve(name)
         context = registry.StrategyContext(round=step.round, budget=budget, selected_before=tuple(used),
                                            n_seeds=self._n_seeds(step.seed))
@@ -407,6 +443,19 @@ class Engine:
         info |= {"budget": budget, "n_candidates": cands.height, "score_mean_all": float(scores.mean()),
                  "score_mean_selected": float(scores.filter(cands["id"].is_in(batch)).mean())}
         return batch
+
+    def _generate(self, step: Step, auto: AutoParams, eligible: pl.DataFrame, cands: pl.DataFrame):
+        """New items for the seeds behind `eligible` (every seed if none is eligible), vetted (`loop.control.
+        generation.vet`): the accepted items and the counts by reason."""
+        rows = self.rows(step)
+        seed_ids = eligible["seed_id"].drop_nulls().unique().to_list() or cands["seed_id"].drop_nulls().unique().to_list()
+        seeds = rows.filter((pl.col("split") == "seed") & pl.col("id").is_in(seed_ids)).sort("id")
+        made = GENERATORS[auto.generate]().generate(seeds, auto.generate_per_seed, seed=derived_seed(
+            "generate", step.seed), tag=f"gen-r{step.round}")
+        held_out = rows.filter(pl.col("split").is_in(["dev", "test"]))["question"].to_list()
+        accepted, counts = vet(made, task=self.cfg.task, known_questions=rows["question"].to_list(),
+                               held_out_questions=held_out, ngram=auto.contamination_ngram)
+        return accepted, counts
 
     def _auto_records(self, step: Step) -> list[RoundRecord]:
         """Round 0 and the auto chain's finished rounds before `step`, as the controller reads them."""
@@ -508,7 +557,7 @@ class Engine:
         """The signals the next round reads, one row per pool item (a seed-level signal joined to the items linked to
         its seed): round-scope ones from this round's final model and ledger, checkpoint-scope ones gathered at its
         checkpoints, as lists in epoch order."""
-        examples = self.examples(step.seed)
+        examples = self.rows(step, self._generated.get(step))  # generated items get signals for the next round too
         pool = examples.filter(pl.col("split") == "pool").select("id", "seed_id")
         for provider in self.providers(wanted, TRAINING_SCOPES):
             if provider.scope == "round":

@@ -41,6 +41,9 @@ class AutoParams:
     target_dev: float | None = None
     plateau_rounds: int | None = None
     max_seconds: float | None = None
+    generate: str | None = None  # a generator (loop.control.generation.GENERATORS) for when eligible items run short
+    generate_per_seed: int = 2
+    contamination_ngram: int = 8
 
     @classmethod
     def parse(cls, params: dict) -> AutoParams:
@@ -59,6 +62,10 @@ class AutoParams:
             values["threshold_range"] = tuple(values["threshold_range"])
         if values.get("policy", cls.policy) not in POLICIES:
             raise ValueError(f"strategy auto: policy must be one of {sorted(POLICIES)}")
+        from loop.control.generation import GENERATORS
+
+        if values.get("generate") is not None and values["generate"] not in GENERATORS:
+            raise ValueError(f"strategy auto: generate must be one of {sorted(GENERATORS)} or null")
         return cls(**values)
 
     def make_policy(self):
@@ -135,7 +142,9 @@ def decide(params: AutoParams, records: list[RoundRecord], candidates: pl.DataFr
     budget = default_budget
     if params.grow_budget and len(records) >= 2 and gains and gains[-1] > 0:
         budget = 2 * (records[-1].n_examples - records[-2].n_examples)
-    budget = max(0, min(budget, candidates.height))
+    if not params.generate:  # a generator can make more items than the pool has left
+        budget = min(budget, candidates.height)
+    budget = max(0, budget)
     if params.max_examples is not None:
         budget = min(budget, max(0, params.max_examples - last.n_examples))
     noise = stopping.dev_noise(last.dev_accuracy or 0.0, last.dev_graded)
@@ -144,7 +153,7 @@ def decide(params: AutoParams, records: list[RoundRecord], candidates: pl.DataFr
         stopping.target_dev(last.dev_accuracy, params.target_dev),
         stopping.plateau(gains, noise, params.plateau_rounds),
         stopping.compute_budget(sum(r.seconds for r in records), params.max_seconds),
-        stopping.pool_exhausted(candidates.height),
+        stopping.pool_exhausted(candidates.height, params.generate),
     ]
     fired = next((c for c in checks if c.stop), None)
     if any(r.stopped for r in records):

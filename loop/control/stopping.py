@@ -45,6 +45,8 @@ def compute_budget(seconds: float, limit: float | None) -> StopCheck:
     return StopCheck("compute_seconds", limit is not None and seconds >= limit, {"seconds": seconds, "limit": limit})
 
 
-def pool_exhausted(unused: int) -> StopCheck:
-    """Stop when no unused pool item is left (no generator is configured to make more)."""
-    return StopCheck("pool_exhausted", unused <= 0, {"unused_pool_items": unused})
+def pool_exhausted(unused: int, generator: str | None = None) -> StopCheck:
+    """Stop when no unused pool item is left and no generator is configured to make more (one that makes none that
+    pass its checks leaves the round with what the pool had)."""
+    return StopCheck("pool_exhausted", unused <= 0 and generator is None,
+                     {"unused_pool_items": unused, "generator": generator})

@@ -23,6 +23,7 @@ Only numpy is needed to draw problems, so the pretraining script also runs where
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -294,3 +295,33 @@ def answer_of(completion: str) -> str | None:
         return None
     answer = completion[at + len(ANSWER_MARK):].split(TARGET_SUFFIX, 1)[0].strip()
     return answer or None
+
+
+_QUESTION = re.compile(r"^(?P<name>\w+) has (?P<start>\d+) (?P<item>\w+)\. (?P<Pronoun>\w+) (?P<ops>.+)\. "
+                       r"How many (?P=item) does (?P<pronoun>\w+) have now\?$")
+
+
+def parse_problem(question: str) -> Problem | None:
+    """The problem a question of this task tells (its spec, start and operands), or None for any other text.
+
+    Its solution and phrasing are not recovered (a sibling gets new ones); the operand size is read from the
+    operands (all small, or otherwise big)."""
+    match = _QUESTION.match(question)
+    if match is None:
+        return None
+    verbs, operands = [], []
+    for op in match["ops"].split(", "):
+        if op == DOUBLE_VERB:
+            verbs.append(DOUBLE_VERB)
+            operands.append(0)
+            continue
+        verb, _, number = op.rpartition(" ")
+        if verb not in ADD_VERBS + SUB_VERBS or not number.isdigit():
+            return None
+        verbs.append(verb)
+        operands.append(int(number))
+    numbers = [n for v, n in zip(verbs, operands) if v != DOUBLE_VERB]
+    low, high = OPERAND_RANGES["small"]
+    size = "small" if all(low <= n <= high for n in numbers) else "big"
+    spec = Spec(match["name"], match["pronoun"], match["item"], tuple(verbs), size)
+    return Problem(spec, int(match["start"]), tuple(operands), question, "", "", len(verbs), 0.0)

@@ -55,3 +55,72 @@ def test_a_stopping_rule_ends_the_chain(tiny_model_dir, tmp_path):
     stopped = json.loads((out / "steps/seed-0/auto/round-3/step.json").read_text())
     assert stopped["stopped"] and stopped["n_selected"] == 0
     assert pl.read_parquet(out / "steps/seed-0/auto/round-3/eval.parquet").height == 0  # no curve point
+
+
+def generated_cfg(out, generator="embedded"):
+    # The embedded base (real accuracies, so premem varies), a threshold of 0 (few eligible seeds) and a round of 6
+    # against 4 eligible items: the controller generates for the eligible seeds.
+    return build_config("smoke", overrides=[
+        f"out_dir={out}", "data.n_seeds=6", "data.pool_per_seed=2", "data.n_test=8", "data.n_dev=4", "workers=1",
+        "torch_threads=1", "selection.budgets=[6, 4]", "selection.iid_extra_budgets=[]",
+        "selection.strategies=[random, {name: auto, params: {arms: [premem], floor: 0.0, generate: "
+        f"{generator}, generate_per_seed: 3, threshold_range: [0.0, 0.0]}}}}]"])
+
+
+def test_generated_items_are_vetted_before_they_are_trained_on(tmp_path):
+    from loop.control.generation import ngrams
+    from loop.grading import grade_many
+
+    out = tmp_path / "generated"
+    engine = Engine(generated_cfg(out))
+    engine.run_all(progress=False)
+    record = json.loads((out / "steps/seed-0/auto/round-1/step.json").read_text())
+    counts = record["decision"]["generation"]
+    assert counts["generated"] > 0 and counts["accepted"] == counts["generated"] - counts["failed_verification"] - \
+        counts["duplicate"] - counts["contaminated"]
+    made = pl.read_parquet(out / "steps/seed-0/auto/round-1/generated.parquet")
+    examples = engine.examples(0)
+    held_out = examples.filter(pl.col("split").is_in(["dev", "test"]))["question"].to_list()
+    assert all(g.correct for g in grade_many(made["solution"].to_list(), made["answer"].to_list(), "embedded"))
+    forbidden = set().union(*(ngrams(q, 8) for q in held_out))
+    assert not any(ngrams(q, 8) & forbidden for q in made["question"])
+    assert not set(made["question"]) & set(examples["question"])
+    selected = set()
+    for r in (1, 2):
+        selected |= set(pl.read_parquet(out / f"steps/seed-0/auto/round-{r}/selected.parquet")["id"])
+    pool = set(examples.filter(pl.col("split") == "pool")["id"])
+    assert selected <= pool | set(made["id"]) and selected & set(made["id"])  # generated items were used
+    assert record["n_trained"] == 6 + 6
+
+
+class _Careless:
+    """A generator whose items all fail: wrong answers, or a test question copied."""
+
+    name = "careless"
+
+    def __init__(self, test_question):
+        self.test_question = test_question
+
+    def generate(self, seeds, per_seed, *, seed, tag):
+        rows = [{"id": f"{tag}-{sid}-bad", "seed_id": sid, "question": q + " (new)", "solution": "1+1=2 #### 2",
+                 "answer": "3"} for sid, q in zip(seeds["id"], seeds["question"])]
+        rows.append({"id": f"{tag}-copy", "seed_id": seeds["id"][0], "question": self.test_question,
+                     "solution": "2+2=4 #### 4", "answer": "4"})
+        return pl.DataFrame(rows)
+
+
+def test_items_that_fail_their_checks_are_never_trained_on(tmp_path, monkeypatch):
+    from loop.control import generation
+
+    cfg = generated_cfg(tmp_path / "careless", generator="embedded")
+    engine = Engine(cfg)
+    engine.prepare()
+    question = engine.examples(0).filter(pl.col("split") == "test")["question"][0]
+    monkeypatch.setitem(generation.GENERATORS, "embedded", lambda: _Careless(question))
+    engine.run_all(progress=False)
+    counts = json.loads((tmp_path / "careless/steps/seed-0/auto/round-1/step.json").read_text())["decision"]["generation"]
+    assert counts["accepted"] == 0 and counts["failed_verification"] >= 1 and counts["contaminated"] == 1
+    assert not (tmp_path / "careless/steps/seed-0/auto/round-1/generated.parquet").exists()
+    pool = set(engine.examples(0).filter(pl.col("split") == "pool")["id"])
+    for r in (1, 2):
+        assert set(pl.read_parquet(tmp_path / f"careless/steps/seed-0/auto/round-{r}/selected.parquet")["id"]) <= pool

@@ -127,3 +127,25 @@ def test_bad_params_are_refused():
         AutoParams.parse({"arm": ["premem"]})
     with pytest.raises(ValueError, match="own arms"):
         AutoParams.parse({"arms": ["auto"]})
+
+
+def test_vetting_rejects_wrong_answers_duplicates_and_test_overlap():
+    from loop.control.generation import ngrams, vet
+
+    test_q = "Mia has 7 apples. She buys 3, loses 2, doubles them. How many apples does she have now?"
+    generated = pl.DataFrame({
+        "id": ["g0", "g1", "g2", "g3", "g4"], "seed_id": ["s0"] * 5,
+        "question": ["Tom has 4 pens. He finds 2. How many pens does he have now?",           # fine
+                     "Tom has 5 pens. He finds 2. How many pens does he have now?",           # wrong answer below
+                     "Tom has 1 pens. He finds 1. How many pens does he have now?",           # a known question
+                     "Eva has 9 apples. She buys 3, loses 2, doubles them. How many apples does she have now?",
+                     "Tom has 4  pens. He finds 2. How many pens does he have now?"],         # repeats g0
+        "solution": ["4+2=6 #### 6", "5+2=7 #### 7", "1+1=2 #### 2", "9+3=12, 12-2=10, 10*2=20 #### 20",
+                     "4+2=6 #### 6"],
+        "answer": ["6", "8", "2", "20", "6"]})
+    accepted, counts = vet(generated, task="embedded",
+                           known_questions=["Tom has 1 pens. He finds 1. How many pens does he have now?"],
+                           held_out_questions=[test_q])
+    assert accepted["id"].to_list() == ["g0"]
+    assert counts == {"generated": 5, "failed_verification": 1, "duplicate": 2, "contaminated": 1, "accepted": 1}
+    assert ("them", "how", "many", "apples", "does", "she", "have", "now") in ngrams(test_q, 8)
