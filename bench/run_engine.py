@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from loop.analysis.sweep import Sweep, SweepRun, plan_runs  # noqa: E402
 from loop.config import build_config  # noqa: E402
-from loop.engine import Engine, Step, plan_steps  # noqa: E402
+from loop.engine import Engine, Step, plan_steps, step_inputs  # noqa: E402
 from loop.model.devices import check_workers  # noqa: E402
 
 _ENGINE: Engine | None = None  # one per worker process, built on its first task
@@ -105,7 +105,7 @@ def run_parallel(cfg, workers: int) -> None:
         running = {}
         waiting = list(steps)
         while waiting or running:
-            for step in [s for s in waiting if s.parent is None or s.parent in done]:
+            for step in [s for s in waiting if all(i in done for i in step_inputs(cfg, s))]:
                 waiting.remove(step)
                 running[pool.submit(_in_worker, cfg, step)] = step
             finished, _ = wait(running, return_when=FIRST_COMPLETED)

@@ -1,6 +1,7 @@
 """The `curation-loop` Prefect flow: one task per loop step, all logic in `loop/`, report at the end.
 
-Steps form a DAG (a step reads what its parent step stored: `Step.parent`). With `workers > 1` the
+Steps form a DAG (a step reads what its inputs stored: its parent step, and for the auto controller random's
+previous round: `loop.engine.step_inputs`). With `workers > 1` the
 steps (and the preparation) run in a subflow on Prefect's process pool, independent steps side by side, each
 worker process on a GPU of its own where there are GPUs (the flow process itself never takes one); with one
 worker they run in order in this process. Resumption is the run store's job (a finished step is read back,
@@ -18,7 +19,7 @@ from prefect.task_runners import ProcessPoolTaskRunner
 from tqdm.auto import tqdm
 
 from loop.config import RunConfig
-from loop.engine import Engine, Step, plan_steps
+from loop.engine import Engine, Step, plan_steps, step_inputs
 from loop.model.devices import check_workers
 
 
@@ -80,8 +81,8 @@ def run_steps_in_parallel(config: RunConfig) -> None:
     prepared = prepare.submit(config)
     futures: dict[Step, object] = {}
     for step in plan_steps(config):
-        parent = futures.get(step.parent) if step.parent else prepared
-        futures[step] = run_step.submit(config, step.seed, step.strategy, step.round, wait_for=[parent])
+        inputs = [futures[s] for s in step_inputs(config, step)] or [prepared]
+        futures[step] = run_step.submit(config, step.seed, step.strategy, step.round, wait_for=inputs)
     by_future = {id(f): s for s, f in futures.items()}
     for future in tqdm(as_completed(list(futures.values())), total=len(futures), desc="curation-loop steps"):
         _announce(by_future[id(future)], future.result())

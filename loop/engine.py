@@ -87,6 +87,19 @@ def rounds_of(cfg: RunConfig, strategy: str, n_seeds: int) -> list[int]:
     return [*cfg.selection.budgets, *extra]
 
 
+def step_inputs(cfg: RunConfig, step: Step) -> list[Step]:
+    """The steps whose stored results `step` reads: its parent, and for the auto controller with paired rewards,
+    random's previous round of the same replicate (the reference of its last reward)."""
+    if step.parent is None:
+        return []
+    inputs = [step.parent]
+    if step.round >= 2 and step.strategy in cfg.selection.strategy_names:
+        spec = cfg.selection.spec(step.strategy)
+        if spec.name == AUTO and AutoParams.parse(spec.params).reward == "paired":
+            inputs.append(Step(step.seed, "random", step.round - 1))
+    return inputs
+
+
 def plan_steps(cfg: RunConfig) -> list[Step]:
     """Every step of the comparison, in an order where each step's inputs come before it.
 
@@ -450,23 +463,29 @@ class Engine:
         rows = self.rows(step)
         seed_ids = eligible["seed_id"].drop_nulls().unique().to_list() or cands["seed_id"].drop_nulls().unique().to_list()
         seeds = rows.filter((pl.col("split") == "seed") & pl.col("id").is_in(seed_ids)).sort("id")
-        made = GENERATORS[auto.generate]().generate(seeds, auto.generate_per_seed, seed=derived_seed(
-            "generate", step.seed), tag=f"gen-r{step.round}")
+        generator = GENERATORS[auto.generate](auto, self.cfg.task)
+        made = generator.generate(seeds, auto.generate_per_seed, seed=derived_seed("generate", step.seed),
+                                  tag=f"gen-r{step.round}")
         held_out = rows.filter(pl.col("split").is_in(["dev", "test"]))["question"].to_list()
         accepted, counts = vet(made, task=self.cfg.task, known_questions=rows["question"].to_list(),
                                held_out_questions=held_out, ngram=auto.contamination_ngram)
-        return accepted, counts
+        return accepted, counts | dict(getattr(generator, "rejected", {}))
 
     def _auto_records(self, step: Step) -> list[RoundRecord]:
-        """Round 0 and the auto chain's finished rounds before `step`, as the controller reads them."""
+        """Round 0 and the auto chain's finished rounds before `step`, as the controller reads them, each with
+        random's dev accuracy at the same round (the paired reward's reference) where that round is done."""
         out = []
         for r in range(step.round):
             strategy = SHARED_STRATEGY if r == 0 else step.strategy
             info = json.loads((self.store.step_dir(step.seed, strategy, r) / "step.json").read_text())
+            reference = info if r == 0 else (json.loads((self.store.step_dir(step.seed, "random", r) / "step.json")
+                                                        .read_text()) if self.store.is_done(step.seed, "random", r)
+                                             else {})
             decision = info.get("decision") or {}
             out.append(RoundRecord(round=r, arm=decision.get("arm"), n_examples=info["n_examples"],
                                    dev_accuracy=info.get("dev_accuracy"), dev_graded=info.get("dev_graded", 0),
-                                   seconds=info.get("seconds", 0.0), stopped=bool(info.get("stopped"))))
+                                   seconds=info.get("seconds", 0.0), stopped=bool(info.get("stopped")),
+                                   reference_dev=reference.get("dev_accuracy")))
         return out
 
     def _commit_stopped(self, step: Step, info: dict, timings) -> dict:

@@ -2,10 +2,13 @@
 and whether to stop, from the history of its own finished rounds. Pure: the same history and seed give the same
 decision, so a resumed run decides as an uninterrupted one.
 
-Reward of round r (the arm that filled it): the dev-accuracy gain over the previous round per doubling of the
-training set, reward_r = (dev_r - dev_{r-1}) / log2(n_r / n_{r-1}) (learning curves are roughly linear in log n, so
-rounds of different sizes compare). Consecutive rounds of one replicate share its data draw and training seed, which
-pairs the two dev measurements.
+Reward of round r (the arm that filled it), per doubling of the training set (learning curves are roughly linear in
+log n, so rounds of different sizes compare), `reward: paired` (default): the change of the advantage over `random`
+at the same round of the same replicate,
+    reward_r = [(dev_r - ref_r) - (dev_{r-1} - ref_{r-1})] / log2(n_r / n_{r-1}),   ref_0 = dev_0 (shared round 0),
+which removes the gain every strategy makes from more data and the replicate's own noise; `reward: own`: the chain's
+own gain (dev_r - dev_{r-1}) / log2(n_r / n_{r-1}). The paired reward makes round r of auto wait for random's round
+r - 1 (`loop.engine.step_inputs`).
 """
 
 from __future__ import annotations
@@ -41,9 +44,15 @@ class AutoParams:
     target_dev: float | None = None
     plateau_rounds: int | None = None
     max_seconds: float | None = None
+    reward: str = "paired"  # or "own": see the module docstring
     generate: str | None = None  # a generator (loop.control.generation.GENERATORS) for when eligible items run short
     generate_per_seed: int = 2
     contamination_ngram: int = 8
+    teacher_url: str | None = None  # generate: teacher, an OpenAI-compatible endpoint (http://host:port)
+    teacher_model: str | None = None
+    teacher_samples: int = 4  # solutions sampled per new question; kept where min_agreement of them agree
+    teacher_min_agreement: float = 0.75
+    teacher_api_key_env: str | None = None  # the environment variable holding the key (never stored)
 
     @classmethod
     def parse(cls, params: dict) -> AutoParams:
@@ -60,6 +69,8 @@ class AutoParams:
         values["arms"] = tuple(arms)
         if "threshold_range" in values:
             values["threshold_range"] = tuple(values["threshold_range"])
+        if values.get("reward", cls.reward) not in ("paired", "own"):
+            raise ValueError("strategy auto: reward must be 'paired' or 'own'")
         if values.get("policy", cls.policy) not in POLICIES:
             raise ValueError(f"strategy auto: policy must be one of {sorted(POLICIES)}")
         from loop.control.generation import GENERATORS
@@ -83,6 +94,7 @@ class RoundRecord:
     dev_graded: int
     seconds: float
     stopped: bool = False
+    reference_dev: float | None = None  # random's dev accuracy at this round of this replicate (round 0: the same)
 
 
 @dataclass
@@ -104,7 +116,7 @@ class Decision:
         return asdict(self)
 
 
-def rewards(records: list[RoundRecord]) -> pl.DataFrame:
+def rewards(records: list[RoundRecord], paired: bool = True) -> pl.DataFrame:
     """round, arm, reward of every finished round after round 0 (`reward_r` in the module docstring)."""
     rows = []
     for prev, cur in zip(records, records[1:]):
@@ -113,7 +125,12 @@ def rewards(records: list[RoundRecord]) -> pl.DataFrame:
         growth = math.log2(cur.n_examples / prev.n_examples) if cur.n_examples > prev.n_examples else 0.0
         if growth <= 0:
             continue
-        rows.append({"round": cur.round, "arm": cur.arm, "reward": (cur.dev_accuracy - prev.dev_accuracy) / growth})
+        gain = cur.dev_accuracy - prev.dev_accuracy
+        if paired:
+            if cur.reference_dev is None or prev.reference_dev is None:
+                continue
+            gain -= cur.reference_dev - prev.reference_dev
+        rows.append({"round": cur.round, "arm": cur.arm, "reward": gain / growth})
     return pl.DataFrame(rows, schema=HISTORY_SCHEMA)
 
 
@@ -131,7 +148,7 @@ def adaptive_threshold(candidates: pl.DataFrame, budget: int, params: AutoParams
 def decide(params: AutoParams, records: list[RoundRecord], candidates: pl.DataFrame, default_budget: int, *,
            seed: int, round_: int) -> Decision:
     """The decision for round `round_` of the auto chain, after `records` (round 0 first, then its own rounds)."""
-    history = rewards(records)
+    history = rewards(records, paired=params.reward == "paired")
     policy = params.make_policy()
     arms = list(params.arms)
     before = policy.probabilities(history.filter(pl.col("round") < int(history["round"].max())) if history.height

@@ -7,8 +7,7 @@ A `Generator` makes candidate items for given seeds; `vet` keeps those that pass
 3. not a duplicate: its question (lower-cased, whitespace collapsed) is no question of the replicate's data or of an
    item generated before.
 Every rejection is counted by reason. The embedded task's generator redraws the seed's numbers and phrasing (exact
-answers by construction). A teacher model behind an OpenAI-compatible endpoint is the other generator the design
-names; it is not built yet.
+answers by construction); `loop.control.teacher` asks a teacher model behind an OpenAI-compatible endpoint.
 """
 
 from __future__ import annotations
@@ -61,7 +60,17 @@ class EmbeddedGenerator:
         return pl.DataFrame(rows, schema=schema)
 
 
-GENERATORS = {"embedded": EmbeddedGenerator}
+def _teacher(auto, task: str):
+    from loop.control.teacher import TeacherGenerator
+
+    if not auto.teacher_url or not auto.teacher_model:
+        raise ValueError("strategy auto: generate teacher needs teacher_url and teacher_model")
+    return TeacherGenerator(auto.teacher_url, auto.teacher_model, task, samples=auto.teacher_samples,
+                            min_agreement=auto.teacher_min_agreement, api_key_env=auto.teacher_api_key_env)
+
+
+# name -> factory(auto params, task) of a Generator
+GENERATORS = {"embedded": lambda auto, task: EmbeddedGenerator(), "teacher": _teacher}
 
 
 def _normalized(text: str) -> str:

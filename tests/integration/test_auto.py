@@ -116,7 +116,7 @@ def test_items_that_fail_their_checks_are_never_trained_on(tmp_path, monkeypatch
     engine = Engine(cfg)
     engine.prepare()
     question = engine.examples(0).filter(pl.col("split") == "test")["question"][0]
-    monkeypatch.setitem(generation.GENERATORS, "embedded", lambda: _Careless(question))
+    monkeypatch.setitem(generation.GENERATORS, "embedded", lambda auto, task: _Careless(question))
     engine.run_all(progress=False)
     counts = json.loads((tmp_path / "careless/steps/seed-0/auto/round-1/step.json").read_text())["decision"]["generation"]
     assert counts["accepted"] == 0 and counts["failed_verification"] >= 1 and counts["contaminated"] == 1
@@ -124,3 +124,17 @@ def test_items_that_fail_their_checks_are_never_trained_on(tmp_path, monkeypatch
     pool = set(engine.examples(0).filter(pl.col("split") == "pool")["id"])
     for r in (1, 2):
         assert set(pl.read_parquet(tmp_path / f"careless/steps/seed-0/auto/round-{r}/selected.parquet")["id"]) <= pool
+
+
+def test_paired_rewards_make_auto_wait_for_randoms_previous_round(tiny_model_dir, tmp_path):
+    from loop.engine import Step, plan_steps, step_inputs
+
+    config = cfg(tiny_model_dir, tmp_path)
+    assert step_inputs(config, Step(0, "auto", 1)) == [Step(0, "shared", 0)]
+    assert step_inputs(config, Step(0, "auto", 3)) == [Step(0, "auto", 2), Step(0, "random", 2)]
+    assert step_inputs(config, Step(0, "random", 3)) == [Step(0, "random", 2)]
+    order = plan_steps(config)
+    for step in order:  # the plan puts every input first
+        assert all(order.index(i) < order.index(step) for i in step_inputs(config, step))
+    own = cfg(tiny_model_dir, tmp_path, "{arms: [premem], reward: own}")
+    assert step_inputs(own, Step(0, "auto", 3)) == [Step(0, "auto", 2)]

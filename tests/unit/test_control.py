@@ -60,15 +60,28 @@ def test_discounting_forgets_old_rewards():
     assert steady["a"][0] == pytest.approx(3.0 / 4.0)  # 3 rewards of 1 over weight 3 + prior 1
 
 
-def records(devs, sizes, arms):
-    return [RoundRecord(round=r, arm=a, n_examples=n, dev_accuracy=d, dev_graded=200, seconds=10.0)
-            for r, (d, n, a) in enumerate(zip(devs, sizes, arms))]
+def records(devs, sizes, arms, refs=None):
+    """Round records; random's dev accuracy (the paired reference) defaults to the first round's, flat."""
+    refs = refs or [devs[0]] * len(devs)
+    return [RoundRecord(round=r, arm=a, n_examples=n, dev_accuracy=d, dev_graded=200, seconds=10.0, reference_dev=ref)
+            for r, (d, n, a, ref) in enumerate(zip(devs, sizes, arms, refs))]
 
 
 def test_rewards_are_dev_gains_per_doubling():
-    got = rewards(records([0.30, 0.40, 0.43], [64, 128, 256], [None, "premem", "loss"]))
+    got = rewards(records([0.30, 0.40, 0.43], [64, 128, 256], [None, "premem", "loss"]), paired=False)
     assert got["arm"].to_list() == ["premem", "loss"]
     assert got["reward"].to_list() == [pytest.approx(0.10), pytest.approx(0.03)]
+
+
+def test_paired_rewards_subtract_randoms_gain_at_the_same_round():
+    # random gains 0.06 then 0.02: auto's advantage moved by +0.04, then +0.01
+    recs = records([0.30, 0.40, 0.43], [64, 128, 256], [None, "premem", "loss"], refs=[0.30, 0.36, 0.38])
+    got = rewards(recs)
+    assert got["reward"].to_list() == [pytest.approx(0.04), pytest.approx(0.01)]
+    missing = records([0.30, 0.40], [64, 128], [None, "premem"], refs=[0.30, None])
+    assert rewards(missing).height == 0  # no reference yet: no paired reward
+    with pytest.raises(ValueError, match="paired"):
+        AutoParams.parse({"reward": "absolute"})
 
 
 CANDS = pl.DataFrame({"id": [f"p{i}" for i in range(40)], "seed_id": [f"s{i // 4}" for i in range(40)],
