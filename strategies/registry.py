@@ -12,15 +12,13 @@ the entry-point group `curation_loop.strategies` (`name = "package.module:attrib
 
 from __future__ import annotations
 
-import difflib
-import importlib
 import inspect
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 
 import polars as pl
+
+from strategies.plugins import PluginRegistry
 
 ENTRY_POINT_GROUP = "curation_loop.strategies"
 SELECTORS = ("top_k", "proportional")
@@ -78,52 +76,18 @@ def strategy(name: str, *, needs: tuple[str, ...] | Callable[[dict], tuple[str, 
     return wrap
 
 
-_REGISTRY: dict[str, Strategy] = {}
-_loaded = False
+REGISTRY: PluginRegistry[Strategy] = PluginRegistry("strategy", Strategy, __package__, ENTRY_POINT_GROUP,
+                                                  skip=("registry", "plugins"))
 
 
 def register(item: Strategy) -> Strategy:
-    if not isinstance(item, Strategy):
-        raise TypeError(f"only Strategy objects can be registered, got {type(item).__name__}")
-    if item.name in _REGISTRY and _REGISTRY[item.name] is not item:
-        raise ValueError(f"strategy {item.name!r} is registered twice")
-    _REGISTRY[item.name] = item
-    return item
-
-
-def _load() -> None:
-    """Register every Strategy defined in this package's modules, then those of installed plug-ins."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    package = importlib.import_module(__package__)
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name.startswith("_") or info.name == "registry":
-            continue
-        module = importlib.import_module(f"{__package__}.{info.name}")
-        for value in vars(module).values():
-            if isinstance(value, Strategy) and value.__class__ is Strategy:
-                register(value)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        item = ep.load()
-        if not isinstance(item, Strategy) or item.name != ep.name:
-            raise TypeError(f"entry point {ep.name!r} ({ep.value}) must be a Strategy named {ep.name!r}")
-        register(item)
+    return REGISTRY.register(item)
 
 
 def names() -> list[str]:
-    _load()
-    return sorted(_REGISTRY)
+    return REGISTRY.names()
 
 
 def resolve(name: str | Strategy) -> Strategy:
     """The strategy registered under `name` (a Strategy is returned as is)."""
-    if isinstance(name, Strategy):
-        return name
-    _load()
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
-        hint = f" Did you mean {close}?" if close else ""
-        raise KeyError(f"unknown strategy {name!r}; registered: {sorted(_REGISTRY)}.{hint}")
-    return _REGISTRY[name]
+    return name if isinstance(name, Strategy) else REGISTRY.resolve(name)

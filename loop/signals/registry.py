@@ -16,16 +16,14 @@ entry-point group `curation_loop.signals` (`name = "package.module:attribute"`).
 
 from __future__ import annotations
 
-import difflib
-import importlib
-import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import polars as pl
+
+from strategies.plugins import PluginRegistry
 
 ENTRY_POINT_GROUP = "curation_loop.signals"
 SCOPES = ("static", "base", "round", "checkpoint")
@@ -108,61 +106,32 @@ def signal(name: str, *, columns: tuple[str, ...] | None = None, scope: str, lev
     return wrap
 
 
-_REGISTRY: dict[str, Signal] = {}
-_loaded = False
+def _one_writer(items: dict[str, Signal], item: Signal) -> None:
+    for other in items.values():
+        shared = set(other.columns) & set(item.columns)
+        if other is not item and other.name != item.name and shared:
+            raise ValueError(f"signals {other.name!r} and {item.name!r} both write column(s) {sorted(shared)}")
+
+
+REGISTRY: PluginRegistry[Signal] = PluginRegistry("signal", Signal, __package__, ENTRY_POINT_GROUP, check=_one_writer)
 
 
 def register(item: Signal) -> Signal:
-    if not isinstance(item, Signal):
-        raise TypeError(f"only Signal objects can be registered, got {type(item).__name__}")
-    if item.name in _REGISTRY and _REGISTRY[item.name] is not item:
-        raise ValueError(f"signal {item.name!r} is registered twice")
-    for other in _REGISTRY.values():
-        shared = set(other.columns) & set(item.columns)
-        if other is not item and shared:
-            raise ValueError(f"signals {other.name!r} and {item.name!r} both write column(s) {sorted(shared)}")
-    _REGISTRY[item.name] = item
-    return item
-
-
-def _load() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    package = importlib.import_module(__package__)
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name.startswith("_") or info.name == "registry":
-            continue
-        module = importlib.import_module(f"{__package__}.{info.name}")
-        for value in vars(module).values():
-            if isinstance(value, Signal):
-                register(value)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        item = ep.load()
-        if not isinstance(item, Signal) or item.name != ep.name:
-            raise TypeError(f"entry point {ep.name!r} ({ep.value}) must be a Signal named {ep.name!r}")
-        register(item)
+    return REGISTRY.register(item)
 
 
 def names() -> list[str]:
-    _load()
-    return sorted(_REGISTRY)
+    return REGISTRY.names()
 
 
 def resolve(name: str) -> Signal:
-    _load()
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
-        raise KeyError(f"unknown signal {name!r}; registered: {sorted(_REGISTRY)}."
-                       + (f" Did you mean {close}?" if close else ""))
-    return _REGISTRY[name]
+    return REGISTRY.resolve(name)
 
 
 def columns() -> dict[str, Signal]:
     """Every column any registered provider writes, and its provider."""
-    _load()
-    return {c: s for s in _REGISTRY.values() for c in s.columns}
+    REGISTRY.load()
+    return {c: s for s in REGISTRY.items.values() for c in s.columns}
 
 
 def providers_for(wanted: set[str]) -> list[Signal]:
