@@ -19,7 +19,8 @@ from prefect.task_runners import ProcessPoolTaskRunner
 from tqdm.auto import tqdm
 
 from loop.config import RunConfig
-from loop.engine import Engine, Step, plan_steps, step_inputs
+from loop.engine import Engine
+from loop.plan import Step, plan_steps, step_inputs
 from loop.model.devices import check_workers
 
 

@@ -1,4 +1,4 @@
-"""The curation loop without any orchestrator: plan the steps, run one step, run them all.
+"""The curation loop without any orchestrator: run one step of the plan (`loop.plan`), or all of them.
 
 A step is (paired seed, strategy, round). Round 0 trains on the seed set alone and is shared by every
 strategy (strategy name `shared`). Round r >= 1 of a strategy scores the unused pool with the signals
@@ -16,8 +16,6 @@ import hashlib
 import json
 import platform
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 
@@ -26,10 +24,12 @@ import polars as pl
 import torch
 
 import loop.signals.registry as signals
+from loop.signals import compute as signal_store
+from loop.signals.compute import PRE_TRAINING_SCOPES, TRAINING_SCOPES
 import strategies.registry as registry
 from loop.config import RunConfig
-from loop.control.controller import AUTO, AutoParams, RoundRecord, decide
-from loop.control.generation import GENERATORS, vet
+import loop.control.rounds as auto_rounds
+from loop.control.controller import AUTO, AutoParams
 from loop.analysis.calibration import calibrate, grid
 from loop.data import check_examples, load_data, tau_base, tau_for
 from loop.dynamics import memorized_flags, premem_accuracy
@@ -37,80 +37,16 @@ from loop.evaluation import evaluate
 from loop.model.backends import Backend, close_backends, open_backend
 from loop.model.devices import pick_device
 from loop.model.lengths import check_lengths, context_size
-from loop.model.loading import load_base, load_tokenizer, resolve_path, weights_file
+from loop.model.loading import load_tokenizer, resolve_path, weights_file
 from loop.model.precision import resolve_precision
 from loop.model.training import train_round
-from loop.schema import COMPUTE_MATCHED, EVAL_SCHEMA, SHARED_STRATEGY
+from loop.plan import Step, n_rounds, plan_steps, rounds_of
+from loop.schema import COMPUTE_MATCHED, SHARED_STRATEGY
 from loop.seeds import derived_seed
 from loop.selection import SELECTORS
 from loop.store import RunStore, file_sha256
 from loop.tracking import DynamicsTracker
 
-PRE_TRAINING_SCOPES = ("static", "base")  # signals computed once per replicate, before any training
-TRAINING_SCOPES = ("round", "checkpoint")  # signals of a round's models, stored in its step for the next round
-
-
-@dataclass(frozen=True)
-class Step:
-    seed: int
-    strategy: str
-    round: int
-
-    @property
-    def label(self) -> str:
-        return f"seed {self.seed} / {self.strategy} / round {self.round}"
-
-    @property
-    def parent(self) -> Step | None:
-        """The step whose stored signals and selections this one reads (None for round 0)."""
-        if self.round == 0:
-            return None
-        if self.round == 1:
-            return Step(self.seed, SHARED_STRATEGY, 0)
-        return Step(self.seed, self.strategy, self.round - 1)
-
-
-def n_rounds(cfg: RunConfig, strategy: str) -> int:
-    """Rounds after round 0 that `strategy` runs (random also runs the i.i.d. extension rounds)."""
-    return len(cfg.selection.budgets) + (cfg.selection.iid_rounds if strategy == "random" else 0)
-
-
-def planned_strategies(cfg: RunConfig) -> list[str]:
-    """The strategies of the comparison, and the compute-matched reference when asked for."""
-    return [*cfg.selection.strategy_names, *([COMPUTE_MATCHED] if cfg.selection.compute_matched else [])]
-
-
-def rounds_of(cfg: RunConfig, strategy: str, n_seeds: int) -> list[int]:
-    """Pool items added at rounds 1..R of `strategy`, for a seed set of `n_seeds` (the i.i.d. extension's sizes
-    depend on it)."""
-    extra = cfg.selection.extension(n_seeds) if strategy == "random" else []
-    return [*cfg.selection.budgets, *extra]
-
-
-def step_inputs(cfg: RunConfig, step: Step) -> list[Step]:
-    """The steps whose stored results `step` reads: its parent, and for the auto controller with paired rewards,
-    random's previous round of the same replicate (the reference of its last reward)."""
-    if step.parent is None:
-        return []
-    inputs = [step.parent]
-    if step.round >= 2 and step.strategy in cfg.selection.strategy_names:
-        spec = cfg.selection.spec(step.strategy)
-        if spec.name == AUTO and AutoParams.parse(spec.params).reward == "paired":
-            inputs.append(Step(step.seed, "random", step.round - 1))
-    return inputs
-
-
-def plan_steps(cfg: RunConfig) -> list[Step]:
-    """Every step of the comparison, in an order where each step's inputs come before it.
-
-    Workers take ready steps in this order, so it puts the longest chains first: every replicate's round 0, then
-    the strategies with the most rounds (random, with the i.i.d. extension), round by round, then the rest. A
-    seed-by-seed order left the last replicate's extension rounds running alone at the end."""
-    names = sorted(planned_strategies(cfg), key=lambda s: -n_rounds(cfg, s))  # stable: config order among equals
-    steps = [Step(seed, SHARED_STRATEGY, 0) for seed in cfg.seeds]
-    for strategy in names:
-        steps += [Step(seed, strategy, r) for r in range(1, n_rounds(cfg, strategy) + 1) for seed in cfg.seeds]
-    return steps
 
 
 def _versions() -> dict[str, str]:
@@ -246,44 +182,12 @@ class Engine:
             if self.store.read_parquet(_examples_path(seed)) is None:
                 self.store.write_parquet(_examples_path(seed), examples)
             self._examples[seed] = examples
-        self._pre_training_signals([p for p in needed if p.scope in PRE_TRAINING_SCOPES], drawn)
+        signal_store.pre_training(self, [p for p in needed if p.scope in PRE_TRAINING_SCOPES], drawn)
 
     def _context(self) -> int | None:
         from transformers import AutoConfig
 
         return context_size(AutoConfig.from_pretrained(resolve_path(self.cfg.model)))
-
-    # -- signals -----------------------------------------------------------------------------------
-    def _pre_training_signals(self, providers: list[signals.Signal], drawn: dict) -> None:
-        """Static and base-model signals of every replicate, computed once and stored (a stored one is read back).
-        Replicates sharing one draw of the data (data.per_replicate off) share the computed frames."""
-        shared: dict[str, pl.DataFrame] = {}
-        for seed, (examples, _) in drawn.items():
-            todo = [p for p in providers if self.store.read_parquet(_signal_path(seed, p.name)) is None]
-            if not todo:
-                continue
-            model = None
-            reused = set() if self.cfg.data.per_replicate else set(shared)  # one draw: frames of the first replicate
-            if any(p.scope == "base" and p.name not in reused for p in todo):
-                precision = resolve_precision(self.cfg.model, self.cfg.train, self.device)
-                model = load_base(self.cfg.model, self.device, precision.weights)
-            with (self.backend.bind(model, tag=f"base-s{seed}") if model is not None else nullcontext()) as bound:
-                for provider in todo:
-                    if provider.name in reused:
-                        frame = shared[provider.name]
-                    else:
-                        frame = provider(self._signal_context(seed, examples, provider, bound=bound))
-                        shared[provider.name] = frame
-                    self.store.write_parquet(_signal_path(seed, provider.name), frame)
-            del model
-
-    def _signal_context(self, seed: int, examples: pl.DataFrame, provider: signals.Signal, **parts):
-        level = "pool" if provider.level == "item" else "seed"
-        return signals.SignalContext(
-            cfg=self.cfg, tokenizer=self.tokenizer, examples=examples,
-            rows=examples.filter(pl.col("split") == level).drop("split"), seed=seed,
-            cache_dir=self.store.root / "signals" / f"seed-{seed}" / f"{provider.name}-cache",
-            stored=lambda name: self.store.read_parquet(_signal_path(seed, name)), **parts)
 
     # -- one step --------------------------------------------------------------------------------
     def selected_before(self, step: Step) -> list[str]:
@@ -311,25 +215,8 @@ class Engine:
         """Unused pool items with their text and metadata (question, solution, answer, level, ...) and the signal
         columns the strategy needs, sorted by id (order-independent). Seed-level signals reach generated items
         through their seed; a generated item without an item-level signal the strategy reads is left out."""
-        prev = step.parent
         pool = self.rows(step, extra).filter((pl.col("split") == "pool") & ~pl.col("id").is_in(used)).drop("split")
-        needs = self.needs(step.strategy)
-        providers = [p for p in self.providers(needs) if set(p.columns) & needs]
-        stored = None
-        for provider in providers:
-            wanted = [c for c in provider.columns if c in needs]
-            if provider.scope in TRAINING_SCOPES:
-                stored = stored if stored is not None else self.store.step_frame(
-                    prev.seed, prev.strategy, prev.round, "signals")
-                frame = stored.select(provider.key, *wanted).unique(provider.key, keep="first", maintain_order=True)
-            else:
-                frame = self.store.read_parquet(_signal_path(step.seed, provider.name)).select(provider.key, *wanted)
-            pool = pool.join(frame, on=provider.key, how="left")
-        generated = pl.col("source") == "generated" if "source" in pool.columns else pl.lit(False)
-        for column in needs:
-            pool = pool.filter(~(generated & pl.col(column).is_null()))
-            if pool[column].null_count():
-                raise ValueError(f"signal {column!r} is missing for {pool[column].null_count()} pool items")
+        pool = signal_store.join_candidates(self, step, pool, self.needs(step.strategy))
         return pool.sort("id")
 
     def _next_signals(self, step: Step) -> set[str]:
@@ -358,7 +245,7 @@ class Engine:
         batch = self._select(step, used, info)
         timings.append(("select", time.perf_counter() - started))
         if info.get("decision", {}).get("stop"):
-            return self._commit_stopped(step, info, timings)
+            return auto_rounds.commit_stopped(self.store, step, info, timings)
 
         examples = self.rows(step, self._generated.get(step))
         train = examples.filter((pl.col("split") == "seed") | pl.col("id").is_in(set(used) | set(batch)))
@@ -376,7 +263,8 @@ class Engine:
         ledger = _flag(ledger, tau)
         with self.backend.bind(model, tag=f"{_tag(step)}-final") as bound:
             started = time.perf_counter()
-            signals = self._compute_signals(step, bound, ledger, tau, self._next_signals(step), per_checkpoint)
+            signals = signal_store.after_round(self, step, examples, bound, ledger, tau, self._next_signals(step),
+                                               per_checkpoint)
             timings.append(("signals", time.perf_counter() - started))
             started = time.perf_counter()
             test = examples.filter(pl.col("split") == "test")
@@ -428,25 +316,11 @@ class Engine:
         cands = self.candidates(step, used)
         spec = cfg.selection.spec(step.strategy)
         name, params = spec.name, spec.params
-        if name == AUTO:
-            decision = decide(AutoParams.parse(params), self._auto_records(step), cands, budget,
-                              seed=derived_seed("auto", step.seed), round_=step.round)
-            info["decision"] = decision.record()
-            if decision.stop:
+        if name == AUTO:  # the controller picks the strategy (and its threshold, and the budget) of this round
+            chosen_round = auto_rounds.select(self, step, used, cands, budget, params, info)
+            if chosen_round is None:
                 return []
-            name, budget = decision.arm, decision.budget
-            params = {"threshold": decision.threshold} if decision.threshold is not None else {}
-            auto = AutoParams.parse(spec.params)
-            eligible = cands if decision.threshold is None else cands.filter(pl.col("premem") <= decision.threshold)
-            if auto.generate and eligible.height < budget:  # the chosen seeds' unused items ran short
-                made, counts = self._generate(step, auto, eligible, cands)
-                info["decision"]["generation"] = counts
-                if made.height:
-                    self._generated[step] = made
-                    cands = self.candidates(step, used, made)
-                    eligible = cands if decision.threshold is None else cands.filter(
-                        pl.col("premem") <= decision.threshold)
-            budget = min(budget, cands.height)
+            name, params, budget, cands = chosen_round
         chosen = registry.resolve(name)
         context = registry.StrategyContext(round=step.round, budget=budget, selected_before=tuple(used),
                                            n_seeds=self._n_seeds(step.seed))
@@ -456,53 +330,6 @@ class Engine:
         info |= {"budget": budget, "n_candidates": cands.height, "score_mean_all": float(scores.mean()),
                  "score_mean_selected": float(scores.filter(cands["id"].is_in(batch)).mean())}
         return batch
-
-    def _generate(self, step: Step, auto: AutoParams, eligible: pl.DataFrame, cands: pl.DataFrame):
-        """New items for the seeds behind `eligible` (every seed if none is eligible), vetted (`loop.control.
-        generation.vet`): the accepted items and the counts by reason."""
-        rows = self.rows(step)
-        seed_ids = eligible["seed_id"].drop_nulls().unique().to_list() or cands["seed_id"].drop_nulls().unique().to_list()
-        seeds = rows.filter((pl.col("split") == "seed") & pl.col("id").is_in(seed_ids)).sort("id")
-        generator = GENERATORS[auto.generate](auto, self.cfg.task)
-        made = generator.generate(seeds, auto.generate_per_seed, seed=derived_seed("generate", step.seed),
-                                  tag=f"gen-r{step.round}")
-        held_out = rows.filter(pl.col("split").is_in(["dev", "test"]))["question"].to_list()
-        accepted, counts = vet(made, task=self.cfg.task, known_questions=rows["question"].to_list(),
-                               held_out_questions=held_out, ngram=auto.contamination_ngram)
-        return accepted, counts | dict(getattr(generator, "rejected", {}))
-
-    def _auto_records(self, step: Step) -> list[RoundRecord]:
-        """Round 0 and the auto chain's finished rounds before `step`, as the controller reads them, each with
-        random's dev accuracy at the same round (the paired reward's reference) where that round is done."""
-        out = []
-        for r in range(step.round):
-            strategy = SHARED_STRATEGY if r == 0 else step.strategy
-            info = json.loads((self.store.step_dir(step.seed, strategy, r) / "step.json").read_text())
-            reference = info if r == 0 else (json.loads((self.store.step_dir(step.seed, "random", r) / "step.json")
-                                                        .read_text()) if self.store.is_done(step.seed, "random", r)
-                                             else {})
-            decision = info.get("decision") or {}
-            out.append(RoundRecord(round=r, arm=decision.get("arm"), n_examples=info["n_examples"],
-                                   dev_accuracy=info.get("dev_accuracy"), dev_graded=info.get("dev_graded", 0),
-                                   seconds=info.get("seconds", 0.0), stopped=bool(info.get("stopped")),
-                                   reference_dev=reference.get("dev_accuracy")))
-        return out
-
-    def _commit_stopped(self, step: Step, info: dict, timings) -> dict:
-        """A round the controller stopped before: nothing selected, trained or evaluated (no curve point); the
-        previous round's signals are kept for any later round, which stops as well."""
-        parent = step.parent
-        previous = json.loads((self.store.step_dir(parent.seed, parent.strategy, parent.round) / "step.json").read_text())
-        info |= {"stopped": True, "n_examples": previous["n_examples"], "n_selected": 0,
-                 "stop_reason": info["decision"]["stop_reason"]}
-        timing_frame = pl.DataFrame({"strategy": step.strategy, "seed": step.seed, "round": step.round,
-                                     "stage": [t[0] for t in timings], "seconds": [t[1] for t in timings]})
-        info["seconds"] = float(timing_frame["seconds"].sum())
-        self.store.commit_step(step.seed, step.strategy, step.round, {
-            "selected": pl.DataFrame({"id": []}, schema={"id": pl.String}),
-            "signals": self.store.step_frame(parent.seed, parent.strategy, parent.round, "signals"),
-            "eval": pl.DataFrame(schema=EVAL_SCHEMA), "timings": timing_frame}, info)
-        return info
 
     def _train_and_track(self, step: Step, train: pl.DataFrame):
         """Fine-tune the base on `train`, recording dynamics at the epoch checkpoints; (model, ledger, tracker, s)."""
@@ -518,18 +345,11 @@ class Engine:
         train_seed = derived_seed("train", step.seed)  # same for every strategy: paired training noise
         if step.strategy == COMPUTE_MATCHED:
             cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": self._epochs(step)})})
-        at_checkpoints = self.providers(next_round, ("checkpoint",))
-        per_checkpoint: dict[str, list[pl.DataFrame]] = {p.name: [] for p in at_checkpoints}
-        examples = self.examples(step.seed)
-
-        def measure(bound, epoch: int) -> None:
-            for provider in at_checkpoints:
-                ctx = self._signal_context(step.seed, examples, provider, bound=bound, epoch=epoch)
-                per_checkpoint[provider.name].append(provider(ctx).with_columns(epoch=pl.lit(epoch)))
-
+        measure, per_checkpoint = signal_store.at_checkpoints(self, step, self.examples(step.seed),
+                                                              self.providers(next_round, ("checkpoint",)))
         tracker = DynamicsTracker(cfg, self.tokenizer, tracked, tau, seed=train_seed, backend=self.backend,
                                   tag=_tag(step), sample=sample or calibrating, sample_all=calibrating,
-                                  held_out=held_out, on_checkpoint=measure if at_checkpoints else None)
+                                  held_out=held_out, on_checkpoint=measure)
         model, train_seconds = train_round(cfg, self.tokenizer, train, seed=train_seed % (2**31),
                                            device=self.device, tracker=tracker)
         ledger = tracker.ledger().with_columns(
@@ -571,23 +391,6 @@ class Engine:
              "signals": signals, "eval": evals, "timings": timing_frame, **extra},
             info, model_writer=writer)
 
-    def _compute_signals(self, step: Step, bound, ledger: pl.DataFrame, tau, wanted: set[str],
-                         per_checkpoint: dict[str, list[pl.DataFrame]]) -> pl.DataFrame:
-        """The signals the next round reads, one row per pool item (a seed-level signal joined to the items linked to
-        its seed): round-scope ones from this round's final model and ledger, checkpoint-scope ones gathered at its
-        checkpoints, as lists in epoch order."""
-        examples = self.rows(step, self._generated.get(step))  # generated items get signals for the next round too
-        pool = examples.filter(pl.col("split") == "pool").select("id", "seed_id")
-        for provider in self.providers(wanted, TRAINING_SCOPES):
-            if provider.scope == "round":
-                ctx = self._signal_context(step.seed, examples, provider, bound=bound, ledger=ledger, tau=tau)
-                frame = provider(ctx)
-            else:
-                frame = (pl.concat(per_checkpoint[provider.name]).sort("epoch")
-                         .group_by(provider.key, maintain_order=True).agg(*provider.columns))
-            pool = pool.join(frame, on=provider.key, how="left")
-        return pool
-
     # -- everything ------------------------------------------------------------------------------
     def run_all(self, progress: bool = True) -> None:
         from tqdm.auto import tqdm
@@ -605,11 +408,6 @@ class Engine:
 
 def _examples_path(seed: int) -> str:
     return f"data/seed-{seed}/examples.parquet"
-
-
-def _signal_path(seed: int, name: str) -> str:
-    """Where a static or base-model signal of replicate `seed` is stored (round signals live in their step)."""
-    return f"signals/seed-{seed}/{name}.parquet"
 
 
 def _tag(step: Step) -> str:

@@ -29,11 +29,12 @@ class TeacherGenerator:
 
     def __init__(self, url: str, model: str, task: str, *, samples: int = 4, min_agreement: float = 0.75,
                  temperature: float = 0.7, max_tokens: int = 512, api_key_env: str | None = None,
-                 timeout_s: float = 120.0):
+                 timeout_s: float = 120.0, question_prompt: str = QUESTION_PROMPT, solve_prompt: str = SOLVE_PROMPT):
         if samples < 1 or not 0 < min_agreement <= 1:
             raise ValueError(f"teacher: samples >= 1 and min_agreement in (0, 1] needed, got {samples}, {min_agreement}")
         self.url, self.model, self.task = url.rstrip("/"), model, task
         self.samples, self.min_agreement, self.temperature, self.max_tokens = samples, min_agreement, temperature, max_tokens
+        self.question_prompt, self.solve_prompt = question_prompt, solve_prompt  # with {question} (and {format})
         key = os.environ.get(api_key_env) if api_key_env else None
         self.client = httpx.Client(timeout=timeout_s, headers={"Authorization": f"Bearer {key}"} if key else {})
         self.rejected = Counter()  # questions dropped before vetting: no_answer_agreement, empty_question
@@ -51,12 +52,12 @@ class TeacherGenerator:
     def generate(self, seeds: pl.DataFrame, per_seed: int, *, seed: int, tag: str) -> pl.DataFrame:
         rows = []
         for i, (seed_id, question) in enumerate(zip(seeds["id"], seeds["question"])):
-            asked = self._complete(QUESTION_PROMPT.format(question=question), per_seed, seed + i, stop=["\n\n"])
+            asked = self._complete(self.question_prompt.format(question=question), per_seed, seed + i, stop=["\n\n"])
             for j, new in enumerate(q.strip() for q in asked):
                 if not new:
                     self.rejected["empty_question"] += 1
                     continue
-                prompt = SOLVE_PROMPT.format(format=ANSWER_FORMAT.get(self.task, ""), question=new)
+                prompt = self.solve_prompt.format(format=ANSWER_FORMAT.get(self.task, ""), question=new)
                 solutions = self._complete(prompt, self.samples, seed + 7919 * (i + 1) + j)
                 answers = [extract_answer(s, self.task) for s in solutions]
                 counted = Counter(a for a in answers if a is not None)

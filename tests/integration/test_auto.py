@@ -127,7 +127,7 @@ def test_items_that_fail_their_checks_are_never_trained_on(tmp_path, monkeypatch
 
 
 def test_paired_rewards_make_auto_wait_for_randoms_previous_round(tiny_model_dir, tmp_path):
-    from loop.engine import Step, plan_steps, step_inputs
+    from loop.plan import Step, plan_steps, step_inputs
 
     config = cfg(tiny_model_dir, tmp_path)
     assert step_inputs(config, Step(0, "auto", 1)) == [Step(0, "shared", 0)]

@@ -15,7 +15,9 @@ import pytest
 
 import loop.signals.registry as signals
 from loop.config import build_config
-from loop.engine import Engine, _signal_path
+from loop.engine import Engine
+from loop.signals.compute import context as signal_context
+from loop.signals.compute import signal_path
 from loop.model.loading import load_base
 from loop.model.precision import resolve_precision
 
@@ -52,9 +54,9 @@ def test_contract(name, prepared):
     with engine.backend.bind(model, tag=f"contract-{name}") as bound:
         for required in provider.requires:  # what it reads from an earlier scope, stored first
             dep = signals.resolve(required)
-            engine.store.write_parquet(_signal_path(seed, required),
-                                       dep(engine._signal_context(seed, examples, dep, bound=bound)))
-        ctx = engine._signal_context(seed, examples, provider, bound=bound, ledger=ledger, tau=engine.tau(seed),
+            engine.store.write_parquet(signal_path(seed, required),
+                                       dep(signal_context(engine, seed, examples, dep, bound=bound)))
+        ctx = signal_context(engine, seed, examples, provider, bound=bound, ledger=ledger, tau=engine.tau(seed),
                                      epoch=1)
         frame = provider(ctx)  # the call checks key, columns, one row per row, finite values
         assert frame.columns == [provider.key, *provider.columns]
@@ -71,12 +73,12 @@ def test_premem_base_counts_the_base_as_an_unmemorized_checkpoint(prepared):
     # Memorized from the first checkpoint: the paper's premem is 0; the base solved 1 of 2 samples: premem_base 0.5
     ledger = pl.DataFrame({"example_id": seeds, "epoch": 1, "nll": 1e-4, "n_samples": 2, "n_correct": 2})
     base = pl.DataFrame({"seed_id": seeds, "base_accuracy": 0.5})
-    engine.store.write_parquet(_signal_path(seed, "base_accuracy"), base)
+    engine.store.write_parquet(signal_path(seed, "base_accuracy"), base)
     provider = signals.resolve("premem_base")
-    got = provider(engine._signal_context(seed, examples, provider, ledger=ledger, tau=engine.tau(seed)))
+    got = provider(signal_context(engine, seed, examples, provider, ledger=ledger, tau=engine.tau(seed)))
     assert got["premem_base"].to_list() == [0.5] * len(seeds)
     paper = signals.resolve("premem")
-    assert paper(engine._signal_context(seed, examples, paper, ledger=ledger, tau=engine.tau(seed)))[
+    assert paper(signal_context(engine, seed, examples, paper, ledger=ledger, tau=engine.tau(seed)))[
         "premem"].to_list() == [0.0] * len(seeds)
 
 

@@ -69,6 +69,32 @@ def test_the_server_tokenizes_as_the_loop_and_scores_the_float32_definition(full
     assert (Path(cfg.out_dir) / "backend" / "vllm-server-1.log").read_text()  # the server's log is kept
 
 
+def test_a_teacher_on_the_server_returns_agreed_items_or_counts_them_out(full, task):
+    """The teacher generator (loop.control.teacher) against this server serving the embedded base, which is no
+    teacher (never taught to follow instructions): every question asked is either returned with an answer enough
+    sampled solutions agree on, or counted as rejected; what it returns passes through the usual vetting."""
+    from loop.control.generation import vet
+    from loop.control.teacher import TeacherGenerator
+    from loop.grading import extract_answer
+    from loop.model.vllm.backend import BASE_NAME
+
+    cfg, tok, backend = full
+    base = load_base(cfg.model, CPU)
+    with backend.bind(base, tag="base"):
+        seeds = task.filter(pl.col("split") == "seed").head(3)
+        # Prompts short enough for the base's 256-token context; the solving one is the task's own format.
+        teacher = TeacherGenerator(backend.server.url, BASE_NAME, "embedded", samples=3, min_agreement=0.6,
+                                   max_tokens=60, question_prompt="{question} Another:",
+                                   solve_prompt="{question}\nAnswer:")
+        made = teacher.generate(seeds, 2, seed=0, tag="t")
+        assert made.height + sum(teacher.rejected.values()) == 6  # every question asked is accounted for
+        for row in made.iter_rows(named=True):
+            assert row["teacher_agreement"] >= 0.6 and extract_answer(row["solution"], "embedded") == row["answer"]
+        accepted, counts = vet(made, task="embedded", known_questions=task["question"].to_list(),
+                               held_out_questions=task.filter(pl.col("split") == "test")["question"].to_list())
+        assert counts["generated"] == made.height and accepted.height == counts["accepted"] <= made.height
+
+
 def test_seeded_sampling_is_reproducible_and_greedy_equals_the_decode_loop(full, task):
     cfg, tok, backend = full
     base = load_base(cfg.model, CPU)

@@ -1,0 +1,91 @@
+"""What a round of the `auto` strategy does inside the engine: read its history from the run store, decide
+(`loop.control.controller.decide`), generate and vet new items where the chosen seeds' unused items run short, and
+commit a round the controller stopped before. The engine calls `select` in place of a fixed strategy's scoring."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+
+from loop.control.controller import AutoParams, RoundRecord, decide
+from loop.control.generation import GENERATORS, vet
+from loop.schema import EVAL_SCHEMA, SHARED_STRATEGY
+from loop.seeds import derived_seed
+
+
+def select(engine, step, used: list[str], cands: pl.DataFrame, budget: int, params: dict, info: dict):
+    """The arm, its params, the budget and the candidates (with any generated items) for this round, or None where
+    the controller stops; the decision goes into `info["decision"]`, newly generated items into the engine's
+    `_generated[step]` (committed with the step)."""
+    auto = AutoParams.parse(params)
+    decision = decide(auto, records(engine.store, step), cands, budget, seed=derived_seed("auto", step.seed),
+                      round_=step.round)
+    info["decision"] = decision.record()
+    if decision.stop:
+        return None
+    arm_params = {"threshold": decision.threshold} if decision.threshold is not None else {}
+    budget = decision.budget
+    eligible = cands if decision.threshold is None else cands.filter(pl.col("premem") <= decision.threshold)
+    if auto.generate and eligible.height < budget:  # the chosen seeds' unused items ran short
+        made, counts = generate(engine, step, auto, eligible, cands)
+        info["decision"]["generation"] = counts
+        if made.height:
+            engine._generated[step] = made
+            cands = engine.candidates(step, used, made)
+        elif cands.height == 0:  # nothing left in the pool and nothing the generator made passed its checks
+            info["decision"] |= {"stop": True, "stop_reason": "pool_and_generator_exhausted", "arm": None, "budget": 0}
+            return None
+    return decision.arm, arm_params, min(budget, cands.height), cands
+
+
+def generate(engine, step, auto: AutoParams, eligible: pl.DataFrame, cands: pl.DataFrame):
+    """New items for the seeds behind `eligible` (every seed if none is eligible), vetted (`generation.vet`): the
+    accepted items and the counts by reason."""
+    rows = engine.rows(step)
+    seed_ids = eligible["seed_id"].drop_nulls().unique().to_list() or cands["seed_id"].drop_nulls().unique().to_list()
+    seeds = rows.filter((pl.col("split") == "seed") & pl.col("id").is_in(seed_ids)).sort("id")
+    generator = GENERATORS[auto.generate](auto, engine.cfg.task)
+    made = generator.generate(seeds, auto.generate_per_seed, seed=derived_seed("generate", step.seed),
+                              tag=f"gen-r{step.round}")
+    held_out = rows.filter(pl.col("split").is_in(["dev", "test"]))["question"].to_list()
+    accepted, counts = vet(made, task=engine.cfg.task, known_questions=rows["question"].to_list(),
+                           held_out_questions=held_out, ngram=auto.contamination_ngram)
+    return accepted, counts | dict(getattr(generator, "rejected", {}))
+
+
+def _record(store, seed: int, strategy: str, round_: int) -> dict:
+    return json.loads((store.step_dir(seed, strategy, round_) / "step.json").read_text())
+
+
+def records(store, step) -> list[RoundRecord]:
+    """Round 0 and the auto chain's finished rounds before `step`, as the controller reads them, each with random's
+    dev accuracy at the same round (the paired reward's reference) where that round is done."""
+    out = []
+    for r in range(step.round):
+        info = _record(store, step.seed, SHARED_STRATEGY if r == 0 else step.strategy, r)
+        reference = info if r == 0 else (
+            _record(store, step.seed, "random", r) if store.is_done(step.seed, "random", r) else {})
+        decision = info.get("decision") or {}
+        out.append(RoundRecord(round=r, arm=decision.get("arm"), n_examples=info["n_examples"],
+                               dev_accuracy=info.get("dev_accuracy"), dev_graded=info.get("dev_graded", 0),
+                               seconds=info.get("seconds", 0.0), stopped=bool(info.get("stopped")),
+                               reference_dev=reference.get("dev_accuracy")))
+    return out
+
+
+def commit_stopped(store, step, info: dict, timings) -> dict:
+    """A round the controller stopped before: nothing selected, trained or evaluated (no curve point); the previous
+    round's signals are kept for any later round, which stops as well."""
+    parent = step.parent
+    previous = _record(store, parent.seed, parent.strategy, parent.round)
+    info |= {"stopped": True, "n_examples": previous["n_examples"], "n_selected": 0,
+             "stop_reason": info["decision"]["stop_reason"]}
+    timing_frame = pl.DataFrame({"strategy": step.strategy, "seed": step.seed, "round": step.round,
+                                 "stage": [t[0] for t in timings], "seconds": [t[1] for t in timings]})
+    info["seconds"] = float(timing_frame["seconds"].sum())
+    store.commit_step(step.seed, step.strategy, step.round, {
+        "selected": pl.DataFrame({"id": []}, schema={"id": pl.String}),
+        "signals": store.step_frame(parent.seed, parent.strategy, parent.round, "signals"),
+        "eval": pl.DataFrame(schema=EVAL_SCHEMA), "timings": timing_frame}, info)
+    return info
