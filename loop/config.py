@@ -234,6 +234,9 @@ class ModelConfig(_Strict):
         None, description="transformers' attention (sdpa, eager, flash_attention_2, ...); null = the model's default")
     lora: LoraSettings | None = Field(None, description="LoRA through peft; null = full fine-tuning")
     format: Literal["plain", "chat"] = Field("plain", description="plain = the paper's format; chat = the model's chat template")
+    trust_remote_code: bool = Field(
+        False, description="run the model repository's own Python code (transformers' trust_remote_code): off unless "
+        "you trust the repository; weights are read from safetensors (or GGUF) only, never from pickle files")
     train_eos: bool | None = Field(
         None, description="close the target with the EOS token, trained and scored. null = the format's default: "
         "plain -> no (the paper's code trains and scores ' {solution}\\nDone.' with no EOS), chat -> yes (the end of "
@@ -620,6 +623,10 @@ class RunConfig(_Strict):
         "strategy still run in order. On a small CPU, 2 workers x 1 torch thread beat 1 x 2.",
     )
     save_models: bool = Field(False, description="keep each round's model/adapter in the run store")
+    allow_resume_changes: bool = Field(
+        False, description="resume a run store although library versions, base weights or data differ from its "
+        "first start (the differences are recorded in manifest.json); by default such a resume stops and says what "
+        "changed. Not part of the run's stored config")
 
     @model_validator(mode="before")
     @classmethod
@@ -670,10 +677,22 @@ def load_preset(name: str) -> dict[str, Any]:
     if not path.is_file():
         known = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
         raise ValueError(f"preset {name!r} not found in {PRESET_DIR}; known presets: {known}")
-    loaded = yaml.safe_load(path.read_text()) or {}
+    loaded = _read_yaml(path)
     if not isinstance(loaded, dict):
         raise ValueError(f"{path}: a preset must be a mapping of config keys")
     return loaded
+
+
+def _read_yaml(path: Path) -> Any:
+    """A YAML file's content ({} when empty); a syntax error names the file, line and column."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        raise ValueError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start})") from None
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -692,7 +711,10 @@ def parse_override(text: str) -> dict[str, Any]:
     if "=" not in text:
         raise ValueError(f"override {text!r} must look like key.sub=value")
     dotted, raw = text.split("=", 1)
-    value = yaml.safe_load(raw)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ValueError(f"override {text!r}: the value is not YAML ({str(err).splitlines()[0]})") from None
     out: dict[str, Any] = {}
     node = out
     keys = dotted.strip().split(".")
@@ -709,7 +731,7 @@ def build_config(
     data: dict[str, Any] = load_preset(preset) if preset else {}
     if config_file is not None:
         path = Path(config_file)
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = _read_yaml(path)
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: a config file must be a mapping of config keys")
         if loaded.get("preset"):

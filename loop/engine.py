@@ -187,7 +187,8 @@ class Engine:
     def _context(self) -> int | None:
         from transformers import AutoConfig
 
-        return context_size(AutoConfig.from_pretrained(resolve_path(self.cfg.model)))
+        return context_size(AutoConfig.from_pretrained(resolve_path(self.cfg.model),
+                                                       trust_remote_code=self.cfg.model.trust_remote_code))
 
     # -- one step --------------------------------------------------------------------------------
     def selected_before(self, step: Step) -> list[str]:

@@ -36,6 +36,15 @@ class ConfigMismatchError(ValueError):
     """The output folder holds a run of another config."""
 
 
+class ResumeMismatchError(ValueError):
+    """The run store was started under other library versions, base weights or data than this resume has."""
+
+
+# What a resume must share with the first start: anything else (the machine, the time) may change.
+RESUME_KEYS = ("versions", "model", "model_weights_sha256", "precision", "data_per_replicate", "examples")
+NOT_STORED = {"preset", "allow_resume_changes"}  # config fields that say how to run, not what was run
+
+
 def _diff(a: Any, b: Any, path: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         out: list[str] = []
@@ -67,8 +76,12 @@ class RunStore:
 
     # -- run level -------------------------------------------------------------------------------
     def open(self, cfg: RunConfig, manifest: dict[str, Any]) -> None:
-        """Create the run folder, or check that an existing one holds this same config (then resume)."""
-        wanted = cfg.model_dump(mode="json", exclude={"preset"})
+        """Create the run folder, or check that an existing one holds this same config (then resume).
+
+        The manifest of the first start is kept: a resume whose library versions, base weights or data differ from
+        it stops with the differences, unless cfg.allow_resume_changes; every resume is appended to
+        `manifest.json["resumes"]` with what changed."""
+        wanted = cfg.model_dump(mode="json", exclude=NOT_STORED)
         config_path = self.root / "config.yaml"
         if config_path.exists():
             stored = yaml.safe_load(config_path.read_text())
@@ -80,10 +93,27 @@ class RunStore:
                 )
         else:
             write_atomic(config_path, lambda p: p.write_text(yaml.safe_dump(wanted, sort_keys=False)))
-        self.write_json("manifest.json", manifest)
+        self._record_manifest(manifest, cfg.allow_resume_changes)
         for pattern in ("steps/*/*/.round-*.tmp-*", "analysis/*/.run-*.tmp-*"):
             for leftover in self.root.glob(pattern):
                 shutil.rmtree(leftover, ignore_errors=True)  # a step or run killed before its rename
+
+    def _record_manifest(self, manifest: dict[str, Any], allow_changes: bool) -> None:
+        path = self.root / "manifest.json"
+        if not path.exists():
+            self.write_json("manifest.json", manifest)
+            return
+        first = json.loads(path.read_text())
+        changes = _diff({k: first.get(k) for k in RESUME_KEYS}, {k: manifest.get(k) for k in RESUME_KEYS})
+        if changes and not allow_changes:
+            raise ResumeMismatchError(
+                f"{self.root} was started under other versions, weights or data than this resume "
+                f"({'; '.join(changes[:6])}{' ...' if len(changes) > 6 else ''}): its finished steps would not be "
+                "what this environment computes. Resume where it started, choose another out_dir, or set "
+                "allow_resume_changes: true to continue (the changes are recorded)")
+        first.setdefault("resumes", []).append({"at": manifest.get("opened"), "changes": changes,
+                                                "machine": manifest.get("machine")})
+        self.write_json("manifest.json", first)
 
     def write_json(self, relative: str, payload: Any) -> None:
         write_atomic(self.root / relative, lambda p: p.write_text(json.dumps(payload, indent=2, default=str)))

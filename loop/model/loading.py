@@ -111,7 +111,7 @@ def weights_file(cfg: ModelConfig) -> Path | None:
 
 
 def load_tokenizer(cfg: ModelConfig):
-    tokenizer = AutoTokenizer.from_pretrained(resolve_path(cfg))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_path(cfg), trust_remote_code=cfg.trust_remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -120,7 +120,8 @@ def load_tokenizer(cfg: ModelConfig):
 def load_base(cfg: ModelConfig, device: torch.device, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
     """A fresh copy of the base model in `dtype`, read from disk straight onto `device`, in eval mode."""
     path = resolve_path(cfg)
-    kwargs = {"dtype": dtype}
+    # safetensors only: a pickled checkpoint (pytorch_model.bin) can run code when it is read.
+    kwargs = {"dtype": dtype, "use_safetensors": True, "trust_remote_code": cfg.trust_remote_code}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
     if device.type != "cpu":
@@ -128,6 +129,12 @@ def load_base(cfg: ModelConfig, device: torch.device, dtype: torch.dtype = torch
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as err:
+        pickled = Path(path).is_dir() and not list(Path(path).glob("*.safetensors")) and (
+            list(Path(path).glob("*.bin")) or list(Path(path).glob("*.pt")))
+        if pickled:
+            raise OSError(f"model {path!r} has pickled weights only ({', '.join(p.name for p in pickled)}): they are "
+                          "not loaded, since reading a pickle can run code. Convert them to safetensors (load them "
+                          "once yourself where you trust them, then save_pretrained(safe_serialization=True)).") from err
         raise OSError(
             f"could not load model {path!r}: {err}. Offline (HF_HUB_OFFLINE=1), give a local folder in "
             "model.name_or_path.") from err

@@ -22,7 +22,7 @@ def store(root, dev, test, runs=("s0-r0", "s0-r1")):
     cfg = build_config("analyze-default", overrides=["dynamics.tau_mode=absolute", "dynamics.tau=auto",
                                                      "dynamics.floor_scale=1.0", "analysis.n_boot=200",
                                                      "analysis.robustness.prefixes=[]"])
-    (root / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude={"preset"})))
+    (root / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude={"preset", "allow_resume_changes"})))
     for index, key in enumerate(runs):
         folder = root / "analysis" / "seed-0" / f"run-{index}"
         folder.mkdir(parents=True)

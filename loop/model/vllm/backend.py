@@ -47,7 +47,7 @@ class VLLMBackend:
         self.lora = cfg.model.lora is not None
         self.local = TransformersBackend(cfg, tokenizer, device)
         self.server = VLLMServer(cfg.vllm, self.workdir, lora=self.lora, max_model_len=self._max_model_len(),
-                                 device=device.type)
+                                 device=device.type, trust_remote_code=cfg.model.trust_remote_code)
         self.serving: tuple[str, tuple] | None = None  # (served name, weights fingerprint) of the running server
         self.checkpoint: Path | None = None
 
@@ -57,7 +57,8 @@ class VLLMBackend:
         from transformers import AutoConfig
 
         wanted = self.cfg.train.max_length + self.cfg.sampling.max_new_tokens
-        context = context_size(AutoConfig.from_pretrained(resolve_path(self.cfg.model)))
+        context = context_size(AutoConfig.from_pretrained(resolve_path(self.cfg.model),
+                                                          trust_remote_code=self.cfg.model.trust_remote_code))
         return min(wanted, context) if context else wanted
 
     def _serve(self, model, tag: str) -> tuple[str, str | None]:

@@ -49,8 +49,10 @@ def vllm_python(cfg: VLLMConfig) -> str:
 class VLLMServer:
     """One server process on `model_path`, served under `name`; `url` once started."""
 
-    def __init__(self, cfg: VLLMConfig, workdir: Path, *, lora: bool, max_model_len: int, device: str):
+    def __init__(self, cfg: VLLMConfig, workdir: Path, *, lora: bool, max_model_len: int, device: str,
+                 trust_remote_code: bool = False):
         self.cfg, self.workdir, self.lora, self.max_model_len, self.device = cfg, Path(workdir), lora, max_model_len, device
+        self.trust_remote_code = trust_remote_code
         self.process: subprocess.Popen | None = None
         self.url: str | None = cfg.url.rstrip("/") if cfg.url else None
         self.model_path: str | None = None
@@ -67,7 +69,10 @@ class VLLMServer:
         dtype = "bfloat16" if cfg.dtype == "auto" and self.device == "cuda" else cfg.dtype
         cmd = [vllm_python(cfg), "-m", ENTRYPOINT, "--model", model_path, "--served-model-name", name,
                "--host", "127.0.0.1", "--port", str(port), "--dtype", dtype,
-               "--max-model-len", str(self.max_model_len), "--seed", "0"]
+               "--max-model-len", str(self.max_model_len), "--seed", "0",
+               "--load-format", "safetensors"]  # never a pickled checkpoint: reading one can run code
+        if self.trust_remote_code:
+            cmd.append("--trust-remote-code")
         if self.device == "cuda":
             cmd += ["--gpu-memory-utilization", str(cfg.gpu_memory_utilization)]
         if self.lora:

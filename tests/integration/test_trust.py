@@ -1,0 +1,66 @@
+"""What the loop refuses to trust: a resume under other library versions or data (it says what changed and stops
+unless told to continue), pickled weights, and secrets in anything a run writes."""
+
+import json
+import os
+
+import pytest
+
+from loop.config import build_config
+from loop.engine import Engine
+from loop.store import ResumeMismatchError
+
+pytestmark = pytest.mark.integration
+
+
+def quick(model_dir, out, *extra):
+    return build_config("smoke", overrides=[
+        f"model.name_or_path={model_dir}", f"out_dir={out}", "data.n_seeds=6", "data.n_test=6", "data.n_dev=4",
+        "sampling.max_new_tokens=16", "torch_threads=1", "workers=1", "selection.budgets=[4]",
+        "selection.strategies=[random]", "selection.iid_extra_budgets=[]", *extra])
+
+
+def test_a_resume_under_other_versions_stops_and_says_what_changed(tiny_model_dir, tmp_path):
+    Engine(quick(tiny_model_dir, tmp_path)).run_all(progress=False)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["versions"]["torch"] = "0.0.1"  # as if the run had started under another torch
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ResumeMismatchError, match=r"versions.torch: '0.0.1' -> "):
+        Engine(quick(tiny_model_dir, tmp_path)).run_all(progress=False)
+    Engine(quick(tiny_model_dir, tmp_path, "allow_resume_changes=true")).run_all(progress=False)
+    kept = json.loads((tmp_path / "manifest.json").read_text())
+    assert kept["versions"]["torch"] == "0.0.1"  # the first start's record is kept
+    assert any("versions.torch" in c for c in kept["resumes"][-1]["changes"])
+
+
+def test_pickled_weights_are_refused(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import torch
+
+    pickled = tmp_path / "pickled"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.config.save_pretrained(pickled)
+    torch.save(model.state_dict(), pickled / "pytorch_model.bin")  # the pickle format transformers once wrote
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(pickled)
+    assert not list(pickled.glob("*.safetensors"))
+    from loop.model.loading import load_base
+
+    with pytest.raises(OSError, match="pickled weights only"):
+        load_base(quick(pickled, tmp_path / "run").model, device=torch.device("cpu"))
+
+
+def test_no_secret_reaches_a_file_the_run_writes(tiny_model_dir, tmp_path, monkeypatch):
+    secret = "hf_PLANTEDsecret0123456789abcdef"
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "OPENAI_API_KEY", "TEACHER_KEY"):
+        monkeypatch.setenv(name, secret)
+    out = tmp_path / "run"
+    Engine(quick(tiny_model_dir, out)).run_all(progress=False)
+    from reports.run import write_run_report
+
+    write_run_report(out)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) > 10
+    leaked = [str(p.relative_to(out)) for p in files if secret.encode() in p.read_bytes()]
+    assert not leaked, leaked
+    assert os.environ["HF_TOKEN"] == secret  # the environment held it all along

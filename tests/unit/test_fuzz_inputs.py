@@ -1,0 +1,78 @@
+"""Fuzzing (hypothesis) of two input surfaces: the graders take any text a model or a file can hold and either
+grade it or call it unparseable, never crash; config overrides of any shape either build a config or fail with the
+documented validation error naming the field."""
+
+import string
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from loop.config import build_config, parse_override
+from loop.grading import extract_answer, grade_many
+
+# Text a completion may hold: unicode (digits of other scripts included), LaTeX fragments, unbalanced braces,
+# several \boxed{}, the answer markers.
+FRAGMENTS = st.sampled_from(["\\boxed{", "}", "{", "\\frac{1}{2}", "#### ", "The answer is ", "\\sqrt{", "$",
+                             "\\dfrac", "٣", "७", "１２", "\n", "\\left(", "\\right)", ",", "-", "\\boxed{3}",
+                             "\\boxed{\\boxed{", "FINAL ANSWER:", "\x00", "\ud7ff", "1e309", "0.5", "∞"])
+TEXT = st.lists(st.one_of(FRAGMENTS, st.text(max_size=12)), max_size=12).map("".join)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(completions=st.lists(TEXT, min_size=1, max_size=6), reference=TEXT,
+       task=st.sampled_from(["embedded", "gsm8k", "math"]))
+def test_graders_grade_any_text(completions, reference, task):
+    grades = grade_many(completions, [reference] * len(completions), task)
+    assert len(grades) == len(completions)
+    for completion, g in zip(completions, grades):
+        assert isinstance(g.correct, bool) and isinstance(g.parsed, bool)
+        assert not g.correct or g.parsed  # a correct answer was parsed
+        answer = extract_answer(completion, task)
+        assert answer is None or isinstance(answer, str)
+
+
+KEYS = st.sampled_from(["seeds", "train.epochs", "train.learning_rate", "dynamics.tau", "dynamics.floor_scale",
+                        "selection.budgets", "selection.strategies", "data.n_seeds", "sampling.top_p",
+                        "analysis.runs", "analysis.robustness.bins", "evaluation.n_samples", "no.such.key", "name"])
+VALUES = st.one_of(st.integers(-5, 10**6), st.floats(allow_nan=True, allow_infinity=True), st.text(
+    alphabet=string.printable, max_size=20), st.lists(st.integers(-3, 50), max_size=4), st.just("auto"),
+    st.just("[{learning_rate: 0.001, epochs: 0}]"), st.just("{name: x}"))
+
+
+@settings(max_examples=150, deadline=None)
+@given(pairs=st.lists(st.tuples(KEYS, VALUES), min_size=1, max_size=4))
+def test_any_override_builds_a_config_or_names_what_is_wrong(pairs):
+    overrides = [f"{key}={value}" for key, value in pairs]
+    try:
+        build_config("smoke", overrides=overrides)
+    except ValidationError as err:
+        assert err.errors() and all(e.get("loc") is not None for e in err.errors())
+    except ValueError as err:  # yaml-level or cross-field checks, with a message
+        assert str(err)
+
+
+def test_an_override_needs_a_key_and_a_value():
+    with pytest.raises(ValueError, match="key.sub=value"):
+        parse_override("train.epochs")
+
+
+@settings(max_examples=60, deadline=None)
+@given(content=st.one_of(st.binary(max_size=80), st.text(max_size=80).map(str.encode)))
+def test_any_config_file_builds_or_names_the_file(tmp_path_factory, content):
+    path = tmp_path_factory.mktemp("cfg") / "mine.yaml"
+    path.write_bytes(content)
+    try:
+        build_config(config_file=path)
+    except ValidationError as err:
+        assert err.errors()
+    except ValueError as err:
+        assert str(path) in str(err) or "config" in str(err)
+
+
+def test_a_yaml_error_names_the_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  epochs: [1, 2\nseeds: [0]\n")
+    with pytest.raises(ValueError, match=r"bad.yaml:\d+:\d+: not valid YAML"):
+        build_config(config_file=path)
