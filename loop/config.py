@@ -623,6 +623,10 @@ class RunConfig(_Strict):
         "strategy still run in order. On a small CPU, 2 workers x 1 torch thread beat 1 x 2.",
     )
     save_models: bool = Field(False, description="keep each round's model/adapter in the run store")
+    keep_models: Literal["all", "last_and_best"] = Field(
+        "all", description="with save_models: all = every round's model; last_and_best = per (replicate, strategy) "
+        "only the latest round's and the best test accuracy's (the others' model/ folders are removed as each "
+        "round commits; their tables stay)")
     allow_resume_changes: bool = Field(
         False, description="resume a run store although library versions, base weights or data differ from its "
         "first start (the differences are recorded in manifest.json); by default such a resume stops and says what "

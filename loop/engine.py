@@ -391,6 +391,8 @@ class Engine:
             {"selected": pl.DataFrame({"id": batch}, schema={"id": pl.String}), "ledger": ledger,
              "signals": signals, "eval": evals, "timings": timing_frame, **extra},
             info, model_writer=writer)
+        if writer is not None and self.cfg.keep_models == "last_and_best":
+            self.store.prune_models(step.seed, step.strategy)
 
     # -- everything ------------------------------------------------------------------------------
     def run_all(self, progress: bool = True) -> None:

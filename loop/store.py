@@ -151,6 +151,34 @@ class RunStore:
         os.replace(tmp, final)  # the folder exists only once complete
         return final
 
+    def prune_models(self, seed: int, strategy: str) -> list[Path]:
+        """Remove the model/ folders of the chain (seed, strategy) but its latest round's and its best round's (by
+        test accuracy); returns what was removed. Only the models go: every table of every step stays."""
+        kept = []
+        for folder in sorted(self.root.glob(f"steps/seed-{seed}/{strategy}/round-*")):
+            if (folder / "model").is_dir() and (folder / "step.json").exists():
+                info = json.loads((folder / "step.json").read_text())
+                kept.append((int(folder.name.split("-")[1]), info.get("accuracy", float("-inf")), folder))
+        if len(kept) <= 2:
+            return []
+        latest = max(kept)[2]
+        best = max(kept, key=lambda k: (k[1], k[0]))[2]
+        removed = []
+        for _, _, folder in kept:
+            if folder not in (latest, best):
+                shutil.rmtree(folder / "model")
+                removed.append(folder / "model")
+        return removed
+
+    def disk_usage(self) -> dict[str, int]:
+        """Bytes the run store holds: in total, in kept models, in backend files (vLLM checkpoints, adapters)."""
+        def size(paths) -> int:
+            return sum(p.stat().st_size for p in paths if p.is_file())
+
+        return {"total": size(self.root.rglob("*")),
+                "models": size(p for d in self.root.glob("steps/*/*/round-*/model") for p in d.rglob("*")),
+                "backend": size((self.root / "backend").rglob("*")) if (self.root / "backend").exists() else 0}
+
     def step_frame(self, seed: int, strategy: str, round_: int, name: str) -> pl.DataFrame:
         path = self.step_dir(seed, strategy, round_) / f"{name}.parquet"
         if not path.exists():

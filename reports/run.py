@@ -169,5 +169,10 @@ def write_run_report(run_dir: str | Path) -> Path:
                 "iid_reach": config["selection"].get("iid_reach"),
                 "strategies": [s.get("label") or s["name"] for s in config["selection"]["strategies"]]}
     tables = [t for t in (dynamics_table(root), selection_composition(root), decision_table(root)) if t is not None]
+    disk = store.disk_usage()
+    summary["disk_bytes"] = disk
+    notes = [*dynamics_notes(root, config),
+             f"Run store: {disk['total'] / 1e6:.1f} MB on disk, of which kept models {disk['models'] / 1e6:.1f} MB "
+             f"and backend files {disk['backend'] / 1e6:.1f} MB (save_models, keep_models)."]
     return write_report(evals, store.timings(), root / "report", title=f"curation-loop: {config.get('name', root.name)}",
-                        config_summary=summary, notes=dynamics_notes(root, config), tables=tables)
+                        config_summary=summary, notes=notes, tables=tables)

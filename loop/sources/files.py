@@ -124,8 +124,13 @@ def examples_from_table(
 
 def _read_jsonl(path: Path) -> pl.DataFrame:
     rows: list[dict] = []
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:  # bytes: a line that is not UTF-8 is a bad row, not a failed file
+        for line_no, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                rows.append({"_line": line_no, "_error": f"not UTF-8 text (byte {err.start + 1})"})
+                continue
             if not line.strip():
                 continue  # blank lines (a trailing newline) are not rows
             try:
@@ -150,6 +155,11 @@ def _scalars(record: dict) -> dict[str, str | None]:
 
 def _read_csv(path: Path, delimiter: str) -> pl.DataFrame:
     rows: list[dict] = []
+    try:
+        path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:  # csv reads the file as one text: name where it stops being UTF-8
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte {err.start + 1} of the file)") from None
     with path.open(encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh, delimiter=delimiter)
         header = reader.fieldnames or []

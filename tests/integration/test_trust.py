@@ -64,3 +64,20 @@ def test_no_secret_reaches_a_file_the_run_writes(tiny_model_dir, tmp_path, monke
     leaked = [str(p.relative_to(out)) for p in files if secret.encode() in p.read_bytes()]
     assert not leaked, leaked
     assert os.environ["HF_TOKEN"] == secret  # the environment held it all along
+
+
+def test_keep_models_last_and_best_prunes_models_only(tiny_model_dir, tmp_path):
+    cfg = quick(tiny_model_dir, tmp_path, "save_models=true", "keep_models=last_and_best", "selection.budgets=[2, 2, 2]",
+                "data.pool_per_seed=2")
+    Engine(cfg).run_all(progress=False)
+    chain = sorted((tmp_path / "steps/seed-0/random").glob("round-*"))
+    assert len(chain) == 3 and all((f / "eval.parquet").exists() and (f / "step.json").exists() for f in chain)
+    kept = [f for f in chain if (f / "model").is_dir()]
+    assert chain[-1] in kept and 1 <= len(kept) <= 2
+    accuracy = {f: json.loads((f / "step.json").read_text())["accuracy"] for f in chain}
+    assert max(chain, key=lambda f: (accuracy[f], f.name)) in kept  # the best round's model stays
+    from reports.run import write_run_report
+
+    summary = json.loads((write_run_report(tmp_path).parent / "summary.json").read_text())
+    assert summary["config"]["disk_bytes"]["models"] > 0
+    assert any(note.startswith("Run store:") for note in summary["notes"])

@@ -76,3 +76,34 @@ def test_a_yaml_error_names_the_line(tmp_path):
     path.write_text("train:\n  epochs: [1, 2\nseeds: [0]\n")
     with pytest.raises(ValueError, match=r"bad.yaml:\d+:\d+: not valid YAML"):
         build_config(config_file=path)
+
+
+VALUE = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=30),
+                  st.text(min_size=5000, max_size=6000), st.lists(st.integers(), max_size=3),
+                  st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+RECORD = st.dictionaries(st.sampled_from(["q", "sol", "ans", "id", "extra"]), VALUE, max_size=5)
+LINE = st.one_of(RECORD.map(lambda r: __import__("json").dumps(r).encode()), st.binary(max_size=40),
+                 st.just(b"\xff\xfe not utf-8"), st.just(b'{"q": "dup", "sol": "#### 1", "id": "same"}'))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(LINE, min_size=1, max_size=8))
+def test_any_jsonl_file_loads_row_by_row_or_names_file_line_and_field(tmp_path_factory, lines):
+    from loop.sources.files import load_file
+    from loop.validation import DataValidationError, validate_examples
+
+    path = tmp_path_factory.mktemp("rows") / "mine.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    mapping = {"question": "q", "solution": "sol", "answer": "ans", "id": "id"}
+    try:
+        frame = load_file(path, mapping, split="pool", task="gsm8k")
+    except ValueError as err:  # a file-level problem (not UTF-8, no row at all), named with its path
+        assert str(path) in str(err) or "mine" in str(err)
+        return
+    try:
+        valid, report = validate_examples(frame, str(path), task="gsm8k")
+    except DataValidationError as err:
+        text = str(err)
+        assert str(path) in text and ("line" in text or "field" in text or "column" in text)
+        return
+    assert valid.height == report.n_valid
