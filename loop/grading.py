@@ -67,16 +67,43 @@ def _rest_of_line(text: str, start: int) -> str | None:
     return span or None
 
 
-def _last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} / \\fbox{...} (nested braces), None when absent or unclosed."""
-    # latex2sympy2_extended ships with math-verify; its extractor is the one math-verify uses.
-    from latex2sympy2_extended.math_normalization import extract_boxed_content
+_BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
+# What may stand between two boxes of one list: a comma or "and" (math delimiters and a restated "x =" around it),
+# nothing else: "\boxed{2}$ and $x = \boxed{3}" is one answer, "\boxed{5} is wrong ... \boxed{7}" is not.
+_LIST_GAP = re.compile(r"\s*\$?\s*(?:,\s*and\b|,|\band\b)\s*\$?\s*(?:[A-Za-z]\w*\s*=\s*)?\$?\s*\Z")
 
-    content = extract_boxed_content(text, mode="last").strip()
-    # An unclosed box comes back as the raw rest of the text, recognisable by unbalanced braces.
-    if not content or content.count("{") != content.count("}"):
+
+_BARE_BOX = re.compile(r"\\(?:boxed|fbox) +([^\s${}]+)")  # "\\boxed 2", as some MATH solutions write it
+
+
+def _boxes(text: str) -> list[tuple[int, int, str | None]]:
+    """Every \\boxed{...} / \\fbox{...} (and "\\boxed 2"), in order: (start, end, content), content None where its
+    braces never close."""
+    out = []
+    for match in _BOX.finditer(text):
+        depth, i = 1, match.end()
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        out.append((match.start(), i, text[match.end():i - 1].strip() if depth == 0 else None))
+    out += [(m.start(), m.end(), m.group(1).removesuffix(".")) for m in _BARE_BOX.finditer(text)]
+    return sorted(out)
+
+
+def _last_boxed(text: str) -> str | None:
+    """The answer the text's boxes commit to: the last \\boxed{} (or \\fbox{}) content, joined with the boxes just
+    before it that form one list with it (separated only by a comma or "and": "\\boxed{2} and \\boxed{3}" -> "2,3");
+    an earlier box followed by other text (a rejected guess) is not part of it. None when the last box is empty or
+    unclosed."""
+    boxes = [b for b in _boxes(text) if not any(b[0] > o[0] and b[1] <= o[1] for o in _boxes(text))]  # outermost
+    if not boxes or not boxes[-1][2]:
         return None
-    return content
+    run = [boxes[-1]]
+    for box in reversed(boxes[:-1]):
+        if box[2] is None or not _LIST_GAP.match(text[box[1]:run[0][0]]):
+            break
+        run.insert(0, box)
+    return ",".join(b[2] for b in run)
 
 
 def extract_answer(completion: str, task: str) -> str | None:
@@ -84,8 +111,9 @@ def extract_answer(completion: str, task: str) -> str | None:
 
     embedded: after the last "#### ", cut at "\\nDone.", stripped. gsm8k: the rest of the line
     after the last "####" or "The answer is". math: the last \\boxed{} content (boxes just before
-    it, separated by "and" or a comma, join it: "2,3", as math-verify reads multi-part answers),
-    else the rest of the line after the last "The answer is". The text is returned as written;
+    it, separated only by "and" or a comma, join it: "2,3", as math-verify reads multi-part answers;
+    a box followed by other text, a guess the solution then rejects, does not), else the rest of
+    the line after the last "The answer is". The text is returned as written;
     equivalence (1,000 == 1000, \\dfrac{1}{2} == 0.5) is math-verify's job in `grade_many`.
     """
     _check_task(task)

@@ -78,6 +78,11 @@ _TWO_BOXES = (
         (_TWO_BOXES, "3", Grade(False, True)),
         # Boxes close together and separated by "and" or a comma are one answer (math-verify's rule).
         (r"so $x = \boxed{2}$ and $x = \boxed{3}$", r"2, 3", Grade(True, True)),
+        (r"$\boxed{1}$, $\boxed{2}$, and $\boxed{4}$", r"1, 2, 4", Grade(True, True)),
+        # A boxed guess the text then rejects is not part of the answer it commits to.
+        (r"First try: \boxed{5}. That is wrong; redoing it gives \boxed{7}", "7", Grade(True, True)),
+        (r"First try: \boxed{5}. That is wrong; redoing it gives \boxed{7}", "5, 7", Grade(False, True)),
+        (r"so the answer is $\boxed 9$.", "9", Grade(True, True)),  # MATH's unbraced box
         ("The answer is: 12", "12", Grade(True, True)),  # no box: MetaMathQA's closing line
         ("the sum is 12", "12", Grade(False, False)),  # no box, no anchor: unparseable
         (r"so $\boxed{12", "12", Grade(False, False)),  # unclosed box
