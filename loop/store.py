@@ -36,6 +36,10 @@ class ConfigMismatchError(ValueError):
     """The output folder holds a run of another config."""
 
 
+class DamagedFileError(ValueError):
+    """A file of the run store cannot be read back (truncated or overwritten outside the loop)."""
+
+
 class ResumeMismatchError(ValueError):
     """The run store was started under other library versions, base weights or data than this resume has."""
 
@@ -58,8 +62,25 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Write through `write(tmp_path)` then rename over `path`: readers never see a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as err:  # disk full, a read-only folder: the old file stays, the half-written one goes
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, f"could not write {path}: {err.strerror or err}") from err
+
+
+def read_frame(path: Path) -> pl.DataFrame:
+    """A Parquet file of the store; a damaged one is named, with how to recover (its step is recomputed when its
+    folder is removed)."""
+    try:
+        return pl.read_parquet(path)
+    except Exception as err:  # polars raises its own errors for truncated or foreign bytes
+        step = next((p for p in path.parents if p.name.startswith("round-") or p.name.startswith("run-")), None)
+        hint = (f"remove {step} to recompute that step" if step is not None
+                else "remove it to recompute it, or restore it from a copy")
+        raise DamagedFileError(f"{path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:200]}): "
+                               f"{hint}") from None
 
 
 def file_sha256(path: Path) -> str:
@@ -82,6 +103,10 @@ class RunStore:
         it stops with the differences, unless cfg.allow_resume_changes; every resume is appended to
         `manifest.json["resumes"]` with what changed."""
         wanted = cfg.model_dump(mode="json", exclude=NOT_STORED)
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.root, os.W_OK):
+            raise PermissionError(f"run store {self.root} is not writable: choose another out_dir or fix its "
+                                  "permissions")
         config_path = self.root / "config.yaml"
         if config_path.exists():
             stored = yaml.safe_load(config_path.read_text())
@@ -123,7 +148,7 @@ class RunStore:
 
     def read_parquet(self, relative: str) -> pl.DataFrame | None:
         path = self.root / relative
-        return pl.read_parquet(path) if path.exists() else None
+        return read_frame(path) if path.exists() else None
 
     # -- steps -----------------------------------------------------------------------------------
     def step_dir(self, seed: int, strategy: str, round_: int) -> Path:
@@ -183,11 +208,11 @@ class RunStore:
         path = self.step_dir(seed, strategy, round_) / f"{name}.parquet"
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: step (seed {seed}, {strategy}, round {round_}) is not done")
-        return pl.read_parquet(path)
+        return read_frame(path)
 
     def _collect(self, name: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
         files = sorted(self.root.glob(f"steps/seed-*/*/round-*/{name}.parquet"))
-        frames = [pl.read_parquet(f) for f in files]
+        frames = [read_frame(f) for f in files]
         frames = [f for f in frames if f.height]
         return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema=schema)
 

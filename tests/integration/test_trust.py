@@ -81,3 +81,18 @@ def test_keep_models_last_and_best_prunes_models_only(tiny_model_dir, tmp_path):
     summary = json.loads((write_run_report(tmp_path).parent / "summary.json").read_text())
     assert summary["config"]["disk_bytes"]["models"] > 0
     assert any(note.startswith("Run store:") for note in summary["notes"])
+
+
+def test_a_damaged_table_is_named_with_how_to_recover(tiny_model_dir, tmp_path):
+    from loop.store import DamagedFileError
+
+    import shutil
+
+    cfg = quick(tiny_model_dir, tmp_path, "selection.strategies=[random, loss]", "selection.budgets=[3, 3]")
+    Engine(cfg).run_all(progress=False)
+    shutil.rmtree(tmp_path / "steps/seed-0/loss/round-2")  # the step that reads round 1's signals runs again
+    signals = tmp_path / "steps/seed-0/loss/round-1/signals.parquet"
+    signals.write_bytes(signals.read_bytes()[:40])  # truncated, as a full disk or a bad copy leaves it
+    with pytest.raises(DamagedFileError, match=r"signals.parquet cannot be read .*remove .*round-1 to recompute"):
+        Engine(cfg).run_all(progress=False)
+
