@@ -617,6 +617,10 @@ class RunConfig(_Strict):
         False, description="let several worker processes use one GPU; by default each worker holds a card of its own "
         "and a run with more workers than GPUs is refused")
     torch_threads: int | None = Field(None, gt=0, description="CPU threads for torch; null = torch's default")
+    deterministic: bool = Field(
+        False, description="deterministic kernels (torch.use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG, "
+        "transformers' full_determinism): a retrained step repeats bit for bit on the same device and software, "
+        "slower on a GPU; an operation without a deterministic kernel then raises instead of running")
     workers: int = Field(
         1, gt=0,
         description="steps run at once in separate processes (Prefect process pool); steps of one seed and "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import time
 from datetime import datetime, timezone
@@ -65,6 +66,9 @@ class Engine:
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.store = RunStore(cfg.out_dir)
+        if cfg.deterministic:  # before CUDA starts: cuBLAS reads its workspace setting once
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
         self.device = pick_device(cfg.device, share_gpus=cfg.share_gpus)  # first: a GPU lease precedes CUDA
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)

@@ -117,7 +117,7 @@ def train_round(cfg: RunConfig, tokenizer, examples: pl.DataFrame, *, seed: int,
             completion_only_loss=True, save_strategy="no", report_to="none", optim=_optimizer(cfg, device),
             logging_strategy="no", disable_tqdm=True, use_cpu=device.type == "cpu",
             bf16=precision.compute == torch.bfloat16, fp16=precision.compute == torch.float16,
-            dataloader_num_workers=0,
+            dataloader_num_workers=0, full_determinism=cfg.deterministic,
         )
         trainer = SFTTrainer(
             model=model, args=args, processing_class=tokenizer, peft_config=peft_config, train_dataset=dataset,

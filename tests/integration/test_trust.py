@@ -96,3 +96,23 @@ def test_a_damaged_table_is_named_with_how_to_recover(tiny_model_dir, tmp_path):
     with pytest.raises(DamagedFileError, match=r"signals.parquet cannot be read .*remove .*round-1 to recompute"):
         Engine(cfg).run_all(progress=False)
 
+
+
+def test_deterministic_mode_repeats_a_run_bit_for_bit(tiny_model_dir, tmp_path):
+    import polars as pl
+    import torch
+
+    try:
+        tables = []
+        for name in ("a", "b"):
+            out = tmp_path / name
+            Engine(quick(tiny_model_dir, out, "deterministic=true", "selection.strategies=[random, loss]")).run_all(
+                progress=False)
+            tables.append({str(p.relative_to(out)): pl.read_parquet(p) for p in sorted(out.glob("steps/*/*/*/*.parquet"))
+                           if p.name != "timings.parquet"})
+            assert torch.are_deterministic_algorithms_enabled()
+        assert tables[0].keys() == tables[1].keys() and len(tables[0]) > 5
+        for key, frame in tables[0].items():
+            assert frame.equals(tables[1][key]), key  # ledgers' NLLs to the last bit, selections, evaluations
+    finally:
+        torch.use_deterministic_algorithms(False)
