@@ -241,7 +241,9 @@ class Engine:
         reads, evaluate on the test set, commit everything atomically.
         """
         if self.store.is_done(step.seed, step.strategy, step.round):
-            return json.loads((self.store.step_dir(step.seed, step.strategy, step.round) / "step.json").read_text())
+            folder = self.store.step_dir(step.seed, step.strategy, step.round)
+            self.store.verify(folder)  # a resume reads back only what was written
+            return json.loads((folder / "step.json").read_text())
         info: dict = {"seed": step.seed, "strategy": step.strategy, "round": step.round}
         timings: list[tuple[str, float]] = []
 

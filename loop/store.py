@@ -164,17 +164,30 @@ class RunStore:
     def commit_dir(self, final: Path, frames: dict[str, pl.DataFrame], info: dict[str, Any], record: str,
                    model_writer: Callable[[Path], None] | None = None) -> Path:
         """Write `frames` as Parquet and `info` as `record` into a temporary folder, then rename it to `final`:
-        the folder exists only complete, its `record` last of all."""
+        the folder exists only complete, its `record` last of all, holding each table's SHA-256 (`checksums`), which
+        `verify` checks when a resume reads the folder back."""
         tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
+        checksums = {}
         for name, frame in frames.items():
             frame.write_parquet(tmp / f"{name}.parquet")
+            checksums[f"{name}.parquet"] = file_sha256(tmp / f"{name}.parquet")
         if model_writer is not None:
             model_writer(tmp / "model")
-        (tmp / record).write_text(json.dumps(info, indent=2, default=str))
+        (tmp / record).write_text(json.dumps({**info, "checksums": checksums}, indent=2, default=str))
         os.replace(tmp, final)  # the folder exists only once complete
         return final
+
+    def verify(self, folder: Path, record: str = "step.json") -> None:
+        """Check every table of a committed folder against the checksums its record holds (folders written before
+        checksums were recorded pass); a changed or missing table raises DamagedFileError naming it."""
+        checksums = json.loads((folder / record).read_text()).get("checksums") or {}
+        for name, expected in checksums.items():
+            path = folder / name
+            if not path.exists() or file_sha256(path) != expected:
+                raise DamagedFileError(f"{path} {'is missing' if not path.exists() else 'changed since it was written'}"
+                                       f" (its checksum is in {folder / record}): remove {folder} to recompute it")
 
     def prune_models(self, seed: int, strategy: str) -> list[Path]:
         """Remove the model/ folders of the chain (seed, strategy) but its latest round's and its best round's (by

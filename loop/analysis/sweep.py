@@ -97,6 +97,7 @@ class Sweep:
         """Train `run` from the base, measure every checkpoint, commit; a finished run is read back."""
         folder = run_dir(self.engine.store.root, run)
         if self.is_done(run):
+            self.engine.store.verify(folder, "run.json")
             return json.loads((folder / "run.json").read_text())
         cfg = self.cfg.model_copy(update={"train": self.cfg.train.model_copy(
             update={"learning_rate": run.learning_rate, "epochs": run.epochs})})

@@ -116,3 +116,19 @@ def test_deterministic_mode_repeats_a_run_bit_for_bit(tiny_model_dir, tmp_path):
             assert frame.equals(tables[1][key]), key  # ledgers' NLLs to the last bit, selections, evaluations
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+def test_a_resume_verifies_the_checksums_of_finished_steps(tiny_model_dir, tmp_path):
+    import polars as pl
+
+    from loop.store import DamagedFileError
+
+    cfg = quick(tiny_model_dir, tmp_path)
+    Engine(cfg).run_all(progress=False)
+    record = json.loads((tmp_path / "steps/seed-0/random/round-1/step.json").read_text())
+    assert set(record["checksums"]) >= {"selected.parquet", "ledger.parquet", "eval.parquet"}
+    Engine(cfg).run_all(progress=False)  # untouched: the resume passes
+    selected = tmp_path / "steps/seed-0/random/round-1/selected.parquet"
+    pl.DataFrame({"id": ["pool-0000-0"]}).write_parquet(selected)  # a readable file with other content
+    with pytest.raises(DamagedFileError, match=r"selected.parquet changed since it was written"):
+        Engine(cfg).run_all(progress=False)
