@@ -3,6 +3,7 @@ unless told to continue), pickled weights, and secrets in anything a run writes.
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -20,14 +21,31 @@ def quick(model_dir, out, *extra):
         "selection.strategies=[random]", "selection.iid_extra_budgets=[]", *extra])
 
 
-def test_a_resume_under_other_versions_stops_and_says_what_changed(tiny_model_dir, tmp_path):
-    Engine(quick(tiny_model_dir, tmp_path)).run_all(progress=False)
+SHARED = ("selection.strategies=[random, loss]", "selection.budgets=[3, 3]")
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_model_dir, tmp_path_factory):
+    """One finished run that the tests below copy and then damage or resume (each on its own copy)."""
+    out = tmp_path_factory.mktemp("finished")
+    Engine(quick(tiny_model_dir, out, *SHARED)).run_all(progress=False)
+    return out
+
+
+def copy_of(finished, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(finished, tmp_path / "run"))
+
+
+def test_a_resume_under_other_versions_stops_and_says_what_changed(tiny_model_dir, finished, tmp_path):
+    tmp_path = copy_of(finished, tmp_path)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     manifest["versions"]["torch"] = "0.0.1"  # as if the run had started under another torch
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ResumeMismatchError, match=r"versions.torch: '0.0.1' -> "):
-        Engine(quick(tiny_model_dir, tmp_path)).run_all(progress=False)
-    Engine(quick(tiny_model_dir, tmp_path, "allow_resume_changes=true")).run_all(progress=False)
+        Engine(quick(tiny_model_dir, tmp_path, *SHARED)).run_all(progress=False)
+    Engine(quick(tiny_model_dir, tmp_path, *SHARED, "allow_resume_changes=true")).run_all(progress=False)
     kept = json.loads((tmp_path / "manifest.json").read_text())
     assert kept["versions"]["torch"] == "0.0.1"  # the first start's record is kept
     assert any("versions.torch" in c for c in kept["resumes"][-1]["changes"])
@@ -83,19 +101,14 @@ def test_keep_models_last_and_best_prunes_models_only(tiny_model_dir, tmp_path):
     assert any(note.startswith("Run store:") for note in summary["notes"])
 
 
-def test_a_damaged_table_is_named_with_how_to_recover(tiny_model_dir, tmp_path):
+def test_a_damaged_table_is_named_with_how_to_recover(tiny_model_dir, finished, tmp_path):
     from loop.store import DamagedFileError
 
-    import shutil
-
-    cfg = quick(tiny_model_dir, tmp_path, "selection.strategies=[random, loss]", "selection.budgets=[3, 3]")
-    Engine(cfg).run_all(progress=False)
-    shutil.rmtree(tmp_path / "steps/seed-0/loss/round-2")  # the step that reads round 1's signals runs again
-    signals = tmp_path / "steps/seed-0/loss/round-1/signals.parquet"
-    signals.write_bytes(signals.read_bytes()[:40])  # truncated, as a full disk or a bad copy leaves it
-    with pytest.raises(DamagedFileError, match=r"signals.parquet cannot be read .*remove .*round-1 to recompute"):
-        Engine(cfg).run_all(progress=False)
-
+    tmp_path = copy_of(finished, tmp_path)
+    examples = tmp_path / "data/seed-0/examples.parquet"
+    examples.write_bytes(examples.read_bytes()[:40])  # truncated, as a full disk or a bad copy leaves it
+    with pytest.raises(DamagedFileError, match=r"examples.parquet cannot be read .*remove it to recompute it"):
+        Engine(quick(tiny_model_dir, tmp_path, *SHARED)).run_all(progress=False)
 
 
 def test_deterministic_mode_repeats_a_run_bit_for_bit(tiny_model_dir, tmp_path):
@@ -118,13 +131,13 @@ def test_deterministic_mode_repeats_a_run_bit_for_bit(tiny_model_dir, tmp_path):
         torch.use_deterministic_algorithms(False)
 
 
-def test_a_resume_verifies_the_checksums_of_finished_steps(tiny_model_dir, tmp_path):
+def test_a_resume_verifies_the_checksums_of_finished_steps(tiny_model_dir, finished, tmp_path):
     import polars as pl
 
     from loop.store import DamagedFileError
 
-    cfg = quick(tiny_model_dir, tmp_path)
-    Engine(cfg).run_all(progress=False)
+    tmp_path = copy_of(finished, tmp_path)
+    cfg = quick(tiny_model_dir, tmp_path, *SHARED)
     record = json.loads((tmp_path / "steps/seed-0/random/round-1/step.json").read_text())
     assert set(record["checksums"]) >= {"selected.parquet", "ledger.parquet", "eval.parquet"}
     Engine(cfg).run_all(progress=False)  # untouched: the resume passes
