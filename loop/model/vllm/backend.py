@@ -72,7 +72,7 @@ class VLLMBackend:
                 return BASE_NAME, None
             path = self.workdir / "adapters" / tag
             model.save_pretrained(path)
-            self.server.load_adapter(tag, str(path))
+            self.server.load_adapter(tag, str(path), restore=lambda: model.save_pretrained(path))
             return tag, tag
         fingerprint = _fingerprint(model)
         if self.serving is not None and self.serving[1] == fingerprint:

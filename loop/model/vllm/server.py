@@ -6,6 +6,13 @@ does not have). It gets a process group of its own, so stopping it stops its eng
 goes to a file beside the run. LoRA adapters are loaded and unloaded at run time
 (VLLM_ALLOW_RUNTIME_LORA_UPDATING); new full weights mean a restart on them (vLLM's in-place reload needs
 sleep mode and CUDA, and its API moved between releases).
+
+A server this process started and that dies or stops answering mid-round is restarted on the weights it served,
+its adapters are loaded again, and the requests it dropped are sent again (`vllm.max_restarts` times per
+process, then the step fails with the server's log). Sampling requests carry their own seeds, so a request sent
+again returns what it would have. An adapter the server no longer knows (unloaded behind the loop's back, or
+lost with a restart) is loaded again from its files, saved again first where they vanished. A server at
+`vllm.url` is not the loop's to restart: a request it drops fails the step.
 """
 
 from __future__ import annotations
@@ -15,7 +22,9 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -57,6 +66,11 @@ class VLLMServer:
         self.url: str | None = cfg.url.rstrip("/") if cfg.url else None
         self.model_path: str | None = None
         self.starts = 0
+        self.restarts = 0
+        self.served_name: str | None = None
+        # adapters loaded now: name -> (folder, how to write the folder again should it vanish)
+        self.adapters: dict[str, tuple[str, Callable[[], None] | None]] = {}
+        self._recovering = threading.RLock()  # one restart at a time, whichever request thread saw the death
         self.client = httpx.Client(timeout=httpx.Timeout(600.0, connect=10.0))
 
     @property
@@ -81,8 +95,9 @@ class VLLMServer:
 
     def start(self, model_path: str, name: str) -> None:
         """Serve `model_path` under `name` (restarting a server of this backend on other weights)."""
+        self.adapters.clear()
         if self.cfg.url:
-            self.model_path = model_path
+            self.model_path, self.served_name = model_path, name
             return
         self.stop()
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -98,7 +113,7 @@ class VLLMServer:
                                         env=env, start_new_session=True, cwd=self.workdir)
         handle.close()
         self.url = f"http://127.0.0.1:{port}"
-        self.model_path = model_path
+        self.model_path, self.served_name = model_path, name
         while True:
             if self.process.poll() is not None:
                 raise VLLMServerError(f"vLLM exited with {self.process.returncode} while starting:\n{self.log_tail()}")
@@ -133,22 +148,76 @@ class VLLMServer:
             return "(no log)"
 
     def post(self, path: str, payload: dict) -> dict:
-        try:
-            response = self.client.post(f"{self.url}{path}", json=payload)
-        except httpx.HTTPError as err:
-            raise VLLMServerError(f"vLLM at {self.url} did not answer {path}: {err}\n{self.log_tail()}") from err
-        if response.status_code != 200:
-            raise VLLMServerError(f"vLLM {path} answered {response.status_code}: {response.text[:500]}\n"
-                                  f"{self.log_tail()}")
-        try:
-            return response.json()
-        except ValueError:  # the adapter endpoints answer in plain text ("Success: LoRA adapter ... added")
-            return {"text": response.text}
+        """POST `payload`; a dropped request is sent again after a restart, a forgotten adapter after a reload."""
+        reloaded = False
+        while True:
+            starts = self.starts
+            try:
+                response = self.client.post(f"{self.url}{path}", json=payload)
+            except httpx.HTTPError as err:
+                self._recover(starts, f"did not answer {path}: {err}")
+                continue
+            model = payload.get("model")
+            if response.status_code == 404 and model in self.adapters and not reloaded:
+                log.warning("vLLM no longer knows adapter %s: loading it again", model)
+                self._load(model)
+                reloaded = True
+                continue
+            if response.status_code != 200:
+                raise VLLMServerError(f"vLLM {path} answered {response.status_code}: {response.text[:500]}\n"
+                                      f"{self.log_tail()}")
+            try:
+                return response.json()
+            except ValueError:  # the adapter endpoints answer in plain text ("Success: LoRA adapter ... added")
+                return {"text": response.text}
 
-    def load_adapter(self, name: str, path: str) -> None:
-        self.post("/v1/load_lora_adapter", {"lora_name": name, "lora_path": str(Path(path).resolve())})
+    def _healthy(self) -> bool:
+        try:
+            return self.client.get(f"{self.url}/health", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _recover(self, starts: int, problem: str) -> None:
+        """After a request failed on the server of start number `starts`: restart it where it died or hangs (once,
+        whichever thread gets here first), else raise."""
+        with self._recovering:
+            if self.starts != starts:  # another request thread restarted it already
+                return
+            if self.cfg.url or self.process is None:
+                raise VLLMServerError(f"vLLM at {self.url} {problem} (a server at vllm.url is not restarted)")
+            alive = self.process.poll() is None
+            if alive and self._healthy():
+                raise VLLMServerError(f"vLLM at {self.url} {problem}, though it is up\n{self.log_tail()}")
+            state = "hangs" if alive else f"exited with {self.process.returncode}"
+            if self.restarts >= self.cfg.max_restarts:
+                raise VLLMServerError(f"vLLM at {self.url} {problem}; it {state} and was restarted "
+                                      f"{self.restarts} times already (vllm.max_restarts):\n{self.log_tail()}")
+            self.restarts += 1
+            log.warning("vLLM at %s %s; it %s: restart %d of %d on %s", self.url, problem, state, self.restarts,
+                        self.cfg.max_restarts, self.model_path)
+            adapters = dict(self.adapters)
+            self.start(self.model_path, self.served_name)
+            for name, (folder, restore) in adapters.items():
+                self.load_adapter(name, folder, restore=restore)
+
+    def _load(self, name: str) -> None:
+        folder, restore = self.adapters[name]
+        if not (Path(folder) / "adapter_config.json").exists():
+            if restore is None:
+                raise VLLMServerError(f"adapter {name}'s files at {folder} are gone and cannot be written again")
+            log.warning("adapter %s's files at %s are gone: writing them again", name, folder)
+            restore()
+        self.post("/v1/load_lora_adapter", {"lora_name": name, "lora_path": str(Path(folder).resolve())})
+
+    def load_adapter(self, name: str, path: str, *, restore: Callable[[], None] | None = None) -> None:
+        """Load the adapter in `path` under `name`; `restore` writes `path` again should it vanish."""
+        self.adapters[name] = (str(path), restore)
+        self._load(name)
 
     def unload_adapter(self, name: str) -> None:
+        self.adapters.pop(name, None)
+        if self.process is not None and self.process.poll() is not None:
+            return  # a dead server holds no adapter: nothing to restart it for
         self.post("/v1/unload_lora_adapter", {"lora_name": name})
 
     def models(self) -> list[str]:
