@@ -25,6 +25,7 @@ import polars as pl
 import torch
 
 import loop.signals.registry as signals
+from loop import faults
 from loop.signals import compute as signal_store
 from loop.signals.compute import PRE_TRAINING_SCOPES, TRAINING_SCOPES
 import strategies.registry as registry
@@ -74,7 +75,6 @@ class Engine:
             torch.set_num_threads(cfg.torch_threads)
         self._tokenizer = None
         self._examples: dict[int, pl.DataFrame] = {}
-        self._generated: dict[Step, pl.DataFrame] = {}  # items the auto controller made in a step not yet committed
         self._backend: Backend | None = None
 
     # -- shared inputs ---------------------------------------------------------------------------
@@ -249,12 +249,12 @@ class Engine:
 
         started = time.perf_counter()
         used = self.selected_before(step)
-        batch = self._select(step, used, info)
+        batch, generated = self._select(step, used, info)
         timings.append(("select", time.perf_counter() - started))
         if info.get("decision", {}).get("stop"):
             return auto_rounds.commit_stopped(self.store, step, info, timings)
 
-        examples = self.rows(step, self._generated.get(step))
+        examples = self.rows(step, generated)
         train = examples.filter((pl.col("split") == "seed") | pl.col("id").is_in(set(used) | set(batch)))
         n_examples = train.height
         if step.strategy == COMPUTE_MATCHED:
@@ -287,7 +287,6 @@ class Engine:
                  "dynamics_sequences_sampled": tracker.sampled, "dynamics_sequences_if_all": tracker.sampled_if_all,
                  "accuracy": scores_eval["accuracy"], "test_unparseable": scores_eval["unparseable"]}
         extra = {"tau_curve": calibration.curve} if calibration is not None else {}
-        generated = self._generated.pop(step, None)
         if generated is not None:
             extra["generated"] = generated
         self._commit(step, batch, ledger, signals, scores_eval, n_examples, timings, info, model, extra)
@@ -314,20 +313,23 @@ class Engine:
         return calibrate(ledger.with_columns(run=pl.lit("round-0")), dev,
                          tau_base(self.cfg, self.examples(step.seed)), grid(g.low, g.high, g.step))
 
-    def _select(self, step: Step, used: list[str], info: dict) -> list[str]:
-        """The pool items round `step.round` adds (none at round 0); records the selection's summary in `info`."""
+    def _select(self, step: Step, used: list[str], info: dict) -> tuple[list[str], pl.DataFrame | None]:
+        """The pool items round `step.round` adds (none at round 0) and the items the auto controller generated for
+        it (None if none); records the selection's summary in `info`."""
         if step.round == 0 or step.strategy == COMPUTE_MATCHED:
-            return []
+            return [], None
+        faults.reached("selection.select")
         cfg = self.cfg
         budget = rounds_of(cfg, step.strategy, self._n_seeds(step.seed))[step.round - 1]
         cands = self.candidates(step, used)
         spec = cfg.selection.spec(step.strategy)
         name, params = spec.name, spec.params
+        generated = None
         if name == AUTO:  # the controller picks the strategy (and its threshold, and the budget) of this round
             chosen_round = auto_rounds.select(self, step, used, cands, budget, params, info)
             if chosen_round is None:
-                return []
-            name, params, budget, cands = chosen_round
+                return [], None
+            name, params, budget, cands, generated = chosen_round
         chosen = registry.resolve(name)
         context = registry.StrategyContext(round=step.round, budget=budget, selected_before=tuple(used),
                                            n_seeds=self._n_seeds(step.seed))
@@ -336,7 +338,7 @@ class Engine:
         batch = SELECTORS[chosen.selector](cands, scores, budget, salt=f"{step.seed}:{step.round}")
         info |= {"budget": budget, "n_candidates": cands.height, "score_mean_all": float(scores.mean()),
                  "score_mean_selected": float(scores.filter(cands["id"].is_in(batch)).mean())}
-        return batch
+        return batch, generated
 
     def _train_and_track(self, step: Step, train: pl.DataFrame):
         """Fine-tune the base on `train`, recording dynamics at the epoch checkpoints; (model, ledger, tracker, s)."""

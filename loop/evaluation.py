@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from loop import faults
 from loop.config import RunConfig
 from loop.grading import grade_many
 from loop.model.sampling import Sampler
@@ -17,6 +18,7 @@ def sample_counts(cfg: RunConfig, sampler: Sampler, frame: pl.DataFrame, n: int,
     Returns id, n_samples, n_correct, n_unparseable per question, in row order. With `answer_prefix` the answer is
     forced to begin with it and the prefix is graded as part of the answer (it is part of what the model said).
     """
+    faults.reached("evaluation.sample")
     completions = sampler.sample(frame["question"].to_list(), n, seed=seed, answer_prefix=answer_prefix)
     flat = [answer_prefix + c for comps in completions for c in comps]
     grades = grade_many(flat, [a for a in frame["answer"] for _ in range(n)], cfg.task)

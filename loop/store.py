@@ -28,6 +28,7 @@ from typing import Any
 import polars as pl
 import yaml
 
+from loop import faults
 from loop.config import RunConfig
 from loop.schema import EVAL_SCHEMA, LEDGER_SCHEMA, TIMING_SCHEMA
 
@@ -59,12 +60,27 @@ def _diff(a: Any, b: Any, path: str = "") -> list[str]:
     return [] if a == b else [f"{path}: {a!r} -> {b!r}"]
 
 
+def _writer_alive(name: str) -> bool:
+    """Whether the process whose pid follows `.tmp-` in `name` still runs (on this machine)."""
+    pid = name.rpartition(".tmp-")[2].split(".")[0]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Write through `write(tmp_path)` then rename over `path`: readers never see a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
+        faults.reached("store.rename")
         os.replace(tmp, path)
     except OSError as err:  # disk full, a read-only folder: the old file stays, the half-written one goes
         tmp.unlink(missing_ok=True)
@@ -120,9 +136,18 @@ class RunStore:
         else:
             write_atomic(config_path, lambda p: p.write_text(yaml.safe_dump(wanted, sort_keys=False)))
         self._record_manifest(manifest, cfg.allow_resume_changes)
-        for pattern in ("steps/*/*/.round-*.tmp-*", "analysis/*/.run-*.tmp-*"):
-            for leftover in self.root.glob(pattern):
-                shutil.rmtree(leftover, ignore_errors=True)  # a step or run killed before its rename
+        self.sweep_leftovers()
+
+    def sweep_leftovers(self) -> list[Path]:
+        """Remove what a killed process left before its rename (`.NAME.tmp-PID...` files and step folders): never
+        read, only in the way. A live process's are kept (it may be renaming them now)."""
+        leftovers = [p for p in sorted(self.root.rglob(".*.tmp-*")) if not _writer_alive(p.name)]
+        for leftover in leftovers:
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+        return leftovers
 
     def _record_manifest(self, manifest: dict[str, Any], allow_changes: bool) -> None:
         path = self.root / "manifest.json"
@@ -177,6 +202,7 @@ class RunStore:
         if model_writer is not None:
             model_writer(tmp / "model")
         (tmp / record).write_text(json.dumps({**info, "checksums": checksums}, indent=2, default=str))
+        faults.reached("step.rename")
         os.replace(tmp, final)  # the folder exists only once complete
         return final
 

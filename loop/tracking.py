@@ -12,6 +12,7 @@ import time
 
 import polars as pl
 
+from loop import faults
 from loop.config import RunConfig
 from loop.dynamics import Tau, checkpoints_needing_samples
 from loop.evaluation import sample_counts
@@ -58,6 +59,7 @@ class DynamicsTracker:
     def at_epoch(self, model, epoch: int) -> None:
         if epoch not in self.epochs:
             return
+        faults.reached("dynamics.checkpoint")
         started = time.perf_counter()
         with self.backend.bind(model, tag=f"{self.tag}-ep{epoch}") as bound:
             self._record(bound, epoch)

@@ -6,13 +6,16 @@ import os
 import tempfile
 from pathlib import Path
 
+from loop import faults
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write `data` to a temp file in the same folder, fsync it, then os.replace it onto `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Same folder, so os.replace is a rename on one filesystem and therefore atomic.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # The writer's pid in the name: a run store sweeps the leftovers of dead writers only (loop.store).
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-{os.getpid()}.")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -20,6 +23,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             os.fsync(fh.fileno())
         # mkstemp creates 0600; a report is meant to be read by others.
         os.chmod(tmp, 0o644)
+        faults.reached("report.rename")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -15,9 +15,9 @@ from loop.seeds import derived_seed
 
 
 def select(engine, step, used: list[str], cands: pl.DataFrame, budget: int, params: dict, info: dict):
-    """The arm, its params, the budget and the candidates (with any generated items) for this round, or None where
-    the controller stops; the decision goes into `info["decision"]`, newly generated items into the engine's
-    `_generated[step]` (committed with the step)."""
+    """The arm, its params, the budget, the candidates (with any generated items) and the newly generated items
+    (None if none; the engine commits them with the step) for this round, or None where the controller stops; the
+    decision goes into `info["decision"]`."""
     auto = AutoParams.parse(params)
     decision = decide(auto, records(engine.store, step), cands, budget, seed=derived_seed("auto", step.seed),
                       round_=step.round)
@@ -27,16 +27,17 @@ def select(engine, step, used: list[str], cands: pl.DataFrame, budget: int, para
     arm_params = {"threshold": decision.threshold} if decision.threshold is not None else {}
     budget = decision.budget
     eligible = cands if decision.threshold is None else cands.filter(pl.col("premem") <= decision.threshold)
+    generated = None
     if auto.generate and eligible.height < budget:  # the chosen seeds' unused items ran short
         made, counts = generate(engine, step, auto, eligible, cands)
         info["decision"]["generation"] = counts
         if made.height:
-            engine._generated[step] = made
+            generated = made
             cands = engine.candidates(step, used, made)
         elif cands.height == 0:  # nothing left in the pool and nothing the generator made passed its checks
             info["decision"] |= {"stop": True, "stop_reason": "pool_and_generator_exhausted", "arm": None, "budget": 0}
             return None
-    return decision.arm, arm_params, min(budget, cands.height), cands
+    return decision.arm, arm_params, min(budget, cands.height), cands, generated
 
 
 def generate(engine, step, auto: AutoParams, eligible: pl.DataFrame, cands: pl.DataFrame):

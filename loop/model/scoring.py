@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from loop import faults
 from loop.model.oom import halve_on_oom
 
 log = logging.getLogger(__name__)
@@ -185,6 +186,7 @@ def mean_nll(
             use_fast = head.fast and _fast_path_agrees(head, pad_id, device)
 
             def run(part: np.ndarray) -> None:
+                faults.reached("nll.batch")
                 out[part] = _batch_nll(head, [sequences[i] for i in part], [score_from[i] for i in part],
                                        pad_id, device, use_fast)
 

@@ -22,11 +22,17 @@ from trl import SFTConfig, SFTTrainer
 
 from loop.config import RunConfig
 from loop.model.formatting import encode_for
+from loop import faults
 from loop.model.loading import load_base
 from loop.model.memory import ModelShape, needs_checkpointing
 from loop.model.precision import Precision, enable_tf32, resolve_precision
 
 log = logging.getLogger(__name__)
+
+
+class _FaultPoint(TrainerCallback):
+    def on_step_begin(self, args, state, control, **kwargs):
+        faults.reached("train.step")
 
 
 class _EpochHook(TrainerCallback):
@@ -121,7 +127,7 @@ def train_round(cfg: RunConfig, tokenizer, examples: pl.DataFrame, *, seed: int,
         )
         trainer = SFTTrainer(
             model=model, args=args, processing_class=tokenizer, peft_config=peft_config, train_dataset=dataset,
-            callbacks=[_EpochHook(tracker)] if tracker is not None else None,
+            callbacks=[_FaultPoint()] + ([_EpochHook(tracker)] if tracker is not None else []),
         )
         trainer.remove_callback(PrinterCallback)  # per-round metrics go to the run store, not stdout
         trainer.train()

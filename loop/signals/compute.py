@@ -10,6 +10,7 @@ from contextlib import nullcontext
 import polars as pl
 
 import loop.signals.registry as signals
+from loop import faults
 from loop.model.loading import load_base
 from loop.model.precision import resolve_precision
 
@@ -52,6 +53,7 @@ def pre_training(engine, providers: list[signals.Signal], drawn: dict) -> None:
                 if provider.name in reused:
                     frame = shared[provider.name]
                 else:
+                    faults.reached("signals.compute")
                     frame = provider(context(engine, seed, examples, provider, bound=bound))
                     shared[provider.name] = frame
                 store.write_parquet(signal_path(seed, provider.name), frame)
@@ -88,6 +90,7 @@ def at_checkpoints(engine, step, examples: pl.DataFrame, providers: list[signals
 
     def measure(bound, epoch: int) -> None:
         for provider in providers:
+            faults.reached("signals.compute")
             ctx = context(engine, step.seed, examples, provider, bound=bound, epoch=epoch)
             gathered[provider.name].append(provider(ctx).with_columns(epoch=pl.lit(epoch)))
 
@@ -101,6 +104,7 @@ def after_round(engine, step, examples: pl.DataFrame, bound, ledger: pl.DataFram
     from `gathered`, as lists in epoch order."""
     pool = examples.filter(pl.col("split") == "pool").select("id", "seed_id")
     for provider in engine.providers(wanted, TRAINING_SCOPES):
+        faults.reached("signals.compute")
         if provider.scope == "round":
             frame = provider(context(engine, step.seed, examples, provider, bound=bound, ledger=ledger, tau=tau))
         else:

@@ -1,11 +1,11 @@
-"""A run killed mid-way resumes at its first unfinished step, keeps what finished, and selects the same."""
+"""A run killed mid-way (by loop.faults at a named point) resumes at its first unfinished step, keeps what
+finished, and ends with the selections and tables of an uninterrupted run."""
 
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import polars as pl
@@ -36,7 +36,24 @@ def selections(out: Path) -> dict:
             for p in sorted(out.glob("steps/*/*/round-*/selected.parquet"))}
 
 
+def tables(out: Path) -> dict:
+    """Every step's tables but its timings, as rows."""
+    return {str(p.relative_to(out)): pl.read_parquet(p).to_dicts()
+            for p in sorted(out.glob("steps/*/*/round-*/*.parquet")) if p.name != "timings.parquet"}
+
+
+def killed_at(point: str, model_dir, out: Path) -> int:
+    """Run in a process group of its own that loop.faults SIGKILLs at `point` ('name:k'); returns the exit code."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CURATION_LOOP_KILL_AT": point}
+    proc = subprocess.run([sys.executable, "-c", RUNNER, *overrides(model_dir, out)], env=env, cwd=ROOT,
+                          start_new_session=True, timeout=600)
+    return proc.returncode
+
+
 def test_killed_run_resumes_and_selects_the_same(tiny_model_dir, tmp_path):
+    """Killed with the third step's folder written but not yet renamed, then killed again at the second optimizer
+    step of the resume: what finished is kept untouched, the half-made folder is never read, and the run ends with
+    the tables of an uninterrupted one."""
     reference = tmp_path / "reference"
     Engine(build_config("smoke", overrides=overrides(tiny_model_dir, reference))).run_all(progress=False)
     expected = selections(reference)
@@ -44,22 +61,18 @@ def test_killed_run_resumes_and_selects_the_same(tiny_model_dir, tmp_path):
     assert len(expected) == n_steps == 9  # round 0 + 4 strategies x 2 rounds
 
     killed = tmp_path / "killed"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", RUNNER, *overrides(tiny_model_dir, killed)], env=env,
-                            cwd=ROOT, start_new_session=True)
-    deadline = time.time() + 300
-    while len(list(killed.glob("steps/*/*/round-*/step.json"))) < 3 and time.time() < deadline:
-        assert proc.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    assert killed_at("step.rename:3", tiny_model_dir, killed) == -signal.SIGKILL
+    assert len(list(killed.glob("steps/*/*/round-*/step.json"))) == 2
+    assert len(list(killed.glob("steps/*/*/.round-*.tmp-*"))) == 1  # complete but never renamed: not a step
     finished = {p: p.stat().st_mtime_ns for p in killed.glob("steps/*/*/round-*/*.parquet")}
-    assert 3 <= len({p.parent for p in finished}) < n_steps
+    assert killed_at("train.step:2", tiny_model_dir, killed) == -signal.SIGKILL
+    assert len(list(killed.glob("steps/*/*/round-*/step.json"))) == 2  # the killed resume finished nothing
 
     Engine(build_config("smoke", overrides=overrides(tiny_model_dir, killed))).run_all(progress=False)
     assert selections(killed) == expected
+    assert tables(killed) == tables(reference)
     assert all(p.stat().st_mtime_ns == t for p, t in finished.items())  # nothing finished was rewritten
-    assert not list(killed.glob("steps/*/*/.round-*"))  # no half-written step left behind
+    assert not list(killed.rglob(".*.tmp-*"))  # what the kills left was swept
     info = json.loads((killed / "steps/seed-0/premem/round-2/step.json").read_text())
     assert info["n_examples"] == 8 + 4 + 4
 
