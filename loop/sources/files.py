@@ -181,6 +181,19 @@ def _table(rows: list[dict]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=schema)
 
 
+def _read_parquet(path: Path) -> pl.DataFrame:
+    """A Parquet file's rows; nested values (lists, structs) become JSON text, as in a JSONL file, so that the
+    validation names the row and field they do not fit."""
+    try:
+        table = pl.read_parquet(path)
+    except Exception as err:  # polars raises its own errors for truncated or foreign bytes
+        raise ValueError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0][:200]})") from None
+    nested = [name for name, dtype in table.schema.items() if dtype.is_nested()]
+    return table.with_columns(
+        pl.Series(name, [None if v is None else json.dumps(v, default=str) for v in table[name].to_list()],
+                  dtype=pl.String) for name in nested)
+
+
 def read_table(path: str | Path) -> pl.DataFrame:
     """Raw rows of a JSONL/NDJSON, CSV/TSV or Parquet file, with `_line` and `_error` columns."""
     p = Path(path)
@@ -192,7 +205,7 @@ def read_table(path: str | Path) -> pl.DataFrame:
     if suffix in (".csv", ".tsv"):
         return _read_csv(p, "\t" if suffix == ".tsv" else ",")
     if suffix == ".parquet":
-        table = pl.read_parquet(p)
+        table = _read_parquet(p)
         return table.with_columns(_line=pl.int_range(1, pl.len() + 1, dtype=pl.Int64), _error=pl.lit(None, pl.String))
     raise ValueError(f"{p}: unsupported data file type {suffix!r}; use .jsonl, .ndjson, .csv, .tsv or .parquet")
 

@@ -1,6 +1,8 @@
-"""Fuzzing (hypothesis) of two input surfaces: the graders take any text a model or a file can hold and either
-grade it or call it unparseable, never crash; config overrides of any shape either build a config or fail with the
-documented validation error naming the field."""
+"""Fuzzing (hypothesis) of the input surfaces: the graders take any text a model or a file can hold and either
+grade it or call it unparseable, never crash; config overrides and config files of any shape either build a config
+or fail with the documented validation error naming the field (or file and line); JSONL, CSV and Parquet rows of
+any shape (wrong types, missing or extra fields, huge fields, invalid UTF-8, duplicate ids, a file cut short) load
+as valid rows or fail naming the file, line and field."""
 
 import string
 
@@ -107,3 +109,71 @@ def test_any_jsonl_file_loads_row_by_row_or_names_file_line_and_field(tmp_path_f
         assert str(path) in text and ("line" in text or "field" in text or "column" in text)
         return
     assert valid.height == report.n_valid
+
+
+CELL = st.one_of(st.text(max_size=30), st.text(alphabet=",\"\n\r\t ;#", max_size=12),
+                 st.integers(5000, 6000).map(lambda n: "What is 1 + 1? " * (n // 15)),  # a huge field
+                 st.sampled_from(["#### 7", "dup", "", "١٢٣"]))
+HEADER = st.lists(st.sampled_from(["q", "sol", "ans", "id", "extra", ""]), min_size=1, max_size=5)
+
+
+def _check_loads_or_names(path, mapping):
+    """load_file then validate_examples: a frame of valid rows, or an error naming the file (and line or field)."""
+    from loop.sources.files import load_file
+    from loop.validation import DataValidationError, validate_examples
+
+    try:
+        frame = load_file(path, mapping, split="pool", task="gsm8k")
+    except ValueError as err:
+        assert str(path) in str(err)
+        return
+    try:
+        valid, report = validate_examples(frame, str(path), task="gsm8k")
+    except DataValidationError as err:
+        text = str(err)
+        assert str(path) in text and ("line" in text or "field" in text or "column" in text)
+        return
+    assert valid.height == report.n_valid
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(header=HEADER, rows=st.lists(st.lists(CELL, max_size=6), min_size=1, max_size=6),
+       garble=st.one_of(st.none(), st.binary(min_size=1, max_size=8)))
+def test_any_csv_file_loads_row_by_row_or_names_file_line_and_field(tmp_path_factory, header, rows, garble):
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)  # rows of any length: too few or too many fields for the header
+    data = buffer.getvalue().encode()
+    if garble is not None:  # bytes that need not be UTF-8, in the middle of the file
+        data = data[: len(data) // 2] + garble + data[len(data) // 2:]
+    path = tmp_path_factory.mktemp("rows") / "mine.csv"
+    path.write_bytes(data)
+    _check_loads_or_names(path, {"question": "q", "solution": "sol", "answer": "ans", "id": "id"})
+
+
+COLUMN = st.one_of(
+    st.lists(st.one_of(st.none(), st.text(max_size=20)), min_size=3, max_size=3),
+    st.lists(st.integers(-5, 5), min_size=3, max_size=3),
+    st.lists(st.floats(allow_nan=True), min_size=3, max_size=3),
+    st.lists(st.lists(st.integers(0, 3), max_size=2), min_size=3, max_size=3),
+    st.lists(st.fixed_dictionaries({"a": st.integers(0, 3)}), min_size=3, max_size=3),
+    st.just(["dup", "dup", "dup"]),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(columns=st.dictionaries(st.sampled_from(["q", "sol", "ans", "id", "extra"]), COLUMN, max_size=5),
+       damage=st.one_of(st.none(), st.integers(0, 200)))
+def test_any_parquet_file_loads_or_names_file_and_field(tmp_path_factory, columns, damage):
+    """Columns of any type (numbers, lists, structs where text belongs), nulls, duplicate ids, or a file cut short."""
+    import polars as pl
+
+    path = tmp_path_factory.mktemp("rows") / "mine.parquet"
+    pl.DataFrame(columns or {"extra": [1, 2, 3]}, strict=False).write_parquet(path)
+    if damage is not None:
+        path.write_bytes(path.read_bytes()[:damage])
+    _check_loads_or_names(path, {"question": "q", "solution": "sol", "answer": "ans", "id": "id"})
