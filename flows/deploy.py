@@ -12,10 +12,11 @@ import yaml
 from prefect import serve as prefect_serve
 
 from flows.analysis import predict_generalization
+from flows.chain import curation_chain
 from flows.curation import curation_loop
 
 PREFECT_YAML = Path(__file__).resolve().parents[1] / "prefect.yaml"
-FLOWS = {"flows/curation.py:curation_loop": curation_loop,
+FLOWS = {"flows/curation.py:curation_loop": curation_loop, "flows/chain.py:curation_chain": curation_chain,
          "flows/analysis.py:predict_generalization": predict_generalization}
 
 

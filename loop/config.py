@@ -598,6 +598,26 @@ class AnalysisConfig(_Strict):
         return max(full, key=lambda i: (self.runs[i].epochs or default_epochs, -i))
 
 
+class ScaleConfig(_Strict):
+    """How a comparison spreads over processes and machines (flows/curation.py): how to run, not what is run, so not
+    part of the stored config (a run may resume in another mode).
+
+    - `runs: steps`: this flow run runs every step as a task, `workers` at a time (Prefect's process pool).
+    - `runs: deployments`: every (replicate, strategy) chain of rounds is a flow run of the deployment `chain_deployment`
+      (`curation-chain/...`), which a work pool's workers take, on this machine or others sharing the run store;
+      round 0 of each replicate runs once, before the chains that read it. The comparison flow waits for them all
+      and writes the report from the stored tables.
+    """
+
+    runs: Literal["steps", "deployments"] = "steps"
+    chain_deployment: str = Field("curation-chain/default", description="flow/deployment name each chain runs as")
+    gpu_limit: str | None = Field(
+        None, description="a Prefect global concurrency limit every step holds one slot of while it runs: create it "
+        "with as many slots as GPUs (prefect gcl create gpus --limit 8) so that no two steps share a card; it "
+        "must exist")
+    poll_s: float = Field(5.0, gt=0, description="how often the comparison flow checks on its chains' flow runs")
+
+
 class RunConfig(_Strict):
     """Everything one comparison needs: data, base model, training, dynamics, strategies, seeds, output."""
 
@@ -629,6 +649,7 @@ class RunConfig(_Strict):
         description="steps run at once in separate processes (Prefect process pool); steps of one seed and "
         "strategy still run in order. On a small CPU, 2 workers x 1 torch thread beat 1 x 2.",
     )
+    scale: ScaleConfig = ScaleConfig()
     save_models: bool = Field(False, description="keep each round's model/adapter in the run store")
     keep_models: Literal["all", "last_and_best"] = Field(
         "all", description="with save_models: all = every round's model; last_and_best = per (replicate, strategy) "

@@ -71,3 +71,44 @@ def plan_steps(cfg: RunConfig) -> list[Step]:
     for strategy in names:
         steps += [Step(seed, strategy, r) for r in range(1, n_rounds(cfg, strategy) + 1) for seed in cfg.seeds]
     return steps
+
+
+@dataclass(frozen=True)
+class Chain:
+    """The rounds one (replicate, strategy) runs in order: one run of a comparison (round 0 is the chain of
+    strategy `shared`, which every other chain of its replicate reads)."""
+
+    seed: int
+    strategy: str
+    steps: tuple[Step, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.strategy} (seed {self.seed})"
+
+
+def plan_chains(cfg: RunConfig) -> list[Chain]:
+    """The comparison's steps grouped into chains, in plan order."""
+    grouped: dict[tuple[int, str], list[Step]] = {}
+    for step in plan_steps(cfg):
+        grouped.setdefault((step.seed, step.strategy), []).append(step)
+    return [Chain(seed, strategy, tuple(sorted(steps, key=lambda s: s.round)))
+            for (seed, strategy), steps in grouped.items()]
+
+
+def chain_waves(cfg: RunConfig) -> list[list[Chain]]:
+    """The chains in waves: every chain of a wave reads only chains of earlier waves (round 0 first, then the
+    strategies, then the auto controllers that read random's rounds). Launching a wave once the one before has
+    finished never leaves a worker waiting on a run that no worker is free to take."""
+    chains = plan_chains(cfg)
+    owner = {step: (c.seed, c.strategy) for c in chains for step in c.steps}
+    reads = {(c.seed, c.strategy): {owner[i] for s in c.steps for i in step_inputs(cfg, s)} - {(c.seed, c.strategy)}
+             for c in chains}
+    waves, placed = [], set()
+    while len(placed) < len(chains):
+        wave = [c for c in chains if (c.seed, c.strategy) not in placed and reads[(c.seed, c.strategy)] <= placed]
+        if not wave:
+            raise ValueError("the chains of this plan read each other in a cycle")
+        waves.append(wave)
+        placed |= {(c.seed, c.strategy) for c in wave}
+    return waves

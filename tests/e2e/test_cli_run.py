@@ -19,7 +19,8 @@ def test_cli_run_starts_one_server_for_the_flow_and_its_workers(tmp_path):
     out = tmp_path / "run"
     done = subprocess.run(
         [sys.executable, "-m", "flows.cli", "run", "--preset", "smoke", "--out", str(out), "workers=2",
-         "train.epochs=1", "data.n_test=8", "sampling.max_new_tokens=48"],
+         "train.epochs=1", "data.n_test=8", "sampling.max_new_tokens=48",
+         "selection.strategies=[random, loss]", "data.n_seeds=8"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-3000:]
