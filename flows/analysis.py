@@ -32,7 +32,7 @@ def train_and_measure(config: RunConfig, seed: int, index: int, label: str) -> d
 def report(config: RunConfig) -> str:
     from reports.analysis import write_analysis_report
 
-    index = write_analysis_report(config.out_dir)
+    index = write_analysis_report(config.out_dir, config.scale.cache_dir)
     publish_artifacts(index)
     return str(index)
 

@@ -30,7 +30,7 @@ def curation_chain(config: RunConfig = RunConfig(preset="default"), seed: int = 
     if chain is None:
         raise ValueError(f"the comparison in {config.out_dir} has no chain {strategy!r} for seed {seed}: its chains "
                          f"are {[c.label for c in plan_chains(config)]}")
-    store = RunStore(config.out_dir)
+    store = RunStore(config.out_dir, config.scale.cache_dir)
     records = []
     for step in chain.steps:
         missing = [s.label for s in step_inputs(config, step)

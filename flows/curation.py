@@ -47,7 +47,7 @@ def report(config: RunConfig) -> str:
     faults.reached("prefect.task")
     from reports.run import write_run_report
 
-    index = write_run_report(config.out_dir)
+    index = write_run_report(config.out_dir, config.scale.cache_dir)
     publish_artifacts(index)
     return str(index)
 

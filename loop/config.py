@@ -616,6 +616,9 @@ class ScaleConfig(_Strict):
         "with as many slots as GPUs (prefect gcl create gpus --limit 8) so that no two steps share a card; it "
         "must exist")
     poll_s: float = Field(5.0, gt=0, description="how often the comparison flow checks on its chains' flow runs")
+    cache_dir: str | None = Field(
+        None, description="with out_dir an fsspec URL (s3://bucket/runs/x): the local working copy of the run store; "
+        "null = ~/.cache/curation-loop/stores/HASH (CURATION_LOOP_CACHE replaces ~/.cache/curation-loop)")
 
 
 class RunConfig(_Strict):

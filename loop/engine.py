@@ -66,7 +66,7 @@ class Engine:
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
-        self.store = RunStore(cfg.out_dir)
+        self.store = RunStore(cfg.out_dir, cfg.scale.cache_dir)
         if cfg.deterministic:  # before CUDA starts: cuBLAS reads its workspace setting once
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
@@ -207,7 +207,7 @@ class Engine:
         frames = [self.examples(step.seed)]
         for r in range(1, step.round):
             path = self.store.step_dir(step.seed, step.strategy, r) / "generated.parquet"
-            if path.exists():
+            if self.store.is_done(step.seed, step.strategy, r) and path.exists():
                 frames.append(pl.read_parquet(path))
         if extra is not None and extra.height:
             frames.append(extra)
@@ -301,7 +301,7 @@ class Engine:
         """Replicate `seed`'s memorization threshold: the configured one, or the one its round 0 calibrated on dev."""
         examples = self.examples(seed)
         if shift is None and self.cfg.dynamics.auto_tau:
-            record = json.loads((self.store.step_dir(seed, SHARED_STRATEGY, 0) / "step.json").read_text())
+            record = self.store.read_record(seed, SHARED_STRATEGY, 0)
             shift = record["tau_calibration"]["shift"]
         return tau_for(self.cfg, examples, shift)
 

@@ -13,6 +13,9 @@ Layout under `root`:
     report/                                index.html, curves.png, summary.json
 A step folder appears only complete (written under a temporary name, then renamed), so a run killed
 mid-step resumes at that step and nothing a finished step wrote is lost or rewritten.
+
+`root` may be an fsspec URL (s3://bucket/runs/x): the store then works in a local copy and keeps it in step with
+that location (`loop.remote`), so that processes on several machines share one run.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import yaml
 
 from loop import faults
 from loop.config import RunConfig
+from loop.remote import Remote, is_remote
 from loop.schema import EVAL_SCHEMA, LEDGER_SCHEMA, TIMING_SCHEMA
 
 
@@ -109,8 +113,36 @@ def file_sha256(path: Path) -> str:
 
 
 class RunStore:
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
+    def __init__(self, root: str | Path, cache_dir: str | Path | None = None):
+        """`root`: a folder, or an fsspec URL worked on in the local copy `cache_dir` (default: under
+        ~/.cache/curation-loop/stores/)."""
+        self.remote = Remote(str(root), cache_dir) if is_remote(root) else None
+        self.root = self.remote.local if self.remote else Path(root)
+        self.location = self.remote.location if self.remote else str(root)
+
+    def _push(self, relative: str) -> None:
+        if self.remote is not None:
+            self.remote.push_file(relative)
+
+    def _pull(self, relative: str) -> None:
+        """Bring a file another process wrote at the location into the local copy, where it is not there yet."""
+        if self.remote is not None and not (self.root / relative).exists():
+            self.remote.pull_file(relative)
+
+    def pull_all(self) -> None:
+        """Bring every run-level file and committed folder from the location into the local copy (a report reads
+        them all)."""
+        if self.remote is None:
+            return
+        for relative in ("config.yaml", "manifest.json"):
+            self.remote.pull_file(relative)
+        for pattern in ("data/seed-*/*", "signals/seed-*/*.parquet"):
+            for found in self.remote.fs.glob(self.remote._remote(pattern)):
+                self._pull(found[len(self.remote.path):].lstrip("/"))
+        for pattern, record in (("steps/*/*/round-*/step.json", "step.json"), ("analysis/*/run-*/run.json", "run.json")):
+            for folder in self.remote.committed(pattern):
+                if not (self.root / folder / record).exists():
+                    self.remote.pull_folder(folder, record)
 
     # -- run level -------------------------------------------------------------------------------
     def open(self, cfg: RunConfig, manifest: dict[str, Any]) -> None:
@@ -121,8 +153,11 @@ class RunStore:
         `manifest.json["resumes"]` with what changed."""
         wanted = cfg.model_dump(mode="json", exclude=NOT_STORED)
         self.root.mkdir(parents=True, exist_ok=True)
+        for relative in ("config.yaml", "manifest.json"):  # the location's are the truth: another process may have
+            if self.remote is not None:                     # started the run, or resumed it since
+                self.remote.pull_file(relative)
         if not os.access(self.root, os.W_OK):
-            raise PermissionError(f"run store {self.root} is not writable: choose another out_dir or fix its "
+            raise PermissionError(f"run store {self.root} (of {self.location}) is not writable: choose another out_dir or fix its "
                                   "permissions")
         config_path = self.root / "config.yaml"
         if config_path.exists():
@@ -130,13 +165,21 @@ class RunStore:
             differences = _diff(stored, wanted)
             if differences:
                 raise ConfigMismatchError(
-                    f"{self.root} holds a run of another config ({'; '.join(differences[:5])}); "
+                    f"{self.location} holds a run of another config ({'; '.join(differences[:5])}); "
                     "resume with the same config or choose another out_dir"
                 )
         else:
             write_atomic(config_path, lambda p: p.write_text(yaml.safe_dump(wanted, sort_keys=False)))
+            self._push("config.yaml")
         self._record_manifest(manifest, cfg.allow_resume_changes)
         self.sweep_leftovers()
+
+    def publish(self, relative: str) -> None:
+        """Push every file of the local folder `relative` (a report) to the location."""
+        if self.remote is not None:
+            for path in sorted((self.root / relative).rglob("*")):
+                if path.is_file() and ".tmp-" not in path.name:
+                    self._push(str(path.relative_to(self.root)))
 
     def sweep_leftovers(self) -> list[Path]:
         """Remove what a killed process left before its rename (`.NAME.tmp-PID...` files and step folders): never
@@ -158,7 +201,7 @@ class RunStore:
         changes = _diff({k: first.get(k) for k in RESUME_KEYS}, {k: manifest.get(k) for k in RESUME_KEYS})
         if changes and not allow_changes:
             raise ResumeMismatchError(
-                f"{self.root} was started under other versions, weights or data than this resume "
+                f"{self.location} was started under other versions, weights or data than this resume "
                 f"({'; '.join(changes[:6])}{' ...' if len(changes) > 6 else ''}): its finished steps would not be "
                 "what this environment computes. Resume where it started, choose another out_dir, or set "
                 "allow_resume_changes: true to continue (the changes are recorded)")
@@ -168,11 +211,14 @@ class RunStore:
 
     def write_json(self, relative: str, payload: Any) -> None:
         write_atomic(self.root / relative, lambda p: p.write_text(json.dumps(payload, indent=2, default=str)))
+        self._push(relative)
 
     def write_parquet(self, relative: str, frame: pl.DataFrame) -> None:
         write_atomic(self.root / relative, frame.write_parquet)
+        self._push(relative)
 
     def read_parquet(self, relative: str) -> pl.DataFrame | None:
+        self._pull(relative)
         path = self.root / relative
         return read_frame(path) if path.exists() else None
 
@@ -181,7 +227,19 @@ class RunStore:
         return self.root / "steps" / f"seed-{seed}" / strategy / f"round-{round_}"
 
     def is_done(self, seed: int, strategy: str, round_: int) -> bool:
-        return (self.step_dir(seed, strategy, round_) / "step.json").exists()
+        return self.is_committed(self.step_dir(seed, strategy, round_), "step.json")
+
+    def is_committed(self, folder: Path, record: str) -> bool:
+        """Whether `folder` (under root) holds its `record`, here or, pulled into the copy, at the location."""
+        if (folder / record).exists():
+            return True
+        return self.remote is not None and self.remote.pull_folder(str(folder.relative_to(self.root)), record)
+
+    def read_record(self, seed: int, strategy: str, round_: int) -> dict[str, Any]:
+        """The step.json of a finished step."""
+        if not self.is_done(seed, strategy, round_):
+            raise FileNotFoundError(f"step (seed {seed}, {strategy}, round {round_}) of {self.location} is not done")
+        return json.loads((self.step_dir(seed, strategy, round_) / "step.json").read_text())
 
     def commit_step(self, seed: int, strategy: str, round_: int, frames: dict[str, pl.DataFrame],
                     info: dict[str, Any], model_writer: Callable[[Path], None] | None = None) -> Path:
@@ -204,6 +262,8 @@ class RunStore:
         (tmp / record).write_text(json.dumps({**info, "checksums": checksums}, indent=2, default=str))
         faults.reached("step.rename")
         os.replace(tmp, final)  # the folder exists only once complete
+        if self.remote is not None:
+            self.remote.push_folder(str(final.relative_to(self.root)), record)
         return final
 
     def verify(self, folder: Path, record: str = "step.json") -> None:
@@ -232,6 +292,8 @@ class RunStore:
         for _, _, folder in kept:
             if folder not in (latest, best):
                 shutil.rmtree(folder / "model")
+                if self.remote is not None:
+                    self.remote.remove(str((folder / "model").relative_to(self.root)))
                 removed.append(folder / "model")
         return removed
 
@@ -247,10 +309,13 @@ class RunStore:
     def step_frame(self, seed: int, strategy: str, round_: int, name: str) -> pl.DataFrame:
         path = self.step_dir(seed, strategy, round_) / f"{name}.parquet"
         if not path.exists():
+            self.is_done(seed, strategy, round_)  # a step another process committed at the location is pulled
+        if not path.exists():
             raise FileNotFoundError(f"{path} is missing: step (seed {seed}, {strategy}, round {round_}) is not done")
         return read_frame(path)
 
     def _collect(self, name: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+        self.pull_all()
         files = sorted(self.root.glob(f"steps/seed-*/*/round-*/{name}.parquet"))
         frames = [read_frame(f) for f in files]
         frames = [f for f in frames if f.height]

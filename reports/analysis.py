@@ -27,6 +27,7 @@ import polars as pl
 
 from loop.analysis.results import SweepTables, analysis_results, heatmap_data
 from reports.analysis_figures import plot_heatmap, plot_prediction, plot_robustness, plot_tau_curve
+from loop.store import RunStore
 from reports.files import atomic_write_text
 from reports.render import _CSS, _e, _num, _table
 from reports.summary import clean
@@ -135,9 +136,17 @@ def render_analysis_html(summary: dict, figures: dict[str, bytes]) -> str:
     return "\n".join(parts)
 
 
-def write_analysis_report(run_dir: str | Path) -> Path:
-    """Write run_dir/report/ for an analysis run; returns index.html's path (written last)."""
-    root = Path(run_dir)
+def write_analysis_report(run_dir: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """Write run_dir/report/ for an analysis run; returns index.html's path (written last; of the local copy where
+    run_dir is an fsspec URL, the report pushed to it as well)."""
+    store = RunStore(run_dir, cache_dir)
+    store.pull_all()
+    index = _write_analysis_report(store.root)
+    store.publish("report")
+    return index
+
+
+def _write_analysis_report(root: Path) -> Path:
     out = root / "report"
     summary, tables, results = build_analysis_summary(root)
     figures: dict[str, bytes] = {}

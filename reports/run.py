@@ -154,10 +154,18 @@ def _fmt(value) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
-def write_run_report(run_dir: str | Path) -> Path:
-    """Write run_dir/report/{index.html, curves.png, summary.json}; returns the index.html path."""
-    root = Path(run_dir)
-    store = RunStore(root)
+def write_run_report(run_dir: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """Write run_dir/report/{index.html, curves.png, summary.json}; returns the index.html path (of the local copy
+    where run_dir is an fsspec URL, the report pushed to it as well)."""
+    store = RunStore(run_dir, cache_dir)
+    store.pull_all()
+    index = _write_run_report(store)
+    store.publish("report")
+    return index
+
+
+def _write_run_report(store: RunStore) -> Path:
+    root = store.root
     config = yaml.safe_load((root / "config.yaml").read_text())
     evals = store.evaluations()
     if not evals.height:

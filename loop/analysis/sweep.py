@@ -82,7 +82,7 @@ class Sweep:
         self.engine.close()
 
     def is_done(self, run: SweepRun) -> bool:
-        return (run_dir(self.engine.store.root, run) / "run.json").exists()
+        return self.engine.store.is_committed(run_dir(self.engine.store.root, run), "run.json")
 
     def trained_examples(self, run: SweepRun) -> pl.DataFrame:
         """The seed set, or the seeded random share of it that `run.fraction` asks for (sorted by id)."""

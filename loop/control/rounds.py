@@ -4,7 +4,6 @@ commit a round the controller stopped before. The engine calls `select` in place
 
 from __future__ import annotations
 
-import json
 
 import polars as pl
 
@@ -56,7 +55,7 @@ def generate(engine, step, auto: AutoParams, eligible: pl.DataFrame, cands: pl.D
 
 
 def _record(store, seed: int, strategy: str, round_: int) -> dict:
-    return json.loads((store.step_dir(seed, strategy, round_) / "step.json").read_text())
+    return store.read_record(seed, strategy, round_)
 
 
 def records(store, step) -> list[RoundRecord]:
