@@ -1,9 +1,11 @@
 """A real local Prefect server for the end-to-end tests (its own home and port), and the helpers they share."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -46,12 +48,54 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+def psql(url: str, sql: str) -> str:
+    """Run `sql` on the database of `url` (postgres_url's form); its output, unaligned."""
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    done = subprocess.run(["psql", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-qtA", "-c", sql], check=True,
+                          capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: as root, run its tools as the postgres user."""
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL cluster (initdb, trust auth, localhost, a free port) for the Prefect server, where the
+    PostgreSQL server binaries are installed; None elsewhere (the Prefect server then uses its SQLite default)."""
+    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    if None in (initdb, pg_ctl, shutil.which("psql")) or (os.geteuid() == 0 and shutil.which("runuser") is None):
+        yield None
+        return
+    folder = Path(tempfile.mkdtemp(prefix="curation-loop-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres", "postgres")
+    data, port = folder / "data", free_port()
+    subprocess.run(_as_postgres([initdb, "-D", str(data), "-U", "postgres", "--auth=trust"]), check=True,
+                   capture_output=True)
+    subprocess.run(_as_postgres([pg_ctl, "-D", str(data), "-l", str(folder / "server.log"), "-w", "-o",
+                                 f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start"]),
+                   check=True, capture_output=True)
+    try:
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(_as_postgres([pg_ctl, "-D", str(data), "-m", "fast", "stop"]), capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture
-def prefect_env(tmp_path):
+def prefect_env(tmp_path, postgres_url):
+    """A Prefect server of this test's own, on PostgreSQL where postgres_url has one (its database emptied first)."""
     api = f"http://127.0.0.1:{free_port()}/api"
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api,
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": str(ROOT), "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+    if postgres_url is not None:
+        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = postgres_url
+        port = postgres_url.rsplit(":", 1)[1].split("/")[0]
+        psql(postgres_url, "DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
     port = api.split(":")[2].split("/")[0]
     logs = tmp_path / "logs"
     logs.mkdir()

@@ -1,7 +1,8 @@
 """End to end: a comparison spread over a real Prefect process work pool with 2 workers (`scale.runs:
 deployments`): every (replicate, strategy) chain is a flow run of the `curation-chain/default` deployment that
 `prefect deploy` registered from prefect.yaml, round 0 runs once before the chains that read it, a global
-concurrency limit of one slot keeps two steps off one (pretend) GPU, and the result equals a single-process run."""
+concurrency limit of one slot keeps two steps off one (pretend) GPU, and the result equals a single-process run.
+Where PostgreSQL is installed the Prefect server keeps its state there (tests/e2e/servers.py starts a cluster)."""
 
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 from loop.config import build_config
 from loop.engine import Engine
 from loop.plan import plan_chains
+from tests.e2e.servers import psql
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +34,7 @@ def prefect(env, *args, timeout=120) -> subprocess.CompletedProcess:
     return done
 
 
-def test_chains_run_as_flow_runs_on_two_workers_and_equal_a_single_process_run(prefect_env, tmp_path):
+def test_chains_run_as_flow_runs_on_two_workers_and_equal_a_single_process_run(prefect_env, postgres_url, tmp_path):
     env, procs, logs = prefect_env
     env = {**env, "PWD": str(ROOT)}  # prefect.yaml's pull step: the flow runs work in this checkout
     prefect(env, "work-pool", "create", "local", "--type", "process")
@@ -68,3 +70,5 @@ def test_chains_run_as_flow_runs_on_two_workers_and_equal_a_single_process_run(p
     assert all(r.state.is_completed() for r in chains)
     spans = sorted((t.start_time, t.end_time) for t in steps)
     assert len(spans) == 3 and all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))  # one GPU slot: never two steps
+    if postgres_url is not None:  # the server kept its state in PostgreSQL (PREFECT_SERVER_DATABASE_CONNECTION_URL)
+        assert int(psql(postgres_url, "SELECT count(*) FROM flow_run WHERE name LIKE '%(seed 0)'")) == len(chains)
