@@ -58,17 +58,25 @@ def r2_against(points: pl.DataFrame, accuracy: pl.DataFrame) -> tuple[float, flo
     return r2_identity(x, y), float(np.mean((y - x) ** 2)), joined.height
 
 
+def threshold_points(ledger: pl.DataFrame, base: pl.DataFrame | None, shifts) -> dict[float, pl.DataFrame]:
+    """`premem_points` at every shift, computed once for the curves on dev and on test."""
+    return {float(s): premem_points(ledger, base, float(s)) for s in shifts}
+
+
 def threshold_curve(ledger: pl.DataFrame, accuracy: pl.DataFrame, base: pl.DataFrame | None,
-                    shifts) -> pl.DataFrame:
-    """R^2 and MSE of `accuracy` against PreMem at every shift: columns shift, r2, mse, n_points."""
+                    shifts, points: dict[float, pl.DataFrame] | None = None) -> pl.DataFrame:
+    """R^2 and MSE of `accuracy` against PreMem at every shift: columns shift, r2, mse, n_points (`points`: the
+    shifts' PreMem points where already computed)."""
     rows = []
     for shift in shifts:
-        r2, mse, n = r2_against(premem_points(ledger, base, float(shift)), accuracy)
+        at = points[float(shift)] if points is not None else premem_points(ledger, base, float(shift))
+        r2, mse, n = r2_against(at, accuracy)
         rows.append({"shift": float(shift), "r2": r2, "mse": mse, "n_points": n})
     return pl.DataFrame(rows, schema={"shift": pl.Float64, "r2": pl.Float64, "mse": pl.Float64, "n_points": pl.Int64})
 
 
-def calibrate(ledger: pl.DataFrame, dev: pl.DataFrame, base: pl.DataFrame | None, shifts) -> Calibration:
+def calibrate(ledger: pl.DataFrame, dev: pl.DataFrame, base: pl.DataFrame | None, shifts,
+              points: dict[float, pl.DataFrame] | None = None) -> Calibration:
     """The shift whose PreMem best predicts dev accuracy on y = x (least squared error, highest dev R^2).
 
     `ledger`: training ledgers with a `run` column; `dev`: run, epoch, accuracy and, if present, `split`, which
@@ -84,7 +92,7 @@ def calibrate(ledger: pl.DataFrame, dev: pl.DataFrame, base: pl.DataFrame | None
                              f"{sorted(other['split'].unique().to_list())}")
     if dev.height == 0:
         raise ValueError("tau calibration needs dev accuracies (a dev split: data.n_dev or data.splits.dev)")
-    curve = threshold_curve(ledger, dev, base, shifts)
+    curve = threshold_curve(ledger, dev, base, shifts, points)
     finite = curve.filter(pl.col("mse").is_finite())
     if finite.height == 0:
         raise ValueError("no threshold can be scored: no dev accuracy shares a checkpoint with a complete ledger")

@@ -15,7 +15,8 @@ import numpy as np
 import polars as pl
 import yaml
 
-from loop.analysis.calibration import RUN_KEY, calibrate, grid, premem_points, r2_against, shifted_tau
+from loop.analysis.calibration import (RUN_KEY, calibrate, grid, premem_points, r2_against, shifted_tau,
+                                      threshold_points)
 from loop.analysis.prediction import bootstrap_over_runs, fit_line, pearson, r2_fit, r2_identity
 from loop.analysis.robustness import robustness_bins
 from loop.config import RunConfig
@@ -71,14 +72,16 @@ def analysis_results(tables: SweepTables) -> dict:
     shifts = grid(g.low, g.high, g.step)
     dev = tables.split_accuracy("dev")
     test = tables.split_accuracy("test")
-    calibration = calibrate(tables.ledger, dev, tables.base, shifts) if dev.height else None
+    # PreMem at every candidate shift, once: calibration reads it against dev (only), the report's curve on test.
+    at_shift = threshold_points(tables.ledger, tables.base, shifts) if dev.height or test.height else {}
+    calibration = calibrate(tables.ledger, dev, tables.base, shifts, at_shift) if dev.height else None
     used = calibration.shift if dyn.auto_tau else dyn.fixed_shift
     if used is None:
         raise ValueError("dynamics threshold is auto but the sweep recorded no dev accuracy to calibrate it on")
     points = _points(tables, used, test, dev)
     return {
         "shift": used,
-        "tau": _tau_block(cfg, calibration, used, tables, test, shifts),
+        "tau": _tau_block(cfg, calibration, used, test, shifts, at_shift),
         "generalization": _generalization(points, cfg.analysis.n_boot),
         "robustness": _robustness(tables, used, cfg),
         "runs": tables.runs.to_dicts(),
@@ -98,7 +101,8 @@ def _points(tables: SweepTables, shift: float, test: pl.DataFrame, dev: pl.DataF
         "replicate", RUN_KEY, "checkpoint")
 
 
-def _tau_block(cfg: RunConfig, calibration, used: float, tables: SweepTables, test: pl.DataFrame, shifts) -> dict:
+def _tau_block(cfg: RunConfig, calibration, used: float, test: pl.DataFrame, shifts,
+               at_shift: dict[float, pl.DataFrame]) -> dict:
     absolute = cfg.dynamics.tau_mode == "absolute"
 
     def value(shift):  # the shift in the config's own terms
@@ -110,8 +114,7 @@ def _tau_block(cfg: RunConfig, calibration, used: float, tables: SweepTables, te
     if calibration is None:
         return block
     # For information only: the same curve on test. It never feeds the choice above.
-    test_curve = {round(s, 10): r2_against(premem_points(tables.ledger, tables.base, float(s)), test)[0]
-                  for s in shifts} if test.height else {}
+    test_curve = {round(s, 10): r2_against(at_shift[float(s)], test)[0] for s in shifts} if test.height else {}
     block |= {"calibrated": value(calibration.shift), "plateau": [value(v) for v in calibration.plateau],
               "r2_dev": calibration.r2_dev,
               "curve": [{"shift": r["shift"], "value": value(r["shift"]), "r2_dev": r["r2"], "mse_dev": r["mse"],
