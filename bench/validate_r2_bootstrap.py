@@ -1,4 +1,4 @@
-"""Validate `loop.analysis.prediction.bootstrap_over_runs` (with `r2_identity` and `r2_fit`) against known truth.
+"""Validate `loop.metrics.prediction.bootstrap_over_runs` (with `r2_identity` and `r2_fit`) against known truth.
 
 Simulated studies of R fine-tuning runs; run r has J_r ~ U{2..6} epoch checkpoints j = 0..J_r-1 at positions
 t = j / (J_r - 1), with
@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from loop.analysis.prediction import bootstrap_over_runs, r2_fit, r2_identity  # noqa: E402
+from loop.metrics.prediction import bootstrap_over_runs, r2_fit, r2_identity  # noqa: E402
 
 LEVEL = (0.10, 0.45)
 RISE_MAX = 0.25

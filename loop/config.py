@@ -365,7 +365,7 @@ class DynamicsConfig(_Strict):
     `tau_mode = absolute` uses `tau` for every example; `style_floor` uses tau_i = log(floor_scale * floor_i),
     floor_i being the example's irreducible phrasing entropy per token (embedded task only).
     `auto` (tau in absolute mode, floor_scale in style_floor mode) calibrates the threshold on the dev split, never
-    the test set (`loop.analysis.calibration`): a curation run from its round-0 checkpoints, the analysis from its
+    the test set (`loop.metrics.calibration`): a curation run from its round-0 checkpoints, the analysis from its
     sweep; `tau_grid` lists the candidates (tau values, or log floor_scale values).
     """
 
@@ -417,7 +417,7 @@ class DynamicsConfig(_Strict):
 
     @property
     def fixed_shift(self) -> float | None:
-        """The configured threshold as the shift on each example's base (`loop.analysis.calibration`): tau in
+        """The configured threshold as the shift on each example's base (`loop.metrics.calibration`): tau in
         absolute mode, log(floor_scale) in style_floor mode; None where it is auto."""
         if self.auto_tau:
             return None

@@ -395,7 +395,7 @@ def tau_base(cfg: RunConfig, examples: pl.DataFrame) -> pl.DataFrame | None:
 def tau_for(cfg: RunConfig, examples: pl.DataFrame, shift: float | None = None):
     """The memorization threshold: one float, or per example log(floor_scale * style_floor).
 
-    `shift` is a calibrated threshold (`loop.analysis.calibration`: tau, or log floor_scale); it is required
+    `shift` is a calibrated threshold (`loop.metrics.calibration`: tau, or log floor_scale); it is required
     where the config says auto and replaces the configured value where given.
     """
     if shift is None:

@@ -32,7 +32,7 @@ import strategies.registry as registry
 from loop.config import RunConfig
 import loop.control.rounds as auto_rounds
 from loop.control.controller import AUTO, AutoParams
-from loop.analysis.calibration import calibrate, grid
+from loop.metrics.calibration import calibrate, grid
 from loop.data import check_examples, load_data, tau_base, tau_for
 from loop.dynamics import memorized_flags, premem_accuracy
 from loop.evaluation import evaluate

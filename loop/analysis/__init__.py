@@ -1,2 +1,3 @@
-"""The paper's analyses (Kang et al. 2024, sections 3-4): generalization prediction, tau calibrated on a dev split,
-per-example robustness, and the sweep of training runs they are measured on."""
+"""The paper's analyses (Kang et al. 2024, sections 3-4): the sweep of training runs (sweep) and the numbers read
+from it (results: generalization prediction, tau calibrated on dev, per-example robustness), with the metrics of
+`loop.metrics`."""

@@ -7,9 +7,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from loop.analysis.calibration import calibrate, grid, premem_points
-from loop.analysis.prediction import bootstrap_over_runs, fit_line, pearson, r2_fit, r2_identity
-from loop.analysis.robustness import bin_index, bin_label, robustness_bins
+from loop.metrics.calibration import calibrate, grid, premem_points
+from loop.metrics.prediction import bootstrap_over_runs, fit_line, pearson, r2_fit, r2_identity
+from loop.metrics.robustness import bin_index, bin_label, robustness_bins
 from loop.dynamics import checkpoint_summary
 
 

@@ -1,4 +1,4 @@
-"""The run-level bootstrap of R^2 (`loop.analysis.prediction.bootstrap_over_runs` with `r2_identity` and
+"""The run-level bootstrap of R^2 (`loop.metrics.prediction.bootstrap_over_runs` with `r2_identity` and
 `r2_fit`) against known truth, in studies shaped like ours: 12 runs of 2-6 epoch checkpoints each.
 
 Process: run r has J_r ~ U{2..6} checkpoints at t = j / (J_r - 1); x_rj = L_r + rise_r * t with L_r ~ U(0.10, 0.45),
@@ -22,7 +22,7 @@ a little short of nominal, and the assertions below hold it to what it measurabl
 import numpy as np
 import pytest
 
-from loop.analysis.prediction import bootstrap_over_runs, r2_fit, r2_identity
+from loop.metrics.prediction import bootstrap_over_runs, r2_fit, r2_identity
 
 RUNS = 12
 TRIALS = 160

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 
-from loop.analysis.prediction import r2_identity
+from loop.metrics.prediction import r2_identity
 from loop.dynamics import checkpoint_summary
 
 RUN_KEY = "run"
