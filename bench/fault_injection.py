@@ -10,6 +10,8 @@ ends with exactly the selections, ledgers and measurements of an uninterrupted r
    is hit; k uniform over the reference's arrivals there). Some trials kill twice (a resume killed again).
 3. Timed trials: a SIGKILL of the group at a uniform moment of the reference's wall time (between points, mid-write).
 4. Prefect trials: the same through `curation-loop run` (its Prefect server, the flow, its tasks).
+5. Remote trials: the run store at a file:// URL (worked on in a local copy, `loop.remote`), killed anywhere,
+   pushes included; the outcome is read from the location, as another machine would read it.
 After each kill: every committed file is readable and every step folder's tables match the checksums its record
 holds; then the run is resumed to the end and compared with the reference (every table of every step and of the
 run's signals and data, every step record but its seconds and checksums, the report's summary but its timings).
@@ -51,8 +53,15 @@ write_run_report(cfg.out_dir)
 """
 
 
+def location(mode: str, out: Path) -> Path:
+    """Where a trial's run store lies: its folder, or for the remote mode the folder behind its URL."""
+    return out / "remote" if mode == "remote" else out
+
+
 def command(mode: str, out: Path) -> list[str]:
     overrides = [*OVERRIDES, f"out_dir={out}"]
+    if mode == "remote":
+        overrides = [*OVERRIDES, f"out_dir=file://{location(mode, out)}", f"scale.cache_dir={out / 'copy'}"]
     if mode == "prefect":
         return [sys.executable, "-m", "flows.cli", "run", "--preset", "smoke", *overrides]
     return [sys.executable, "-c", ENGINE_RUN, *overrides]
@@ -110,13 +119,17 @@ def outcome(out: Path) -> dict[str, object]:
 def integrity(out: Path) -> list[str]:
     """Problems a killed run left: a committed file that does not read, a step folder whose tables do not match
     its record's checksums. Leftovers of a rename that never happened (.NAME.tmp-PID) are counted, not problems:
-    nothing reads them and the next open sweeps them."""
+    nothing reads them and the next open sweeps them; nor is a remote step folder without its record (a push cut
+    short), which no reader takes."""
     from loop.store import RunStore
 
     problems = []
-    for path in out.rglob("*"):
+    for path in out.rglob("*") if out.exists() else []:
         if not path.is_file() or ".tmp-" in str(path.relative_to(out)):
             continue
+        step = next((p for p in path.parents if p.name.startswith("round-")), None)
+        if step is not None and not (step / "step.json").exists():
+            continue  # a remote folder whose push was cut short: not committed, so never read
         try:
             if path.suffix == ".parquet":
                 pl.read_parquet(path)
@@ -145,13 +158,13 @@ def trial(mode: str, out: Path, kills: list[str | float], reference: dict) -> di
         result["killed"] += rc == -signal.SIGKILL
         if rc not in (0, -signal.SIGKILL):
             result["problems"].append(f"the run failed with {rc} instead of being killed (see {out}.log)")
-        result["problems"] += integrity(out)
+        result["problems"] += integrity(location(mode, out))
         result["leftovers"] += sum(1 for _ in out.rglob(".*.tmp-*"))
     rc = run(mode, out)
     if rc != 0:
         result["problems"].append(f"the resume failed with {rc} (see {out}.log)")
         return result
-    got = outcome(out)
+    got = outcome(location(mode, out))
     for key in sorted(set(reference) | set(got)):
         if reference.get(key) != got.get(key):
             result["problems"].append(f"{key} differs from the uninterrupted run")
@@ -165,13 +178,15 @@ def main() -> None:
     parser.add_argument("--double", type=float, default=0.25, help="share of point trials killed twice")
     parser.add_argument("--timed", type=int, default=8, help="timed trials of the engine")
     parser.add_argument("--prefect", type=int, default=4, help="point trials through curation-loop run (Prefect)")
+    parser.add_argument("--remote", type=int, default=0, help="point trials with the run store at a file:// URL")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(args.seed)
 
     references, counts, walls = {}, {}, {}
-    for mode in ("engine", "prefect") if args.prefect else ("engine",):
+    modes = ["engine", *(["prefect"] if args.prefect else []), *(["remote"] if args.remote else [])]
+    for mode in modes:
         out, log = args.out / f"reference-{mode}", args.out / f"reference-{mode}.points"
         shutil.rmtree(out, ignore_errors=True)
         log.unlink(missing_ok=True)
@@ -180,10 +195,11 @@ def main() -> None:
             sys.exit(f"the reference run failed: see {out}.log")
         walls[mode] = time.perf_counter() - started
         counts[mode] = Counter(log.read_text().split())
-        references[mode] = outcome(out)
+        references[mode] = outcome(location(mode, out))
         print(f"reference ({mode}): {walls[mode]:.0f}s, points {dict(counts[mode])}", flush=True)
-    if references.get("prefect") is not None and references["prefect"] != references["engine"]:
-        print("note: the Prefect run's outcome differs from the engine's", flush=True)
+    for mode in modes[1:]:
+        if references[mode] != references["engine"]:
+            print(f"note: the {mode} run's outcome differs from the engine's", flush=True)
 
     def draw(mode: str, index: int) -> str:
         reached = [p for p in POINTS if counts[mode][p]]
@@ -198,6 +214,9 @@ def main() -> None:
         plans.append(("engine", kills))
     plans += [("engine", [round(rng.uniform(2.0, walls["engine"]), 1)]) for _ in range(args.timed)]
     plans += [("prefect", [draw("prefect", i + 3)]) for i in range(args.prefect)]
+    # Remote trials: half at the pushes (the new stage), half at the other stages in turn.
+    plans += [("remote", [f"remote.push:{rng.randint(1, counts['remote']['remote.push'])}" if i % 2 == 0
+                          else draw("remote", i)]) for i in range(args.remote)]
 
     results = []
     for i, (mode, kills) in enumerate(plans):

@@ -2,7 +2,7 @@
 
 `reached(name)` is called where a unit of a stage's work begins: an optimizer step, a checkpoint's sampling, an
 NLL batch, a signal's computation, a selection, a test evaluation, a store file or step folder about to be
-renamed into place, a report file about to be renamed, a Prefect task. Normally it does nothing but test one
+renamed into place, a report file about to be renamed, a file about to be pushed to a remote store, a Prefect task. Normally it does nothing but test one
 module variable. Two environment variables, read when this module is imported, turn it on:
 
 - `CURATION_LOOP_FAULT_LOG=FILE`: append each point's name to FILE as it is reached (the harness counts the
@@ -21,7 +21,7 @@ import os
 import signal
 
 POINTS = ("train.step", "dynamics.checkpoint", "nll.batch", "signals.compute", "selection.select",
-          "evaluation.sample", "store.rename", "step.rename", "report.rename", "prefect.task")
+          "evaluation.sample", "store.rename", "step.rename", "report.rename", "remote.push", "prefect.task")
 
 _LOG = os.environ.get("CURATION_LOOP_FAULT_LOG")
 _KILL = os.environ.get("CURATION_LOOP_KILL_AT")

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import fsspec
 
+from loop import faults
+
 
 def is_remote(location: str | os.PathLike) -> bool:
     """Whether `location` names an fsspec URL rather than a local folder."""
@@ -50,17 +52,30 @@ class Remote:
     def exists(self, relative: str) -> bool:
         return self.fs.exists(self._remote(relative))
 
-    def push_file(self, relative: str) -> None:
+    def push_file(self, relative: str, *, whole: bool = False) -> None:
+        """Copy a file of the local copy to the location; `whole`: under a temporary name, then moved onto its own,
+        so that no reader sees half of it (an object store's upload is whole anyway; a filesystem's copy is not).
+        Records and run-level files go up whole; a table may go up in part, since no reader takes a folder without
+        its record, which goes up last."""
         target = self._remote(relative)
         self.fs.makedirs(target.rpartition("/")[0], exist_ok=True)
-        self.fs.put_file(str(self.local / relative), target)
+        if not whole:
+            self.fs.put_file(str(self.local / relative), target)
+            return
+        head, _, name = target.rpartition("/")
+        tmp = f"{head}/.{name}.tmp-{os.getpid()}"
+        self.fs.put_file(str(self.local / relative), tmp)
+        self.fs.mv(tmp, target)
 
     def push_folder(self, relative: str, record: str) -> None:
         """Every file of the local folder `relative`, `record` last (the commit)."""
         folder = self.local / relative
         files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != record)
-        for path in [*files, folder / record]:
+        for path in files:
+            faults.reached("remote.push")
             self.push_file(str(path.relative_to(self.local)))
+        faults.reached("remote.push")
+        self.push_file(str((folder / record).relative_to(self.local)), whole=True)
 
     def pull_file(self, relative: str) -> bool:
         """Copy `relative` from the location if it is there (atomically into the copy); whether it was."""
@@ -83,6 +98,8 @@ class Remote:
         prefix = self._remote(relative)
         for found in self.fs.find(prefix):
             inside = found[len(prefix):].lstrip("/")
+            if ".tmp-" in inside:  # a push that never finished
+                continue
             (tmp / inside).parent.mkdir(parents=True, exist_ok=True)
             self.fs.get_file(found, str(tmp / inside))
         shutil.rmtree(final, ignore_errors=True)

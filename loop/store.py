@@ -122,7 +122,7 @@ class RunStore:
 
     def _push(self, relative: str) -> None:
         if self.remote is not None:
-            self.remote.push_file(relative)
+            self.remote.push_file(relative, whole=True)
 
     def _pull(self, relative: str) -> None:
         """Bring a file another process wrote at the location into the local copy, where it is not there yet."""
@@ -138,7 +138,8 @@ class RunStore:
             self.remote.pull_file(relative)
         for pattern in ("data/seed-*/*", "signals/seed-*/*.parquet"):
             for found in self.remote.fs.glob(self.remote._remote(pattern)):
-                self._pull(found[len(self.remote.path):].lstrip("/"))
+                if ".tmp-" not in found:
+                    self._pull(found[len(self.remote.path):].lstrip("/"))
         for pattern, record in (("steps/*/*/round-*/step.json", "step.json"), ("analysis/*/run-*/run.json", "run.json")):
             for folder in self.remote.committed(pattern):
                 if not (self.root / folder / record).exists():
@@ -173,6 +174,22 @@ class RunStore:
             self._push("config.yaml")
         self._record_manifest(manifest, cfg.allow_resume_changes)
         self.sweep_leftovers()
+        self.push_missing()
+
+    def push_missing(self) -> None:
+        """Push what the local copy holds and the location lacks: run-level files and committed folders a killed
+        process wrote here but never finished pushing (an unfinished folder's files are written over when pushed)."""
+        if self.remote is None:
+            return
+        for pattern in ("config.yaml", "data/seed-*/*", "signals/seed-*/*.parquet"):
+            for path in sorted(self.root.glob(pattern)):
+                relative = str(path.relative_to(self.root))
+                if path.is_file() and ".tmp-" not in path.name and not self.remote.exists(relative):
+                    self.remote.push_file(relative, whole=True)
+        for pattern, record in (("steps/*/*/round-*", "step.json"), ("analysis/*/run-*", "run.json")):
+            for folder in sorted(self.root.glob(pattern)):
+                if (folder / record).exists():
+                    self.is_committed(folder, record)
 
     def publish(self, relative: str) -> None:
         """Push every file of the local folder `relative` (a report) to the location."""
@@ -230,10 +247,14 @@ class RunStore:
         return self.is_committed(self.step_dir(seed, strategy, round_), "step.json")
 
     def is_committed(self, folder: Path, record: str) -> bool:
-        """Whether `folder` (under root) holds its `record`, here or, pulled into the copy, at the location."""
+        """Whether `folder` (under root) holds its `record`, here or, pulled into the copy, at the location. A folder
+        committed here that the location lacks (the process was killed while pushing it) is pushed again."""
+        relative = str(folder.relative_to(self.root)) if self.remote is not None else ""
         if (folder / record).exists():
+            if self.remote is not None and not self.remote.exists(f"{relative}/{record}"):
+                self.remote.push_folder(relative, record)
             return True
-        return self.remote is not None and self.remote.pull_folder(str(folder.relative_to(self.root)), record)
+        return self.remote is not None and self.remote.pull_folder(relative, record)
 
     def read_record(self, seed: int, strategy: str, round_: int) -> dict[str, Any]:
         """The step.json of a finished step."""
