@@ -1,6 +1,7 @@
 """A run store at an fsspec location (here a local filesystem behind a file:// URL): a run started by one process
 (machine A, its own local copy) and finished by another (machine B, an empty copy) ends with the tables of a run in
-a local folder; B recomputes nothing A committed; the report reaches the location."""
+a local folder; B recomputes nothing A committed; a push cut short is repaired by A's next open; the report reaches
+the location."""
 
 import json
 from pathlib import Path
@@ -38,6 +39,12 @@ def test_a_run_at_a_url_is_shared_by_two_machines_and_equals_a_local_run(tiny_mo
     a.run_step(Step(0, "shared", 0))  # machine A commits round 0, then stops
     a.close()
     assert (remote / "steps/seed-0/shared/round-0/step.json").exists() and (remote / "config.yaml").exists()
+    record = remote / "steps/seed-0/shared/round-0/step.json"
+    record.unlink()  # as if A was killed while pushing, before the record (the commit) went up
+    (remote / "steps/seed-0/shared/round-0/ledger.parquet").write_bytes(b"half")
+    Engine(build_config("smoke", overrides=overrides(tiny_model_dir, url, f"scale.cache_dir={tmp_path / 'a'}"))).prepare()
+    assert record.exists()  # A's next open pushed its committed step again, tables first
+    assert pl.read_parquet(remote / "steps/seed-0/shared/round-0/ledger.parquet").height
     committed = {p: p.stat().st_mtime_ns for p in remote.glob("steps/*/*/round-*/*")}
 
     cfg_b = build_config("smoke", overrides=overrides(tiny_model_dir, url, f"scale.cache_dir={tmp_path / 'b'}"))
@@ -45,7 +52,7 @@ def test_a_run_at_a_url_is_shared_by_two_machines_and_equals_a_local_run(tiny_mo
     assert all(p.stat().st_mtime_ns == t for p, t in committed.items())  # A's step was not recomputed
     assert len(list(remote.glob("steps/*/*/round-*/step.json"))) == len(plan_steps(cfg_b)) == 3
     assert tables(remote) == tables(local)
-    assert len(json.loads((remote / "manifest.json").read_text())["resumes"]) == 1  # B's open, recorded
+    assert len(json.loads((remote / "manifest.json").read_text())["resumes"]) == 2  # A's second open and B's
 
     index = write_run_report(url, cache_dir=tmp_path / "c")  # a third copy, pulled from the location alone
     assert index.exists() and (remote / "report" / "index.html").read_bytes() == index.read_bytes()
