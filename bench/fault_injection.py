@@ -203,6 +203,8 @@ def main() -> None:
 
     def draw(mode: str, index: int) -> str:
         reached = [p for p in POINTS if counts[mode][p]]
+        if mode == "prefect":  # the Prefect trials first at the task boundaries, the stage only they reach
+            reached = ["prefect.task", *[p for p in reached if p != "prefect.task"]]
         point = reached[index % len(reached)]
         return f"{point}:{rng.randint(1, counts[mode][point])}"
 
@@ -213,7 +215,7 @@ def main() -> None:
             kills.append(draw("engine", rng.randrange(len(POINTS))))
         plans.append(("engine", kills))
     plans += [("engine", [round(rng.uniform(2.0, walls["engine"]), 1)]) for _ in range(args.timed)]
-    plans += [("prefect", [draw("prefect", i + 3)]) for i in range(args.prefect)]
+    plans += [("prefect", [draw("prefect", 0 if i % 2 == 0 else i + 3)]) for i in range(args.prefect)]
     # Remote trials: half at the pushes (the new stage), half at the other stages in turn.
     plans += [("remote", [f"remote.push:{rng.randint(1, counts['remote']['remote.push'])}" if i % 2 == 0
                           else draw("remote", i)]) for i in range(args.remote)]
