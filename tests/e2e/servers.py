@@ -86,8 +86,10 @@ def postgres_url():
 
 
 @pytest.fixture
-def prefect_env(tmp_path, postgres_url):
-    """A Prefect server of this test's own, on PostgreSQL where postgres_url has one (its database emptied first)."""
+def prefect_env(request, tmp_path):
+    """A Prefect server of this test's own: on PostgreSQL where the test asks for postgres_url too and there is one
+    (its database emptied first), else on Prefect's SQLite default (its migrations run faster)."""
+    postgres_url = request.getfixturevalue("postgres_url") if "postgres_url" in request.fixturenames else None
     api = f"http://127.0.0.1:{free_port()}/api"
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api,
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1",
