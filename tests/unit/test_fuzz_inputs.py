@@ -91,24 +91,9 @@ LINE = st.one_of(RECORD.map(lambda r: __import__("json").dumps(r).encode()), st.
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(lines=st.lists(LINE, min_size=1, max_size=8))
 def test_any_jsonl_file_loads_row_by_row_or_names_file_line_and_field(tmp_path_factory, lines):
-    from loop.sources.files import load_file
-    from loop.validation import DataValidationError, validate_examples
-
     path = tmp_path_factory.mktemp("rows") / "mine.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
-    mapping = {"question": "q", "solution": "sol", "answer": "ans", "id": "id"}
-    try:
-        frame = load_file(path, mapping, split="pool", task="gsm8k")
-    except ValueError as err:  # a file-level problem (not UTF-8, no row at all), named with its path
-        assert str(path) in str(err) or "mine" in str(err)
-        return
-    try:
-        valid, report = validate_examples(frame, str(path), task="gsm8k")
-    except DataValidationError as err:
-        text = str(err)
-        assert str(path) in text and ("line" in text or "field" in text or "column" in text)
-        return
-    assert valid.height == report.n_valid
+    _check_loads_or_names(path, {"question": "q", "solution": "sol", "answer": "ans", "id": "id"})
 
 
 CELL = st.one_of(st.text(max_size=30), st.text(alphabet=",\"\n\r\t ;#", max_size=12),
