@@ -102,3 +102,17 @@ def test_padding_free_training_trains_the_same_weights_as_padded_batches(tiny_mo
     for name, weight in trained[False].items():
         moved = (weight - base[name]).abs().max().item()
         assert torch.allclose(trained[True][name], weight, atol=max(1e-6, 1e-3 * moved)), name
+
+
+def test_a_lora_round_is_the_same_whatever_ran_before_it_in_the_process(tiny_model_dir, seeds):
+    """The adapter's random initialisation comes from the round's seed, not from the process's random state (what
+    earlier steps, a resume or a scoring shard drew before): the same seed trains the same adapter."""
+    cfg = config(tiny_model_dir, **{"model.lora": "{r: 4, alpha: 8, target_modules: [q_proj, v_proj]}",
+                                    "train.epochs": 1})
+    tok = load_tokenizer(cfg.model)
+    first, _ = train_round(cfg, tok, seeds, seed=3, device=CPU)
+    torch.rand(1000)  # other work drew from the global generator in between
+    second, _ = train_round(cfg, tok, seeds, seed=3, device=CPU)
+    adapters = [{k: v for k, v in m.state_dict().items() if "lora_" in k} for m in (first, second)]
+    assert adapters[0] and adapters[0].keys() == adapters[1].keys()
+    assert all(torch.equal(adapters[0][k], adapters[1][k]) for k in adapters[0])
