@@ -38,10 +38,12 @@ def tables(out: Path) -> dict[str, pl.DataFrame]:
 
 def compare(a: dict[str, pl.DataFrame], b: dict[str, pl.DataFrame]) -> dict:
     """Tables equal bit for bit, selections equal, and the largest absolute difference of any float column."""
-    equal, selections_equal, largest = 0, 0, 0.0
+    equal, selections_equal, largest, unequal = 0, 0, 0.0, []
     for key, frame in a.items():
         other = b[key]
         equal += frame.equals(other)
+        if not frame.equals(other):
+            unequal.append(key)
         if key.endswith("selected.parquet"):
             selections_equal += frame["id"].to_list() == other["id"].to_list()
         for name, dtype in frame.schema.items():
@@ -51,7 +53,7 @@ def compare(a: dict[str, pl.DataFrame], b: dict[str, pl.DataFrame]) -> dict:
                     largest = max(largest, float(diff))
     n_selected = sum(k.endswith("selected.parquet") for k in a)
     return {"tables": len(a), "tables_equal": equal, "selections": n_selected, "selections_equal": selections_equal,
-            "largest_float_difference": largest}
+            "largest_float_difference": largest, "first_unequal": sorted(unequal)[:6]}
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import ProcessPoolTaskRunner
 from tqdm.auto import tqdm
 
+from flows.shards import scoring_executor
 from loop import faults
 from loop.config import RunConfig
 from loop.engine import Engine
@@ -32,14 +33,14 @@ from loop.model.devices import check_workers
 @task(name="prepare", cache_policy=NO_CACHE, log_prints=False)
 def prepare(config: RunConfig) -> None:
     faults.reached("prefect.task")
-    Engine(config).prepare()
+    Engine(config, scoring_executor(config)).prepare()
 
 
 @task(name="step", task_run_name="{strategy} round {round_} (seed {seed})", cache_policy=NO_CACHE,
       log_prints=False)
 def run_step(config: RunConfig, seed: int, strategy: str, round_: int) -> dict:
     faults.reached("prefect.task")
-    return Engine(config).run_step(Step(seed, strategy, round_))
+    return Engine(config, scoring_executor(config)).run_step(Step(seed, strategy, round_))
 
 
 @task(name="report", cache_policy=NO_CACHE, log_prints=False)

@@ -311,6 +311,10 @@ class SamplingConfig(_Strict):
         "static", description="generate engine only: static avoids re-allocating the KV cache every decode step"
     )
     cuda_graphs: bool = Field(True, description="decode engine on CUDA: replay each decode step as a CUDA graph")
+    unit: int = Field(
+        512, gt=0, description="questions per sampling call and examples per teacher-forced scoring call: the work "
+        "unit a scoring shard takes (loop.model.shards). Each unit samples under a seed of its own, the first under "
+        "the call's, so a call of at most this many items runs as one")
 
 
 class VLLMConfig(_Strict):
@@ -598,6 +602,26 @@ class AnalysisConfig(_Strict):
         return max(full, key=lambda i: (self.runs[i].epochs or default_epochs, -i))
 
 
+class ScoringShardsConfig(_Strict):
+    """Where a step's sampling and teacher-forced scoring run (`loop.model.shards`): in the step's process, or cut
+    into shards of whole work units that a Prefect task runner spreads over a Ray or Dask cluster. How to run, not
+    what: every unit computes the same wherever it runs, so the results do not depend on these settings."""
+
+    runner: Literal["none", "ray", "dask"] = Field(
+        "none", description="none = in the step's process; ray = Prefect's RayTaskRunner (prefect-ray); dask = "
+        "Prefect's DaskTaskRunner (prefect-dask)")
+    address: str | None = Field(
+        None, description="the cluster: ray = a Ray address (ray start --head prints it), dask = a scheduler "
+        "address (tcp://host:8786); null = a local cluster of `shards` worker processes, started once per process")
+    shards: int = Field(2, gt=0, description="tasks each sampling or scoring call is cut into (whole units each)")
+    gpus_per_shard: float | Literal["auto"] = Field(
+        "auto", description="ray: GPUs each shard task asks for; auto = 1 where the cluster has GPUs, else 0")
+    retries: int = Field(2, ge=0, description="times a failed shard is run again (alone) before the step fails")
+    checkpoint_dir: str | None = Field(
+        None, description="where a bound checkpoint is saved for the shards to load: a folder every worker reads "
+        "(a shared file system on a multi-machine cluster); null = the run store's backend/shards folder")
+
+
 class ScaleConfig(_Strict):
     """How a comparison spreads over processes and machines (flows/curation.py): how to run, not what is run, so not
     part of the stored config (a run may resume in another mode).
@@ -619,6 +643,9 @@ class ScaleConfig(_Strict):
     cache_dir: str | None = Field(
         None, description="with out_dir an fsspec URL (s3://bucket/runs/x): the local working copy of the run store; "
         "null = ~/.cache/curation-loop/stores/HASH (CURATION_LOOP_CACHE replaces ~/.cache/curation-loop)")
+    scoring: ScoringShardsConfig = Field(
+        ScoringShardsConfig(), description="sharded sampling and scoring of each step's checkpoints on a Ray or "
+        "Dask cluster")
 
 
 class RunConfig(_Strict):
@@ -678,6 +705,14 @@ class RunConfig(_Strict):
         if len(set(value)) != len(value):
             raise ValueError(f"seeds lists a seed twice: {value}")
         return value
+
+    @model_validator(mode="after")
+    def _shards_run_transformers(self) -> RunConfig:
+        if self.scale.scoring.runner != "none" and "vllm" in (self.sampling.engine, self.dynamics.nll_engine):
+            raise ValueError(
+                "scale.scoring.runner shards the transformers backend's work; a vLLM server batches on its own: "
+                "with vLLM, set scale.scoring.runner: none (and spread runs over GPUs with scale.runs: deployments)")
+        return self
 
     @model_validator(mode="after")
     def _task_fits_source(self) -> RunConfig:

@@ -64,8 +64,11 @@ def _versions() -> dict[str, str]:
 class Engine:
     """Runs the steps of one comparison against one run store."""
 
-    def __init__(self, cfg: RunConfig):
+    def __init__(self, cfg: RunConfig, executor=None):
+        """`executor` (`loop.model.shards.Executor`): where the shards of sampling and scoring run (the flows give
+        Prefect's Ray or Dask task runner, `scale.scoring`); None = in this process."""
         self.cfg = cfg
+        self.executor = executor
         self.store = RunStore(cfg.out_dir, cfg.scale.cache_dir)
         if cfg.deterministic:  # before CUDA starts: cuBLAS reads its workspace setting once
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -87,7 +90,8 @@ class Engine:
     @property
     def backend(self) -> Backend:
         if self._backend is None:
-            self._backend = open_backend(self.cfg, self.tokenizer, self.device, self.store.root / "backend")
+            self._backend = open_backend(self.cfg, self.tokenizer, self.device, self.store.root / "backend",
+                                         self.executor)
         return self._backend
 
     def close(self) -> None:

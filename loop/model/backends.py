@@ -97,17 +97,42 @@ def backend_name(cfg: RunConfig) -> str:
 _OPEN: dict[tuple[str, str], Backend] = {}
 
 
-def open_backend(cfg: RunConfig, tokenizer, device: torch.device, workdir: Path) -> Backend:
-    """The backend the config names (`sampling.engine` / `dynamics.nll_engine`), its files under `workdir`.
+class UnitBackend:
+    """`inner` with every sampling and scoring call cut into work units (`loop.model.shards`)."""
+
+    def __init__(self, inner: Backend, unit: int):
+        self.inner, self.unit, self.name = inner, unit, inner.name
+
+    @contextlib.contextmanager
+    def bind(self, model, *, tag: str) -> Iterator[Bound]:
+        from loop.model.shards import in_units
+
+        with self.inner.bind(model, tag=tag) as bound:
+            yield in_units(bound, self.unit)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def open_backend(cfg: RunConfig, tokenizer, device: torch.device, workdir: Path, executor=None) -> Backend:
+    """The backend the config names (`sampling.engine` / `dynamics.nll_engine`), its files under `workdir`; with an
+    `executor` (`loop.model.shards.Executor`), the sharded backend that runs the work units on its workers.
 
     One backend per run and process: the steps a process runs share it (a vLLM server starts once), and what it
-    started is stopped when the process exits, or by `close_backends`.
+    started is stopped when the process exits, or by `close_backends`. Every call is cut into the same work units
+    whichever backend runs it (`loop.model.shards`), so sharded and in-process runs compute the same.
     """
-    name = backend_name(cfg)
+    name = "sharded" if executor is not None else backend_name(cfg)
     key = (name, str(Path(workdir).resolve()))
     if key not in _OPEN:
-        module, attr = BACKENDS[name].split(":")
-        _OPEN[key] = getattr(importlib.import_module(module), attr)(cfg, tokenizer, device, workdir)
+        if executor is not None:
+            from loop.model.shards import ShardedBackend
+
+            _OPEN[key] = ShardedBackend(cfg, tokenizer, device, workdir, executor)
+        else:
+            module, attr = BACKENDS[name].split(":")
+            inner = getattr(importlib.import_module(module), attr)(cfg, tokenizer, device, workdir)
+            _OPEN[key] = UnitBackend(inner, cfg.sampling.unit)
     return _OPEN[key]
 
 

@@ -1,3 +1,3 @@
 """The end-to-end tests' fixtures (tests/e2e/servers.py)."""
 
-from tests.e2e.servers import postgres_url, prefect_env  # noqa: F401  (fixtures)
+from tests.e2e.servers import postgres_url, prefect_env, ray_cluster  # noqa: F401  (fixtures)

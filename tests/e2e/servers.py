@@ -1,6 +1,7 @@
 """A real local Prefect server for the end-to-end tests (its own home and port), and the helpers they share."""
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -113,3 +114,35 @@ def prefect_env(request, tmp_path):
             stop(proc)
 
 
+@pytest.fixture
+def ray_cluster(prefect_env):
+    """A Ray head and a second worker node, one CPU each, on this machine: (address, the environment a driver
+    needs to join it, the file whose creation marks the one shard failure its workers inject)."""
+    if shutil.which("ray", path=os.path.dirname(sys.executable)) is None:
+        pytest.skip("ray is not installed")
+    env, _, _ = prefect_env
+    ray = os.path.join(os.path.dirname(sys.executable), "ray")
+    address = f"127.0.0.1:{free_port()}"
+    # Ray's sockets live under its temp folder: a short path (a pytest tmp_path is past the socket-path limit).
+    folder = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    # Token authentication, as a cluster should run: the nodes and the flow's driver share the token.
+    joining = {"RAY_TMPDIR": folder, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    marker = Path(folder) / "failed-once"
+    # The workers are the nodes' processes: the fault to inject is theirs to read.
+    env = {**env, **joining, "CURATION_LOOP_FAIL_ONCE": f"shard.unit:{marker}"}
+    common = ["--num-cpus", "1", "--disable-usage-stats", "--node-ip-address", "127.0.0.1"]
+
+    def start(*args):
+        done = subprocess.run([ray, "start", *args, *common], env=env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+    start("--head", "--port", address.split(":")[1], "--include-dashboard", "false")
+    try:
+        start("--address", address)
+        status = subprocess.run([ray, "status", "--address", address], env=env, capture_output=True, text=True,
+                                timeout=120)
+        assert status.stdout.count("node_") == 2, status.stdout  # two nodes alive
+        yield address, joining, marker
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)

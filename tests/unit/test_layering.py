@@ -1,4 +1,5 @@
-"""The layering rules: strategies/ and reports/ never import torch; loop/ never imports Prefect or flows/."""
+"""The layering rules: strategies/ and reports/ never import torch; loop/ never imports Prefect, its task runners'
+clusters (Ray, Dask: the orchestrator's, behind loop.model.shards.Executor) or flows/."""
 
 import ast
 from pathlib import Path
@@ -8,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN = {"strategies": {"torch", "transformers", "prefect", "flows", "loop"},
              "reports": {"torch", "transformers", "prefect", "flows"},
-             "loop": {"prefect", "flows", "reports"}}
+             "loop": {"prefect", "prefect_ray", "prefect_dask", "ray", "dask", "distributed", "flows", "reports"}}
 
 
 def imported_roots(path: Path) -> set[str]:

@@ -1,0 +1,104 @@
+"""Scoring shards on Prefect's task runners: the executor behind `scale.scoring` (`loop.model.shards`).
+
+Each shard is a Prefect task run (`score-shard`) on Prefect's RayTaskRunner (prefect-ray) or DaskTaskRunner
+(prefect-dask), so it shows in the UI beside its step and Prefect retries a failed shard alone
+(`scale.scoring.retries`); on Ray a shard asks for one GPU where the cluster has GPUs. One task runner per
+process and cluster, started at the first shard and stopped when the process exits. The workers talk to the same
+Prefect server as the flow (a Ray worker is given its address): sharded scoring needs a running server
+(`prefect server start`, PREFECT_API_URL), not the ephemeral one.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from loop.config import RunConfig, ScoringShardsConfig
+from loop.model.shards import run_shard
+
+
+@task(name="score-shard", task_run_name="{label}", cache_policy=NO_CACHE, log_prints=False)
+def score_shard(job, label: str) -> list:
+    return run_shard(job)
+
+
+def _api_env() -> dict[str, str]:
+    """The Prefect settings a worker elsewhere needs to report to this flow's server."""
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    return {"PREFECT_API_URL": str(url)} if url else {}
+
+
+def task_runner(scoring: ScoringShardsConfig):
+    """The Prefect task runner `scoring` names (not yet started)."""
+    if scoring.runner == "ray":
+        from prefect_ray import RayTaskRunner
+
+        env = {"env_vars": _api_env()}
+        if scoring.address:
+            return RayTaskRunner(address=scoring.address, init_kwargs={"runtime_env": env})
+        return RayTaskRunner(init_kwargs={"num_cpus": scoring.shards, "include_dashboard": False,
+                                          "runtime_env": env})
+    if scoring.runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if scoring.address:
+            return DaskTaskRunner(address=scoring.address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": scoring.shards, "threads_per_worker": 1,
+                                              "processes": True, "dashboard_address": None})
+    raise ValueError(f"scale.scoring.runner {scoring.runner!r} runs no shards")
+
+
+class TaskRunnerExecutor:
+    """`loop.model.shards.Executor` on a Prefect task runner: one `score-shard` task run per job."""
+
+    def __init__(self, scoring: ScoringShardsConfig):
+        self.scoring = scoring
+        self.runner = None
+
+    def _gpus(self) -> float:
+        if self.scoring.gpus_per_shard != "auto":
+            return float(self.scoring.gpus_per_shard)
+        import ray
+
+        return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+    def map(self, fn, jobs, labels):
+        if fn is not run_shard:
+            raise ValueError("the Prefect executor runs scoring shards (loop.model.shards.run_shard) only")
+        if self.runner is None:
+            self.runner = task_runner(self.scoring).__enter__()
+            atexit.register(self.close)
+        shard = score_shard.with_options(retries=self.scoring.retries)
+        submit = lambda job, label: self.runner.submit(shard, parameters={"job": job, "label": label})  # noqa: E731
+        if self.scoring.runner == "ray":
+            from prefect_ray.context import remote_options
+
+            with remote_options(num_gpus=self._gpus()):
+                futures = [submit(job, label) for job, label in zip(jobs, labels)]
+        else:
+            futures = [submit(job, label) for job, label in zip(jobs, labels)]
+        return [future.result() for future in futures]
+
+    def close(self) -> None:
+        if self.runner is not None:
+            runner, self.runner = self.runner, None
+            runner.__exit__(None, None, None)
+
+
+_EXECUTORS: dict[tuple, TaskRunnerExecutor] = {}
+
+
+def scoring_executor(config: RunConfig) -> TaskRunnerExecutor | None:
+    """This process's executor for `config.scale.scoring` (None: the steps score in their own process)."""
+    scoring = config.scale.scoring
+    if scoring.runner == "none":
+        return None
+    key = (scoring.runner, scoring.address, scoring.shards, os.getpid())
+    if key not in _EXECUTORS:
+        _EXECUTORS[key] = TaskRunnerExecutor(scoring)
+    return _EXECUTORS[key]
