@@ -132,27 +132,45 @@ def _device(cfg: RunConfig) -> torch.device:
     return torch.device("cuda") if cfg.device != "cpu" and torch.cuda.is_available() else torch.device("cpu")
 
 
+def _cache_key(job: ShardJob) -> str:
+    return f"{job.checkpoint or 'base'}|{job.cfg.model.model_dump_json()}"
+
+
 def _worker_backend(job: ShardJob) -> tuple[TransformersBackend, Any]:
     """This worker's backend and the job's checkpoint, loaded once per worker and checkpoint."""
+    if _LOADED.get("key") != _cache_key(job):
+        _LOADED.clear()  # one checkpoint in memory per worker
+        device = _device(job.cfg)
+        with _random_state_kept(device):
+            _load(job, device)
+    return _LOADED["backend"], _LOADED["model"]
+
+
+@contextlib.contextmanager
+def _random_state_kept(device: torch.device):
+    """Loading draws random numbers (peft initialises an adapter's layers before reading their weights): where
+    the shards run in the training process (LocalExecutor), those draws would move the generator that training
+    reads (the next epoch's batch order), so the process's random state is put back afterwards."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        yield
+
+
+def _load(job: ShardJob, device: torch.device) -> None:
+    """The job's checkpoint and a backend over it, into this worker's cache."""
     from loop.model.loading import load_base, load_tokenizer
     from loop.model.precision import resolve_precision
 
-    key = f"{job.checkpoint or 'base'}|{job.cfg.model.model_dump_json()}"
-    if _LOADED.get("key") != key:
-        _LOADED.clear()  # one checkpoint in memory per worker
-        device = _device(job.cfg)
-        dtype = resolve_precision(job.cfg.model, job.cfg.train, device).weights
-        if job.checkpoint is None or not job.lora:
-            source = job.cfg.model if job.checkpoint is None else job.cfg.model.model_copy(
-                update={"name_or_path": job.checkpoint, "gguf_file": None})
-            model = load_base(source, device, dtype)
-        else:
-            from peft import PeftModel
+    dtype = resolve_precision(job.cfg.model, job.cfg.train, device).weights
+    if job.checkpoint is None or not job.lora:
+        source = job.cfg.model if job.checkpoint is None else job.cfg.model.model_copy(
+            update={"name_or_path": job.checkpoint, "gguf_file": None})
+        model = load_base(source, device, dtype)
+    else:
+        from peft import PeftModel
 
-            model = PeftModel.from_pretrained(load_base(job.cfg.model, device, dtype), job.checkpoint).eval()
-        tokenizer = load_tokenizer(job.cfg.model)
-        _LOADED.update(key=key, model=model, backend=TransformersBackend(job.cfg, tokenizer, device))
-    return _LOADED["backend"], _LOADED["model"]
+        model = PeftModel.from_pretrained(load_base(job.cfg.model, device, dtype), job.checkpoint).eval()
+    backend = TransformersBackend(job.cfg, load_tokenizer(job.cfg.model), device)
+    _LOADED.update(key=_cache_key(job), model=model, backend=backend)
 
 
 def run_shard(job: ShardJob) -> list:

@@ -1,7 +1,7 @@
 """Sharded sampling and scoring (loop.model.shards) against the step's own process, on the embedded base: a bound
 checkpoint (full weights or a LoRA adapter) saved, reloaded by each shard and run unit by unit gives exactly the
 completions and NLLs of the in-process backend, for any number of shards; a call of at most one unit runs as one
-uncut call."""
+uncut call; and shards run inside the training process leave a LoRA round exactly as it was."""
 
 import numpy as np
 import polars as pl
@@ -81,3 +81,28 @@ def test_a_call_within_one_unit_runs_as_one_uncut_call(examples):
         small = in_units(bound, 3).sampler.sample(questions, 2, seed=5)
         assert small[:3] == bound.sampler.sample(questions[:3], 2, seed=5)
         assert small != bound.sampler.sample(questions, 2, seed=5)
+
+
+def test_shards_in_the_training_process_leave_a_lora_round_as_it_was(tmp_path):
+    """LoRA, 3 checkpoints: shards that load each checkpoint in the training process itself (LocalExecutor) draw
+    no random numbers that training reads afterwards (peft initialises an adapter before reading it); the round's
+    ledger, signals and accuracy are those of the round scored in place."""
+    from loop.engine import Engine
+    from loop.plan import Step
+
+    frames = {}
+    for name, executor in (("here", None), ("shards", LocalExecutor())):
+        cfg = build_config("smoke", overrides=[
+            "model.lora={r: 4, alpha: 8, target_modules: [q_proj, v_proj]}", "train.learning_rate=1e-3",
+            "train.epochs=3", "train.batch_size=4", "seeds=[0]", "data.n_seeds=8", "data.n_test=8",
+            "sampling.max_new_tokens=24", "sampling.unit=3", "scale.scoring.shards=2", "torch_threads=1",
+            f"out_dir={tmp_path / name}"])
+        engine = Engine(cfg, executor)
+        engine.prepare()
+        engine.run_step(Step(0, "shared", 0))
+        engine.close()
+        folder = tmp_path / name / "steps" / "seed-0" / "shared" / "round-0"
+        frames[name] = {f: pl.read_parquet(folder / f"{f}.parquet") for f in ("ledger", "signals", "eval")}
+    assert frames["here"]["ledger"]["epoch"].n_unique() == 3
+    for table, frame in frames["here"].items():
+        assert frame.equals(frames["shards"][table]), table
