@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -53,6 +54,24 @@ def task_runner(scoring: ScoringShardsConfig):
     raise ValueError(f"scale.scoring.runner {scoring.runner!r} runs no shards")
 
 
+def _ship_flow_module(runner: str) -> None:
+    """Let the cluster's workers unpickle this flow run's context, which holds the flow: a flow that a Prefect worker
+    loaded from its file (a deployment's `flows/chain.py:curation_chain` entrypoint) lives in a top-level module
+    Prefect named after the file (`chain`), which the cluster's workers cannot import, so that module travels by
+    value (through Ray's own copy of cloudpickle on Ray)."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    name = getattr(getattr(getattr(context, "flow", None), "fn", None), "__module__", None)
+    if not name or "." in name or name == "__main__" or name not in sys.modules:
+        return
+    if runner == "ray":
+        from ray import cloudpickle
+    else:
+        import cloudpickle
+    cloudpickle.register_pickle_by_value(sys.modules[name])
+
+
 class TaskRunnerExecutor:
     """`loop.model.shards.Executor` on a Prefect task runner: one `score-shard` task run per job."""
 
@@ -73,6 +92,7 @@ class TaskRunnerExecutor:
         if self.runner is None:
             self.runner = task_runner(self.scoring).__enter__()
             atexit.register(self.close)
+        _ship_flow_module(self.scoring.runner)
         shard = score_shard.with_options(retries=self.scoring.retries)
         submit = lambda job, label: self.runner.submit(shard, parameters={"job": job, "label": label})  # noqa: E731
         if self.scoring.runner == "ray":
