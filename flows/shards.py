@@ -3,14 +3,16 @@
 Each shard is a Prefect task run (`score-shard`) on Prefect's RayTaskRunner (prefect-ray) or DaskTaskRunner
 (prefect-dask), so it shows in the UI beside its step and Prefect retries a failed shard alone
 (`scale.scoring.retries`); on Ray a shard asks for one GPU where the cluster has GPUs. One task runner per
-process and cluster, started at the first shard and stopped when the process exits. The workers talk to the same
-Prefect server as the flow (a Ray worker is given its address): sharded scoring needs a running server
-(`prefect server start`, PREFECT_API_URL), not the ephemeral one.
+process and `scale.scoring` setting, started at the first shard and stopped when the process exits. The workers
+talk to the same Prefect server as the flow (a Ray worker is given its address): sharded scoring needs a server
+they reach (`prefect server start`, PREFECT_API_URL; `curation-loop run`'s own listens on this machine only, so
+a cluster of other machines needs a server of its own).
 """
 
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import os
 import sys
 
@@ -102,7 +104,18 @@ class TaskRunnerExecutor:
                 futures = [submit(job, label) for job, label in zip(jobs, labels)]
         else:
             futures = [submit(job, label) for job, label in zip(jobs, labels)]
-        return [future.result() for future in futures]
+        # Every shard ends (completes, or fails after its retries) before the first failure is raised: the bound
+        # checkpoint is deleted as the failure leaves the bind, and the other shards may still be reading it.
+        outcomes = []
+        for future in futures:
+            try:
+                outcomes.append((True, future.result()))
+            except Exception as err:  # noqa: BLE001 (re-raised below, after the others)
+                outcomes.append((False, err))
+        failed = [value for ok, value in outcomes if not ok]
+        if failed:
+            raise failed[0]
+        return [value for _, value in outcomes]
 
     def close(self) -> None:
         if self.runner is not None:
@@ -118,6 +131,10 @@ def scoring_executor(config: RunConfig) -> TaskRunnerExecutor | None:
     scoring = config.scale.scoring
     if scoring.runner == "none":
         return None
+    package = f"prefect_{scoring.runner}"
+    if importlib.util.find_spec(package) is None:
+        raise ValueError(f"scale.scoring.runner {scoring.runner!r} needs {package.replace('_', '-')}: "
+                         "pip install -e '.[scale]' (prefect-ray, prefect-dask)")
     key = (scoring.runner, scoring.address, scoring.shards, os.getpid())
     if key not in _EXECUTORS:
         _EXECUTORS[key] = TaskRunnerExecutor(scoring)

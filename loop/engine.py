@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import time
 from datetime import datetime, timezone
@@ -40,7 +39,7 @@ from loop.model.backends import Backend, close_backends, open_backend
 from loop.model.devices import pick_device
 from loop.model.lengths import check_lengths, context_size
 from loop.model.loading import load_tokenizer, resolve_path, weights_file
-from loop.model.precision import resolve_precision
+from loop.model.precision import configure_torch, resolve_precision
 from loop.model.training import train_round
 from loop.plan import Step, n_rounds, plan_steps, rounds_of
 from loop.schema import COMPUTE_MATCHED, SHARED_STRATEGY
@@ -70,12 +69,8 @@ class Engine:
         self.cfg = cfg
         self.executor = executor
         self.store = RunStore(cfg.out_dir, cfg.scale.cache_dir)
-        if cfg.deterministic:  # before CUDA starts: cuBLAS reads its workspace setting once
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True)
+        configure_torch(cfg)  # before CUDA starts
         self.device = pick_device(cfg.device, share_gpus=cfg.share_gpus)  # first: a GPU lease precedes CUDA
-        if cfg.torch_threads:
-            torch.set_num_threads(cfg.torch_threads)
         self._tokenizer = None
         self._examples: dict[int, pl.DataFrame] = {}
         self._backend: Backend | None = None

@@ -46,7 +46,7 @@ class Backend(Protocol):
 
     def bind(self, model, *, tag: str) -> contextlib.AbstractContextManager[Bound]:
         """Sampling and scoring of `model` (a torch module in this process) inside the block; `tag` names the
-        checkpoint (unique within a run, e.g. `s0-loss-r2-ep3`)."""
+        checkpoint (unique within a run, e.g. `s0-loss-r2-ep3`); the tag `base` says `model` is the base itself."""
         ...
 
     def close(self) -> None: ...

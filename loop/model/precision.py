@@ -11,6 +11,7 @@ Scoring and sampling run under the same autocast, so a checkpoint is measured in
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 
 import torch
@@ -76,3 +77,14 @@ def enable_tf32() -> None:
     """TF32 for float32 matmuls and convolutions on Ampere and later (what `tf32=True` does in the HF Trainer)."""
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
+
+
+def configure_torch(cfg) -> None:
+    """The process-wide torch settings of a run (`RunConfig`): deterministic kernels (with cuBLAS's workspace set
+    before CUDA starts, since cuBLAS reads it once) and the CPU thread count. The engine and every scoring shard
+    call it, so that both compute alike."""
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)

@@ -24,6 +24,7 @@ this module never imports one.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -38,29 +39,7 @@ from loop import faults
 from loop.config import RunConfig
 from loop.model.backends import Bound, TransformersBackend
 from loop.model.formatting import Encoded
-from loop.seeds import derived_seed
-
-
-# -- the unit plan ------------------------------------------------------------------------------------------------
-def unit_slices(n_items: int, unit: int) -> list[slice]:
-    """The units of a call over `n_items` items: [0, U), [U, 2U), ... (none for no items)."""
-    if unit <= 0:
-        raise ValueError(f"a work unit holds at least one item, got {unit}")
-    return [slice(start, min(start + unit, n_items)) for start in range(0, n_items, unit)]
-
-
-def unit_seed(seed: int, index: int) -> int:
-    """The sampling seed of unit `index` of a call under `seed`: the call's own for unit 0, derived for the others."""
-    return int(seed) if index == 0 else derived_seed("unit", seed, index)
-
-
-def shard_ranges(n_units: int, shards: int) -> list[range]:
-    """`n_units` units dealt into at most `shards` runs of consecutive units, as even as can be (none empty)."""
-    if shards <= 0:
-        raise ValueError(f"shards must be positive, got {shards}")
-    count = min(shards, n_units)
-    bounds = [round(i * n_units / count) for i in range(count + 1)] if count else [0]
-    return [range(bounds[i], bounds[i + 1]) for i in range(count)]
+from loop.units import shard_ranges, unit_seed, unit_slices
 
 
 # -- units in this process ----------------------------------------------------------------------------------------
@@ -103,10 +82,14 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """Runs the jobs one after another in this process (each shard still loads its checkpoint from disk)."""
+    """Runs the jobs one after another in this process (each shard still loads its checkpoint from disk), and lets
+    the loaded copy go afterwards: this process is the one training, and its memory is training's."""
 
     def map(self, fn, jobs, labels):
-        return [fn(job) for job in jobs]
+        try:
+            return [fn(job) for job in jobs]
+        finally:
+            release_worker_model()
 
 
 @dataclass(frozen=True)
@@ -122,25 +105,41 @@ class ShardJob:
     seeds: list[int]
     n: int = 0
     answer_prefix: str = ""
+    device_type: str = "cpu"  # the step's: a shard computes on the same kind of device, or not at all
 
 
 _LOADED: dict[str, Any] = {}  # per worker process: the checkpoint its last shard ran on
 
 
-def _device(cfg: RunConfig) -> torch.device:
-    """The worker's device: its (Ray-assigned) GPU where it has one and the run is not CPU-only."""
-    return torch.device("cuda") if cfg.device != "cpu" and torch.cuda.is_available() else torch.device("cpu")
+def _device(job: ShardJob) -> torch.device:
+    """The worker's device, of the step's kind: its (Ray-assigned) GPU where the step runs on one."""
+    if job.device_type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("the step runs on a GPU but this scoring shard's worker has none: a shard on another "
+                               "kind of device would compute other numbers. Give the shards GPUs "
+                               "(scale.scoring.gpus_per_shard, a cluster with GPUs) or run the step on the CPU")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def release_worker_model() -> None:
+    """Drop the checkpoint this process loaded for its shards (and the GPU memory it held)."""
+    _LOADED.clear()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _cache_key(job: ShardJob) -> str:
-    return f"{job.checkpoint or 'base'}|{job.cfg.model.model_dump_json()}"
+    """The checkpoint and the whole config the worker's backend was built from (the base is one folder for all
+    runs; its sampling and precision settings are each run's own)."""
+    return f"{job.checkpoint or 'base'}|{job.cfg.model_dump_json()}"
 
 
 def _worker_backend(job: ShardJob) -> tuple[TransformersBackend, Any]:
     """This worker's backend and the job's checkpoint, loaded once per worker and checkpoint."""
     if _LOADED.get("key") != _cache_key(job):
-        _LOADED.clear()  # one checkpoint in memory per worker
-        device = _device(job.cfg)
+        release_worker_model()  # one checkpoint in memory per worker
+        device = _device(job)
         with _random_state_kept(device):
             _load(job, device)
     return _LOADED["backend"], _LOADED["model"]
@@ -156,10 +155,14 @@ def _random_state_kept(device: torch.device):
 
 
 def _load(job: ShardJob, device: torch.device) -> None:
-    """The job's checkpoint and a backend over it, into this worker's cache."""
+    """The job's checkpoint and a backend over it, into this worker's cache, under the step's numerics settings
+    (deterministic kernels, torch threads, TF32 on a GPU: what the step's own process runs with)."""
     from loop.model.loading import load_base, load_tokenizer
-    from loop.model.precision import resolve_precision
+    from loop.model.precision import configure_torch, enable_tf32, resolve_precision
 
+    configure_torch(job.cfg)
+    if device.type == "cuda":
+        enable_tf32()
     dtype = resolve_precision(job.cfg.model, job.cfg.train, device).weights
     if job.checkpoint is None or not job.lora:
         source = job.cfg.model if job.checkpoint is None else job.cfg.model.model_copy(
@@ -200,7 +203,7 @@ class _Checkpoint:
         seeds = [unit_seed(seed, i) for i in range(len(units))]
         ranges = shard_ranges(len(units), cfg.scale.scoring.shards)
         jobs = [ShardJob(cfg, self.path, self.adapter, kind, units[r.start:r.stop], seeds[r.start:r.stop], n,
-                         answer_prefix) for r in ranges]
+                         answer_prefix, self.backend.device.type) for r in ranges]
         self.calls += 1
         labels = [f"{self.tag} {kind} {self.calls} units {r.start}-{r.stop - 1}" for r in ranges]
         results = self.backend.executor.map(run_shard, jobs, labels)
@@ -231,29 +234,28 @@ class ShardedBackend:
     name = "sharded"
 
     def __init__(self, cfg: RunConfig, tokenizer, device: torch.device, workdir: Path, executor: Executor):
-        self.cfg, self.executor = cfg, executor
+        self.cfg, self.executor, self.device = cfg, executor, device
         configured = cfg.scale.scoring.checkpoint_dir
         self.folder = Path(configured) if configured else Path(workdir) / "shards"
 
-    def _save(self, model, tag: str) -> tuple[str | None, bool]:
-        """Save `model` for the shards under a folder no other bind uses (a worker's cache key): (folder, whether it
-        is a LoRA adapter over the base); (None, False) for the base itself (tag `base`), which workers read from
-        its own files."""
-        if tag == "base":
-            return None, False
+    def _save(self, model, tag: str, path: Path) -> bool:
+        """Save `model` for the shards at `path`; whether it is a LoRA adapter over the base."""
         from loop.model.sampling.base import hf_model
 
-        path = self.folder / f"{tag}-{uuid.uuid4().hex[:12]}"
         adapter = hasattr(model, "peft_config")
         # The weights as they are (no cast): the shards must compute exactly what this process would.
         (model if adapter else hf_model(model)).save_pretrained(path)
-        return str(path), adapter
+        return adapter
 
     @contextlib.contextmanager
     def bind(self, model, *, tag: str) -> Iterator[Bound]:
-        path, adapter = self._save(model, tag)
-        checkpoint = _Checkpoint(self, path, tag, adapter)
+        """The tag `base` binds the base itself, which the shards read from its own files. Any other model
+        is saved under a folder no other bind uses (a worker's cache key), named as the run store's sweep of dead
+        writers' leftovers expects (`.NAME.tmp-PID-...`), so a killed step leaves no copy behind for long."""
+        path = None if tag == "base" else self.folder / f".{tag}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         try:
+            adapter = self._save(model, tag, path) if path is not None else False
+            checkpoint = _Checkpoint(self, None if path is None else str(path), tag, adapter)
             yield Bound(_ShardedSampler(checkpoint), _ShardedScorer(checkpoint))
         finally:
             if path is not None:

@@ -48,7 +48,8 @@ def pre_training(engine, providers: list[signals.Signal], drawn: dict) -> None:
         if any(p.scope == "base" and p.name not in reused for p in todo):
             precision = resolve_precision(cfg.model, cfg.train, engine.device)
             model = load_base(cfg.model, engine.device, precision.weights)
-        with (engine.backend.bind(model, tag=f"base-s{seed}") if model is not None else nullcontext()) as bound:
+        # Tagged as the base: a backend serves or reads the base's own files instead of saving a copy.
+        with (engine.backend.bind(model, tag="base") if model is not None else nullcontext()) as bound:
             for provider in todo:
                 if provider.name in reused:
                     frame = shared[provider.name]

@@ -1,9 +1,9 @@
-"""The work-unit plan of loop.model.shards on hand-made cases: which items a unit holds, its seed, and how units are
+"""The work-unit plan (loop.units) on hand-made cases: which items a unit holds, its seed, and how units are
 dealt into shards."""
 
 import pytest
 
-from loop.model.shards import shard_ranges, unit_seed, unit_slices
+from loop.units import shard_ranges, unit_seed, unit_slices
 from loop.seeds import derived_seed
 
 
