@@ -139,9 +139,13 @@ def ray_cluster(prefect_env):
     start("--head", "--port", address.split(":")[1], "--include-dashboard", "false")
     try:
         start("--address", address)
-        status = subprocess.run([ray, "status", "--address", address], env=env, capture_output=True, text=True,
-                                timeout=120)
-        assert status.stdout.count("node_") == 2, status.stdout  # two nodes alive
+
+        def two_nodes() -> bool:  # the joining node registers with the head shortly after `ray start` returns
+            status = subprocess.run([ray, "status", "--address", address], env=env, capture_output=True, text=True,
+                                    timeout=120)
+            return status.stdout.count("node_") == 2
+
+        wait_for(two_nodes, 120, "the Ray cluster's second node")
         yield address, joining, marker
     finally:
         subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
