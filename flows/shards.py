@@ -12,6 +12,7 @@ a cluster of other machines needs a server of its own).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib.util
 import os
 import sys
@@ -96,14 +97,14 @@ class TaskRunnerExecutor:
             atexit.register(self.close)
         _ship_flow_module(self.scoring.runner)
         shard = score_shard.with_options(retries=self.scoring.retries)
-        submit = lambda job, label: self.runner.submit(shard, parameters={"job": job, "label": label})  # noqa: E731
+        placement = contextlib.nullcontext()
         if self.scoring.runner == "ray":
             from prefect_ray.context import remote_options
 
-            with remote_options(num_gpus=self._gpus()):
-                futures = [submit(job, label) for job, label in zip(jobs, labels)]
-        else:
-            futures = [submit(job, label) for job, label in zip(jobs, labels)]
+            placement = remote_options(num_gpus=self._gpus())
+        with placement:
+            futures = [self.runner.submit(shard, parameters={"job": job, "label": label})
+                       for job, label in zip(jobs, labels)]
         # Every shard ends (completes, or fails after its retries) before the first failure is raised: the bound
         # checkpoint is deleted as the failure leaves the bind, and the other shards may still be reading it.
         outcomes = []

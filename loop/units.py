@@ -18,6 +18,11 @@ def unit_seed(seed: int, index: int) -> int:
     return int(seed) if index == 0 else derived_seed("unit", seed, index)
 
 
+def cut(items: list, unit: int, seed: int = 0) -> list[tuple[list, int]]:
+    """A call's items cut into its units, each with its sampling seed: [(items of unit u, unit_seed(seed, u))]."""
+    return [(items[part], unit_seed(seed, index)) for index, part in enumerate(unit_slices(len(items), unit))]
+
+
 def shard_ranges(n_units: int, shards: int) -> list[range]:
     """`n_units` units dealt into at most `shards` runs of consecutive units, as even as can be (none empty)."""
     if shards <= 0:

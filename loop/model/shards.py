@@ -39,7 +39,7 @@ from loop import faults
 from loop.config import RunConfig
 from loop.model.backends import Bound, TransformersBackend
 from loop.model.formatting import Encoded
-from loop.units import shard_ranges, unit_seed, unit_slices
+from loop.units import cut, shard_ranges
 
 
 # -- units in this process ----------------------------------------------------------------------------------------
@@ -51,8 +51,8 @@ class UnitSampler:
 
     def sample(self, questions: list[str], n: int, *, seed: int, answer_prefix: str = "") -> list[list[str]]:
         out: list[list[str]] = []
-        for index, part in enumerate(unit_slices(len(questions), self.unit)):
-            out += self.inner.sample(questions[part], n, seed=unit_seed(seed, index), answer_prefix=answer_prefix)
+        for part, part_seed in cut(list(questions), self.unit, seed):
+            out += self.inner.sample(part, n, seed=part_seed, answer_prefix=answer_prefix)
         return out
 
 
@@ -63,8 +63,7 @@ class UnitScorer:
         self.inner, self.unit = inner, unit
 
     def mean_nll(self, items: Sequence[Encoded]) -> np.ndarray:
-        parts = [np.asarray(self.inner.mean_nll(items[part]), dtype=np.float64)
-                 for part in unit_slices(len(items), self.unit)]
+        parts = [np.asarray(self.inner.mean_nll(part), dtype=np.float64) for part, _ in cut(list(items), self.unit)]
         return np.concatenate(parts) if parts else np.zeros(0)
 
 
@@ -199,11 +198,10 @@ class _Checkpoint:
 
     def run(self, kind: str, items: list, seed: int = 0, n: int = 0, answer_prefix: str = "") -> list:
         cfg = self.backend.cfg
-        units = [items[s] for s in unit_slices(len(items), cfg.sampling.unit)]
-        seeds = [unit_seed(seed, i) for i in range(len(units))]
+        units, seeds = zip(*cut(items, cfg.sampling.unit, seed)) if items else ((), ())
         ranges = shard_ranges(len(units), cfg.scale.scoring.shards)
-        jobs = [ShardJob(cfg, self.path, self.adapter, kind, units[r.start:r.stop], seeds[r.start:r.stop], n,
-                         answer_prefix, self.backend.device.type) for r in ranges]
+        jobs = [ShardJob(cfg, self.path, self.adapter, kind, list(units[r.start:r.stop]),
+                         list(seeds[r.start:r.stop]), n, answer_prefix, self.backend.device.type) for r in ranges]
         self.calls += 1
         labels = [f"{self.tag} {kind} {self.calls} units {r.start}-{r.stop - 1}" for r in ranges]
         results = self.backend.executor.map(run_shard, jobs, labels)

@@ -3,7 +3,7 @@ dealt into shards."""
 
 import pytest
 
-from loop.units import shard_ranges, unit_seed, unit_slices
+from loop.units import cut, shard_ranges, unit_seed, unit_slices
 from loop.seeds import derived_seed
 
 
@@ -37,3 +37,8 @@ def test_shards_are_runs_of_consecutive_units_that_cover_them_once():
             assert max(map(len, ranges), default=0) - min(map(len, ranges), default=0) <= 1
     with pytest.raises(ValueError, match="positive"):
         shard_ranges(3, 0)
+
+
+def test_a_call_is_cut_into_its_units_with_their_seeds():
+    assert cut(list("abcde"), 2, seed=9) == [(["a", "b"], 9), (["c", "d"], unit_seed(9, 1)), (["e"], unit_seed(9, 2))]
+    assert cut([], 2, seed=9) == []
