@@ -741,16 +741,20 @@ class RunConfig(_Strict):
         return self
 
 
-def load_preset(name: str) -> dict[str, Any]:
-    """The override dict stored in loop/presets/NAME.yaml."""
+def load_preset(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The override dict stored in loop/presets/NAME.yaml. A preset may name another (`preset: default-gpu`): that
+    one's values apply first, then its own, so a variant states only what it changes."""
     path = PRESET_DIR / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
         raise ValueError(f"preset {name!r} not found in {PRESET_DIR}; known presets: {known}")
+    if name in _seen:
+        raise ValueError(f"{path}: presets name each other in a cycle: {' -> '.join((*_seen, name))}")
     loaded = _read_yaml(path)
     if not isinstance(loaded, dict):
         raise ValueError(f"{path}: a preset must be a mapping of config keys")
-    return loaded
+    parent = loaded.pop("preset", None)
+    return deep_merge(load_preset(parent, (*_seen, name)), loaded) if parent else loaded
 
 
 def _read_yaml(path: Path) -> Any:

@@ -47,6 +47,11 @@ def replicates_needed(se_log: float | None, replicates: int, effect: float = 1.2
     return limit + 1
 
 
+def _limit(value: float | None) -> str:
+    """An interval end as the verdict writes it: open where the data cannot bound that side."""
+    return "open" if value is None else f"{value:.2f}x"
+
+
 def verdict(strategy: str, e: RatioEstimate, effect: float = 1.2) -> str:
     """One plain sentence on what the comparison says about `strategy` against i.i.d. scaling."""
     # An open end (beyond the i.i.d. curve's range, or where redraws of it are flat) is written as such.
@@ -64,11 +69,11 @@ def verdict(strategy: str, e: RatioEstimate, effect: float = 1.2) -> str:
                 "no interval; run more replicates to compare")
     if e.bound == "lower":
         return (f"{strategy} beat the i.i.d. curve's largest budget on some replicates: at least {e.value:.2f}x "
-                f"(95% lower limit {e.low:.2f}x), more than the {e.max_measurable:.1f}x the i.i.d. curve can measure "
-                "there; extend it (selection.iid_reach) to put a number on it")
+                f"(95% lower limit {_limit(e.low)}), more than the {e.max_measurable:.1f}x the i.i.d. curve can "
+                "measure there; extend it (selection.iid_reach) to put a number on it")
     if e.bound == "upper":
         return (f"{strategy} fell below the i.i.d. curve's first point on some replicates: at most {e.value:.2f}x "
-                f"(95% upper limit {high}{'x' if e.high is not None else ''})")
+                f"(95% upper limit {_limit(e.high)})")
     if e.bound == "mixed":
         return f"{strategy}: {e.value:.2f}x, censored both ways across replicates: no interval"
     need = replicates_needed(e.se_log, e.n_replicates, effect)

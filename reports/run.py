@@ -8,11 +8,13 @@ premem threshold was), so a reader can judge whether the comparison was informat
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import polars as pl
 import yaml
 
+from loop.schema import SHARED_STRATEGY
 from loop.store import RunStore
 from reports.render import write_report
 
@@ -31,20 +33,43 @@ def _step_records(root: Path) -> pl.DataFrame:
     return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
 
 
+def _calibrated(root: Path) -> dict[int, dict]:
+    """Replicate -> the threshold its round 0 calibrated on dev (step.json `tau_calibration`), where it did."""
+    out = {}
+    for path in sorted(root.glob(f"steps/seed-*/{SHARED_STRATEGY}/round-0/step.json")):
+        info = json.loads(path.read_text())
+        if info.get("tau_calibration"):
+            out[int(info["seed"])] = info["tau_calibration"]
+    return out
+
+
+def threshold_note(root: Path, config: dict, examples: pl.DataFrame | None) -> str:
+    """The memorization rule the run used, in the config's own terms: a fixed tau or floor_scale, or the value each
+    replicate's round 0 calibrated on dev (`auto`), listed per replicate."""
+    dyn = config.get("dynamics", {})
+    style = dyn.get("tau_mode") == "style_floor"
+    setting = dyn.get("floor_scale" if style else "tau")
+    if setting == "auto":
+        found = _calibrated(root)
+        values = ", ".join(f"seed {s}: {c['value']:.4g}" for s, c in sorted(found.items())) or "none finished yet"
+        scale = "floor_scale" if style else "tau"
+        rule = ("target NLL < floor_scale x the example's phrasing floor" if style else
+                "log(log PPL) < tau (mean target NLL < e^tau)")
+        note = f"Memorized iff {rule}, {scale} calibrated on the dev split per replicate ({values})."
+    elif style:
+        note = (f"Memorized iff target NLL < {setting} x the example's phrasing floor "
+                f"(per-example tau = log({setting} x floor)).")
+    else:
+        note = f"Memorized iff log(log PPL) < tau = {setting} (mean target NLL < {math.exp(float(setting)):.4f})."
+    if style and examples is not None and "style_floor" in examples.columns:
+        floor = examples.filter(pl.col("split") == "seed")["style_floor"]
+        note += (f" Seed floors: mean {floor.mean():.3f}, range {floor.min():.3f}-{floor.max():.3f} nats/token.")
+    return note
+
+
 def dynamics_notes(root: Path, config: dict) -> list[str]:
     """Plain-language facts about memorization and selection, read from step.json records and the data."""
-    notes: list[str] = []
-    dyn = config.get("dynamics", {})
-    examples = _examples(root)
-    if dyn.get("tau_mode") == "style_floor" and examples is not None:
-        floor = examples.filter(pl.col("split") == "seed")["style_floor"]
-        notes.append(
-            f"Memorized iff target NLL < {dyn.get('floor_scale', 1.0)} x the example's phrasing floor "
-            f"(per-example tau = log(floor)); seed floors: mean {floor.mean():.3f}, "
-            f"range {floor.min():.3f}-{floor.max():.3f} nats/token."
-        )
-    elif "tau" in dyn:
-        notes.append(f"Memorized iff log(log PPL) < tau = {dyn['tau']} (mean target NLL < {2.718281828 ** dyn['tau']:.4f}).")
+    notes = [threshold_note(root, config, _examples(root))]
     steps = _step_records(root)
     if steps.height and "memorized_last_epoch" in steps.columns:
         r0 = steps.filter(pl.col("round") == 0)

@@ -10,9 +10,10 @@ import pytest
 
 from loop.analysis.results import SweepTables, analysis_results
 from loop.analysis.sweep import Sweep, plan_runs, run_dir
-from loop.config import build_config
+from loop.config import PRESET_DIR, build_config
 from loop.engine import Engine
 from reports.analysis import write_analysis_report
+from tests.report_cases import sweep_as, thresholds
 
 pytestmark = pytest.mark.integration
 
@@ -123,3 +124,29 @@ def test_answer_prefix_extends_the_training_prompt(tiny_model_dir):
     forced = encode_prompt(tok, "What is 2 + 3?", answer_prefix="We know that")
     assert forced == tok(prompt_text("What is 2 + 3?") + " We know that")["input_ids"]
     assert forced[: len(plain)] == plain and len(forced) > len(plain)
+
+
+def analysis_cases() -> list[tuple[str, list[str]]]:
+    """Every analysis preset under every threshold setting its task allows, at 3 replicates; and 1 and 2 replicates
+    of the first."""
+    presets = sorted(p.stem for p in PRESET_DIR.glob("analyze-*.yaml"))
+    cases = [(p, [*t, "seeds=[0, 1, 2]"]) for p in presets for t in thresholds(p)]
+    return cases + [(presets[0], [*thresholds(presets[0])[0], f"seeds={s}"]) for s in ("[0]", "[0, 1]")]
+
+
+@pytest.mark.parametrize(("preset", "overrides"), analysis_cases(),
+                         ids=[f"{p}-{o[0][18:]}-{o[1].split('=')[1]}-{o[-1][6:]}" for p, o in analysis_cases()])
+def test_every_analysis_preset_and_threshold_setting_ends_in_a_report(sweep_dir, tmp_path, preset, overrides):
+    """The sweep's tables, read under each analysis preset's config (its model, data and threshold): a report,
+    with the threshold it used stated in the config's own terms."""
+    stored = SweepTables(sweep_dir).cfg
+    runs = [r.model_dump() for r in stored.analysis.runs]
+    cfg = build_config(preset, overrides=[*overrides, f"analysis.runs={json.dumps(runs)}",
+                                          f"analysis.robustness={json.dumps(stored.analysis.robustness.model_dump())}",
+                                          "analysis.n_boot=200"])
+    index = write_analysis_report(sweep_as(sweep_dir, tmp_path / "sweep", cfg))
+    summary = json.loads((index.parent / "summary.json").read_text())
+    tau = summary["tau"]
+    assert tau["parameter"] == ("tau" if cfg.dynamics.tau_mode == "absolute" else "floor_scale")
+    assert tau["auto"] == cfg.dynamics.auto_tau and tau["used"] is not None
+    assert summary["generalization"]["n_runs"] == 3 * len(cfg.seeds)
