@@ -301,10 +301,12 @@ class SamplingConfig(_Strict):
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_new_tokens: int = Field(512, gt=0)
     batch_size: int = Field(256, gt=0, description="sequences decoded at once (halved and retried on CUDA out of memory)")
-    engine: Literal["decode", "generate", "vllm"] = Field(
-        "decode",
-        description="decode = the project's decode loop over the model's forward (batch kept full, CUDA graphs on a "
-        "GPU); generate = transformers' generate (the reference; used automatically where decode cannot serve the "
+    engine: Literal["auto", "decode", "generate", "vllm"] = Field(
+        "auto",
+        description="auto = vllm on a GPU where a vLLM environment is set up (vllm.python, CURATION_LOOP_VLLM_PYTHON "
+        "or vllm.url; measured faster there), else decode (loop.model.backends.resolve_engine logs the choice); "
+        "decode = the project's decode loop over the model's forward (batch kept full, CUDA graphs on a GPU); "
+        "generate = transformers' generate (the reference; used automatically where decode cannot serve the "
         "model); vllm = a `vllm serve` process (section vllm)",
     )
     kv_cache: Literal["static", "dynamic"] = Field(
@@ -323,7 +325,7 @@ class VLLMConfig(_Strict):
     vLLM and Prefect pin incompatible fastapi versions, so vLLM lives in a separate virtual environment; the loop
     starts the server (`python -m vllm.entrypoints.openai.api_server`), waits for /health, keeps its log in the run
     store and stops it, or connects to `url`. LoRA runs load each checkpoint's adapter under a new name; full
-    fine-tuning restarts the server on each checkpoint's weights.
+    fine-tuning serves each checkpoint's weights by reloading them into the running server (`weight_update`).
     """
 
     url: str | None = Field(None, description="an already running server (http://host:port); null = start one")
@@ -346,6 +348,11 @@ class VLLMConfig(_Strict):
         "adapters it served before the step fails; the requests it dropped are sent again, each with its own seed")
     extra_args: list[str] = Field(default_factory=list, description="more server flags, passed as given "
                                   "(e.g. --enforce-eager)")
+    weight_update: Literal["auto", "reload", "restart"] = Field(
+        "auto", description="how full fine-tuning's new weights reach the server: reload = in place through vLLM's "
+        "reload_weights (its dev endpoints, VLLM_SERVER_DEV_MODE), no restart; restart = a new server on them; auto = "
+        "reload on a GPU (a restart there costs a CUDA-graph capture), restart elsewhere. A reload the server refuses "
+        "falls back to a restart, logged")
 
 
 class TauGrid(_Strict):

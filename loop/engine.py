@@ -35,7 +35,7 @@ from loop.metrics.calibration import calibrate, grid
 from loop.data import check_examples, load_data, tau_base, tau_for
 from loop.dynamics import memorized_flags, premem_accuracy
 from loop.evaluation import evaluate
-from loop.model.backends import Backend, close_backends, open_backend
+from loop.model.backends import Backend, close_backends, open_backend, sampling_engine
 from loop.model.devices import pick_device
 from loop.model.lengths import check_lengths, context_size
 from loop.model.loading import load_tokenizer, resolve_path, weights_file
@@ -166,6 +166,7 @@ class Engine:
             "model": self.cfg.model.name_or_path,
             "model_weights_sha256": _weights_hash(self.cfg),
             "precision": resolve_precision(self.cfg.model, self.cfg.train, self.device).name,
+            "sampling_engine": sampling_engine(self.cfg, self.device),
             "data_per_replicate": self.cfg.data.per_replicate,
             "examples": {str(seed): {"rows": ex.height, "sha256": hashlib.sha256(ex.write_csv().encode()).hexdigest()}
                          for seed, (ex, _) in drawn.items()},

@@ -50,7 +50,8 @@ class ResumeMismatchError(ValueError):
 
 
 # What a resume must share with the first start: anything else (the machine, the time) may change.
-RESUME_KEYS = ("versions", "model", "model_weights_sha256", "precision", "data_per_replicate", "examples")
+RESUME_KEYS = ("versions", "model", "model_weights_sha256", "precision", "sampling_engine", "data_per_replicate",
+               "examples")
 # Config fields that say how to run, not what was run: a run store may be moved (out_dir) and resumed there.
 NOT_STORED = {"preset", "allow_resume_changes", "out_dir", "scale"}
 
@@ -215,7 +216,9 @@ class RunStore:
             self.write_json("manifest.json", manifest)
             return
         first = json.loads(path.read_text())
-        changes = _diff({k: first.get(k) for k in RESUME_KEYS}, {k: manifest.get(k) for k in RESUME_KEYS})
+        # A key the first manifest lacks was not recorded yet when the run started: nothing to compare it with.
+        keys = [k for k in RESUME_KEYS if k in first]
+        changes = _diff({k: first[k] for k in keys}, {k: manifest.get(k) for k in keys})
         if changes and not allow_changes:
             raise ResumeMismatchError(
                 f"{self.location} was started under other versions, weights or data than this resume "

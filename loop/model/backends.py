@@ -14,6 +14,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import importlib
+import logging
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,8 @@ from loop.model.formatting import Encoded
 from loop.model.precision import resolve_precision
 from loop.model.sampling import Sampler, make_sampler
 from loop.model.scoring import mean_nll
+
+log = logging.getLogger(__name__)
 
 
 class Scorer(Protocol):
@@ -91,7 +95,40 @@ BACKENDS = {
 
 
 def backend_name(cfg: RunConfig) -> str:
+    """The backend of a config whose sampling engine is resolved (`resolve_engine`)."""
     return "vllm" if cfg.sampling.engine == "vllm" or cfg.dynamics.nll_engine == "vllm" else "transformers"
+
+
+def auto_engine(cfg: RunConfig, device: torch.device) -> tuple[str, str]:
+    """The sampling engine `sampling.engine: auto` takes on `device`, and why.
+
+    vLLM where it can run and was measured faster (a GPU with a vLLM environment set up: bench/RESULTS.md has the
+    decode loop against vLLM on the H200), else the decode loop. Sharded scoring runs in-process samplers, and vLLM's
+    CPU build is slower than the decode loop on the embedded model, so neither takes vLLM unasked."""
+    if device.type != "cuda":
+        return "decode", f"no GPU ({device.type})"
+    if cfg.scale.scoring.runner != "none":
+        return "decode", "scale.scoring shards run in-process samplers"
+    python = cfg.vllm.python or os.environ.get("CURATION_LOOP_VLLM_PYTHON")
+    if cfg.vllm.url:
+        return "vllm", f"a running vLLM server at vllm.url {cfg.vllm.url}"
+    if python and Path(python).exists():
+        return "vllm", f"a GPU and a vLLM environment ({python})"
+    return "decode", "no vLLM environment (vllm.python, CURATION_LOOP_VLLM_PYTHON or vllm.url)"
+
+
+def sampling_engine(cfg: RunConfig, device: torch.device) -> str:
+    """The engine that samples for `cfg` on `device`: the configured one, or the one `auto` takes."""
+    return auto_engine(cfg, device)[0] if cfg.sampling.engine == "auto" else cfg.sampling.engine
+
+
+def resolve_engine(cfg: RunConfig, device: torch.device) -> RunConfig:
+    """`cfg` with `sampling.engine: auto` replaced by the engine `auto_engine` takes (logged); others unchanged."""
+    if cfg.sampling.engine != "auto":
+        return cfg
+    engine, why = auto_engine(cfg, device)
+    log.info("sampling.engine auto: %s (%s)", engine, why)
+    return cfg.model_copy(update={"sampling": cfg.sampling.model_copy(update={"engine": engine})})
 
 
 _OPEN: dict[tuple[str, str], Backend] = {}
@@ -122,6 +159,7 @@ def open_backend(cfg: RunConfig, tokenizer, device: torch.device, workdir: Path,
     started is stopped when the process exits, or by `close_backends`. Every call is cut into the same work units
     whichever backend runs it (`loop.model.shards`), so sharded and in-process runs compute the same.
     """
+    cfg = resolve_engine(cfg, device)
     name = "sharded" if executor is not None else backend_name(cfg)
     key = (name, str(Path(workdir).resolve()))
     if key not in _OPEN:

@@ -29,9 +29,9 @@ __all__ = ["ENGINES", "DecodeLoopSampler", "Sampler", "TransformersSampler", "cu
 
 def make_sampler(model, tokenizer, cfg: SamplingConfig, fmt: FormatName = "plain", progress=None, *,
                  autocast: contextlib.AbstractContextManager | None = None) -> Sampler:
-    """The in-process sampler `cfg.engine` names ("decode" or "generate"); "decode" falls back to "generate",
-    with a warning, for a model it cannot serve (see `decode_loop_unsupported`)."""
-    engine = cfg.engine
+    """The in-process sampler `cfg.engine` names ("decode" or "generate"; "auto" is "decode" in process); "decode"
+    falls back to "generate", with a warning, for a model it cannot serve (see `decode_loop_unsupported`)."""
+    engine = "decode" if cfg.engine == "auto" else cfg.engine
     if engine not in ENGINES:
         raise ValueError(f"sampling.engine must be one of {ENGINES} for an in-process sampler, got {engine!r}")
     if engine == "decode":
