@@ -32,12 +32,13 @@ class VLLMSampler:
     def __init__(self, server: VLLMServer, name: str, tokenizer, cfg: SamplingConfig, vcfg: VLLMConfig,
                  fmt: FormatName = "plain"):
         self.server, self.name, self.tokenizer, self.cfg, self.vcfg, self.fmt = server, name, tokenizer, cfg, vcfg, fmt
+        self.extra: dict = {}  # more request fields (a benchmark fixes lengths: ignore_eos, min_tokens)
 
     def _one(self, args) -> list[str]:
         index, ids, n, seed = args
         payload = {"model": self.name, "prompt": ids, "n": n, "temperature": self.cfg.temperature,
                    "top_p": self.cfg.top_p if self.cfg.temperature > 0 else 1.0, "max_tokens": self.cfg.max_new_tokens,
-                   "stop": [STOP_TEXT], "skip_special_tokens": True}
+                   "stop": [STOP_TEXT], "skip_special_tokens": True, **self.extra}
         if self.vcfg.seeds == "per_request":
             payload["seed"] = request_seed(seed, index)
         choices = sorted(self.server.post("/v1/completions", payload)["choices"], key=lambda c: c["index"])

