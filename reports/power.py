@@ -53,7 +53,17 @@ def _limit(value: float | None) -> str:
 
 
 def verdict(strategy: str, e: RatioEstimate, effect: float = 1.2) -> str:
-    """One plain sentence on what the comparison says about `strategy` against i.i.d. scaling."""
+    """One plain sentence on what the comparison says about `strategy` against i.i.d. scaling, with a caution
+    where the fitted i.i.d. curve's own error exceeds the ratio's interval (`RatioEstimate.flagged`)."""
+    sentence = _verdict(strategy, e, effect)
+    if e.flagged:
+        sentence += (f" (caution: the fitted i.i.d. curve misreads random's own accuracy by {math.exp(abs(e.curve_error)):.2f}x "
+                     f"in examples between {e.n_examples} and the {e.n_examples * e.value:.0f} this ratio reaches, "
+                     "more than the interval's half-width: the interval understates the uncertainty)")
+    return sentence
+
+
+def _verdict(strategy: str, e: RatioEstimate, effect: float) -> str:
     # An open end (beyond the i.i.d. curve's range, or where redraws of it are flat) is written as such.
     low = f"{e.low:.2f}" if e.low is not None else "open"
     high = f"{e.high:.2f}" if e.high is not None else "open"

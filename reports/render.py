@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import os
 from pathlib import Path
 
@@ -48,6 +49,14 @@ def _ci(block: dict, digits: int = 3) -> str:
     if low is None:
         return f"{_num(block['mean'], digits)} [≤ {_num(high, digits)}]"
     return f"{_num(block['mean'], digits)} [{_num(low, digits)}, {_num(high, digits)}]"
+
+
+def _curve_error(ratio: dict) -> str:
+    """The curve error as a factor in examples (×1.00 where none), marked ⚠ where flagged."""
+    error = ratio.get("curve_error")
+    if error is None:
+        return "–"
+    return f"×{math.exp(abs(error)):.2f}" + (" ⚠" if ratio.get("flagged") else "")
 
 
 def _bound(bound: str | None) -> str:
@@ -99,15 +108,29 @@ def render_html(summary: dict, png: bytes) -> str:
             for n, s in summary["strategies"].items() for p in s["points"]]
     parts.append("<h2>Curve points</h2>" + _table(["strategy", "n_examples", "accuracy", "ci_low", "ci_high", "seeds"], rows))
 
-    rows = [[n, r["n_examples"], _ci(r, 2), r["n_seeds"], _bound(r["bound"]), _num(r.get("max_measurable"), 1)]
+    rows = [[n, r["n_examples"], _ci(r, 2), r["n_seeds"], _bound(r["bound"]), _num(r.get("max_measurable"), 1),
+             r.get("estimator") or "", _curve_error(r)]
             for n, s in summary["strategies"].items() for r in s["ratios"]]
     parts.append(
         "<h2>Data-efficiency ratio</h2><p>DE(a) = n<sub>R</sub>(a) / n: i.i.d. examples needed to reach the strategy's "
-        "accuracy a, read on the same seed's fitted i.i.d. curve (increasing in log n, its shape pooled over seeds), "
-        "over the strategy's examples n; the geometric mean over seeds, with a 95% interval from a bootstrap over "
-        "seeds of the mean log-ratio. A lower bound (≥) means the strategy beat the i.i.d. curve's largest budget on "
-        "some seed; the largest measurable ratio is that budget over n.</p>"
-        + _table(["strategy", "n_examples", "geometric mean [95% CI]", "seeds", "bound", "largest measurable"], rows))
+        "accuracy a, over the strategy's examples n. Paired: the strategy's accuracy minus random's at the same n and "
+        "seed, turned into examples along the fitted i.i.d. curve (increasing in log n, its shape pooled over seeds), "
+        "so that random and every strategy's round 0 are exactly 1; fitted (where random has no point at n): the "
+        "accuracy located on the fitted curve. The geometric mean over seeds, with a 95% interval from a bootstrap "
+        "over seeds. A lower bound (≥) means the strategy beat the i.i.d. curve's largest budget on some seed; the "
+        "largest measurable ratio is that budget over n. Curve error: how far the fitted curve misreads random's own "
+        "points between n and n<sub>R</sub>, as a factor in examples; ⚠ where it exceeds the interval's half-width "
+        "(the interval then understates the uncertainty).</p>"
+        + _table(["strategy", "n_examples", "geometric mean [95% CI]", "seeds", "bound", "largest measurable",
+                  "estimator", "curve error"], rows))
+    if summary.get("iid_fit"):
+        rows = [[r["n_examples"], _ci(r, 2), r["n_seeds"]] for r in summary["iid_fit"]]
+        parts.append(
+            "<h2>How well the fitted i.i.d. curve reads random's own points</h2><p>Random's accuracy at each of its "
+            "budgets, read through the fitted curve as if it were a strategy: 1 where the curve passes through it, "
+            "above 1 where the curve lies below random's mean there. Its departures are the fit's residuals, in "
+            "examples; the paired ratios above carry only their change between n and n<sub>R</sub>.</p>"
+            + _table(["n_examples", "random read through the curve [95% CI]", "seeds"], rows))
 
     rows = [[n, f"{s['aulc']['n_min']}–{s['aulc']['n_max']}", _ci(s["aulc"], 4), _ci(s["aulc"]["diff_vs_reference"], 4),
              _ci(s["deficiency"]), _num(s["deficiency"]["median"]), s["aulc"]["n_seeds"]]

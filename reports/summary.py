@@ -4,19 +4,24 @@ Schema (non-finite numbers become null):
     title, created (ISO 8601, UTC), reference ("random"), n_seeds, seeds, config, notes, warnings,
     verdict: [one sentence per strategy, `reports.power.verdict`],
     shared_compute_seconds: compute block of round 0 (trained once for all strategies),
+    iid_fit: [{n_examples, mean, ci_low, ci_high, n_seeds}]: random's own point at each of its budgets read
+        through the fitted curve (`reports.efficiency.fit_residuals`; 1 where the curve reads it right),
     strategies: {name: {
         points: [{n_examples, accuracy_mean, ci_low, ci_high, n_seeds}],
-        ratio: {n_examples, mean, ci_low, ci_high, n_seeds, bound, se_log, max_measurable,
-                detectable_ratio, replicates_for_1_2x,
+        ratio: {n_examples, mean, ci_low, ci_high, n_seeds, bound, se_log, max_measurable, estimator, curve_error,
+                flagged, detectable_ratio, replicates_for_1_2x,
                 per_seed: [{seed, accuracy, iid_examples, ratio, bound}]} | null   (final budget),
-        ratios: [{n_examples, mean, ci_low, ci_high, n_seeds, bound, se_log, max_measurable}]   (every budget),
+        ratios: [{n_examples, mean, ci_low, ci_high, n_seeds, bound, se_log, max_measurable, estimator,
+                  curve_error, flagged}]   (every budget),
         aulc: {log_n, n_min, n_max, mean, ci_low, ci_high, n_seeds,
                diff_vs_reference: {mean, ci_low, ci_high, n_seeds}},
         deficiency: {mean, ci_low, ci_high, median, n_seeds},
         compute_seconds: {total, per_seed, by_stage: {stage: seconds}}}}
-A ratio's mean is the geometric mean over paired replicates, against each replicate's fitted i.i.d. curve
-(`reports.efficiency`); ci_low/ci_high are null where undefined (one replicate; the open side of a bound).
-bound is null (exact), "lower" (true ratio >= value), "upper" (<=) or "mixed" (replicates disagree).
+A ratio's mean is the geometric mean over paired replicates (`reports.efficiency`: estimator "paired" against
+random's point at the same budget, "fitted" where random has none); ci_low/ci_high are null where undefined (one
+replicate; the open side of a bound). bound is null (exact), "lower" (true ratio >= value), "upper" (<=) or "mixed"
+(replicates disagree). curve_error: the fitted curve's misreading between n and n_R in log examples; flagged where it
+exceeds the interval's half-width (the verdict says so).
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from loop.schema import COMPUTE_MATCHED, SHARED_STRATEGY
 from reports.area import strategy_aulc
 from reports.compute import compute_by_stage
 from reports.curves import curve_points, fold_shared
-from reports.efficiency import REFERENCE, headline_ratios, ratio_estimates, seed_ratios, strategy_ratios
+from reports.efficiency import (REFERENCE, headline_ratios, iid_residuals, ratio_estimates, seed_ratios,
+                                strategy_ratios)
 from reports.power import detectable_ratio, replicates_needed, verdict
 
 
@@ -77,8 +83,11 @@ def build_summary(
     compute = compute_by_stage(timings)
     warnings: list[str] = []
     has_reference = folded.filter(pl.col("strategy") == reference).height > 0
+    iid_fit: list[dict] = []
     if has_reference:
         estimates = ratio_estimates(evals, reference)
+        iid_fit = [{"n_examples": n, "mean": e.value, "ci_low": e.low, "ci_high": e.high, "n_seeds": e.n_replicates}
+                   for n, e in sorted(iid_residuals(evals, reference).items())]
         per_seed = seed_ratios(evals, reference, estimates=estimates)
         ratios = strategy_ratios(evals, reference, estimates=estimates)
         headline = headline_ratios(ratios)
@@ -142,6 +151,7 @@ def build_summary(
         "notes": list(notes),
         "warnings": warnings,
         "verdict": verdicts,
+        "iid_fit": iid_fit,
         "shared_compute_seconds": _compute_block(compute, SHARED_STRATEGY),
         "strategies": strategies,
         "tables": list(tables),

@@ -300,3 +300,91 @@ def test_strategy_wholly_below_the_first_iid_point_is_an_upper_bound_without_pow
         assert summary["strategies"][name]["ratio"]["detectable_ratio"] is None
         assert summary["strategies"][name]["ratio"]["replicates_for_1_2x"] is None
     assert any("stale fell below the i.i.d. curve's first point" in v for v in summary["verdict"])
+
+
+# --- the paired estimator and the fit check ---------------------------------------------------
+
+def bumpy_evals(strategy_acc: dict[int, float], seeds=(0, 1, 2)) -> pl.DataFrame:
+    """Random at 16, 28, 40, 70 and 120 examples dipping at 28 (as the CPU default's curve did), so a polynomial in
+    log n misreads it; a strategy `loss` at the given budgets; replicates offset by 0.01 each."""
+    iid = {16: 0.40, 28: 0.385, 40: 0.48, 70: 0.48, 120: 0.57}
+    rows = []
+    for s in seeds:
+        rows.append(("shared", s, 0, 16, 0.40 + 0.01 * s))
+        rows += [("random", s, r, n, a + 0.01 * s) for r, (n, a) in enumerate(list(iid.items())[1:], start=1)]
+        rows += [("loss", s, r, n, a + 0.01 * s) for r, (n, a) in enumerate(strategy_acc.items(), start=1)]
+    return evals(rows)
+
+
+def test_random_and_every_round_zero_are_exactly_one_where_the_curve_misfits():
+    """The paired difference of a strategy that equals random at its budget is 0: ratio exactly 1, interval
+    [1, 1], whatever the curve does; the fitted curve reads the same accuracies as far from 1."""
+    from reports.efficiency import estimate_ratio, ratio_estimates
+
+    estimates = ratio_estimates(bumpy_evals({28: 0.385, 40: 0.48}))
+    for n in (16, 28, 40):
+        e = estimates[("loss", n)]
+        assert e.estimator == "paired"
+        assert e.value == pytest.approx(1.0, abs=1e-9) and e.low == pytest.approx(1.0, abs=1e-9)
+        assert e.high == pytest.approx(1.0, abs=1e-9)
+    ev = bumpy_evals({28: 0.385, 40: 0.48})
+    ref = ev.filter(pl.col("strategy") == "random").sort("seed", "n_examples")
+    matrix = np.array([[0.40 + 0.01 * s] + ref.filter(pl.col("seed") == s)["accuracy"].to_list() for s in (0, 1, 2)])
+    fitted = estimate_ratio(np.array([16, 28, 40, 70, 120.0]), matrix, matrix[:, 2], 40.0)
+    assert abs(fitted.value - 1) > 0.2  # the fit's residual at 40, which the paired estimate does not carry
+
+
+def test_fit_residuals_read_random_through_its_own_curve():
+    """On points the curve passes through exactly, every residual is 1; where random dips below the curve, its own
+    point reads below 1 there (fewer examples than it had), above 1 where it sits over the curve."""
+    from reports.efficiency import iid_residuals
+
+    straight = {n: 0.3 + 0.1 * math.log(n / 16) for n in (16, 28, 40, 70, 120)}
+    rows = [("random" if n > 16 else "shared", s, k, n, a + 0.01 * s) for s in (0, 1, 2)
+            for k, (n, a) in enumerate(straight.items())]
+    flat = iid_residuals(evals(rows))
+    assert sorted(flat) == [16, 28, 40, 70, 120]
+    assert all(r.value == pytest.approx(1.0, abs=1e-6) for r in flat.values())
+    bumpy = iid_residuals(bumpy_evals({28: 0.4}))
+    assert bumpy[28].value < 1 < bumpy[40].value
+
+
+def test_curve_error_is_the_residual_change_between_n_and_n_r_and_flags_beyond_the_half_width():
+    """Residuals 1.0 at 16, 2.0 at 64 (interpolated in log n: sqrt 2 at 32): a paired ratio 2 from 16 reaches 32,
+    error log sqrt(2) - log 1; a fitted one carries the residual at 32 itself. Flagged where the error exceeds
+    the interval's half-width on the log scale."""
+    from reports.efficiency import RatioEstimate, _checked, curve_error
+
+    residuals = {16: RatioEstimate(16, 1.0, 0.9, 1.1, 3, None, 0.1, 4.0),
+                 64: RatioEstimate(64, 2.0, 1.5, 2.5, 3, None, 0.1, 1.0)}
+    paired = RatioEstimate(16, 2.0, 1.9, 2.1, 3, None, 0.02, 4.0, estimator="paired")
+    assert curve_error(residuals, paired) == pytest.approx(math.log(math.sqrt(2)))
+    at_32 = RatioEstimate(32, 1.0, 0.5, 2.0, 3, None, 0.3, 2.0, estimator="paired")
+    assert curve_error(residuals, at_32) == pytest.approx(0.0)  # a ratio of 1 reaches where it started
+    fitted = RatioEstimate(16, 2.0, 1.9, 2.1, 3, None, 0.02, 4.0, estimator="fitted")
+    assert curve_error(residuals, fitted) == pytest.approx(math.log(math.sqrt(2)))
+    assert _checked(paired, residuals).flagged  # 0.35 against a half-width of log(2.1 / 1.9) / 2 = 0.05
+    wide = RatioEstimate(16, 2.0, 0.5, 8.0, 3, None, 0.7, 4.0, estimator="paired")
+    assert not _checked(wide, residuals).flagged
+    single = RatioEstimate(16, 2.0, None, None, 1, None, None, 4.0, estimator="paired")
+    assert not _checked(single, residuals).flagged  # no interval to compare with
+    undefined = {16: RatioEstimate(16, math.nan, None, None, 3, "undefined", None, 4.0)}
+    assert curve_error(undefined, paired) is None
+
+
+def test_a_flagged_ratio_says_so_in_its_verdict():
+    from reports.efficiency import RatioEstimate
+    from reports.power import verdict
+
+    e = RatioEstimate(40, 1.27, 1.1, 1.4, 3, None, 0.05, 3.0, estimator="paired", curve_error=math.log(1.48),
+                      flagged=True)
+    assert "caution: the fitted i.i.d. curve misreads random's own accuracy by 1.48x" in verdict("premem", e)
+    assert "caution" not in verdict("premem", RatioEstimate(40, 1.27, 1.1, 1.4, 3, None, 0.05, 3.0))
+
+
+def test_a_budget_random_never_reached_falls_back_to_the_fitted_estimator():
+    """The auto controller's grown budgets need not be random's: there the ratio is located on the fitted curve."""
+    from reports.efficiency import ratio_estimates
+
+    estimates = ratio_estimates(bumpy_evals({50: 0.5}))
+    assert estimates[("loss", 50)].estimator == "fitted" and estimates[("loss", 16)].estimator == "paired"

@@ -17,6 +17,7 @@ from reports import curve_points, plot_curves, strategy_aulc, strategy_ratios, w
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 POINT_KEYS = {"n_examples", "accuracy_mean", "ci_low", "ci_high", "n_seeds"}
 RATIO_KEYS = {"n_examples", "mean", "ci_low", "ci_high", "n_seeds", "bound", "se_log", "max_measurable",
+              "estimator", "curve_error", "flagged",
               "detectable_ratio", "replicates_for_1_2x", "per_seed"}
 
 
