@@ -208,6 +208,11 @@ def _estimate(budgets, ref, acc, n, replicates, boot, seed, targets) -> RatioEst
     if usable.mean() < 0.975:  # in over 2.5% of redraws the i.i.d. curve is flat: the data cannot bound the ratio
         return RatioEstimate(int(n), math.exp(point), None, None, r, bound, None, max_measurable, per)
     se = float(spread[1:][usable].std() * math.sqrt(r / (r - 1)))
+    if se < 1e-12 and bound is None:
+        # No spread at all (a strategy equal to random in every replicate: round 0): both ends at the point, also at
+        # the curve's first or last budget, where the rounding of a zero-width interval would censor one end.
+        value = math.exp(point)
+        return RatioEstimate(int(n), value, value, value, r, bound, 0.0, max_measurable, per)
     t = stats.t.ppf(0.975, r - 1)
     (low, high), ends = log_ratio(np.array([target[0] - t * se, target[0] + t * se]))
     # An end beyond the measured range on its own side is open: the truth may lie anywhere past it. An end past
@@ -271,7 +276,8 @@ def _checked(e: RatioEstimate, residuals: dict[int, RatioEstimate]) -> RatioEsti
     error = curve_error(residuals, e)
     ends = [math.log(x) for x in (e.low, e.high) if x is not None and x > 0]
     half = (ends[1] - ends[0]) / 2 if len(ends) == 2 else (abs(ends[0] - math.log(e.value)) if ends else None)
-    return replace(e, curve_error=error, flagged=error is not None and half is not None and abs(error) > half)
+    # (a margin for rounding: a ratio of exactly 1 reaches where it started, with no interval to speak of)
+    return replace(e, curve_error=error, flagged=error is not None and half is not None and abs(error) > half + 1e-9)
 
 
 def iid_residuals(evals: pl.DataFrame, reference: str = REFERENCE) -> dict[int, RatioEstimate]:

@@ -322,7 +322,7 @@ def test_random_and_every_round_zero_are_exactly_one_where_the_curve_misfits():
     from reports.efficiency import estimate_ratio, ratio_estimates
 
     estimates = ratio_estimates(bumpy_evals({28: 0.385, 40: 0.48}))
-    for n in (16, 28, 40):
+    for n in (16, 28, 40):  # 16: round 0, at the curve's first budget
         e = estimates[("loss", n)]
         assert e.estimator == "paired"
         assert e.value == pytest.approx(1.0, abs=1e-9) and e.low == pytest.approx(1.0, abs=1e-9)

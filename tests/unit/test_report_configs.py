@@ -62,5 +62,10 @@ def test_every_kind_of_ratio_at_every_replicate_count(tmp_path, replicates, flat
         per_seed = {p["bound"] for p in summary["strategies"]["ifd"]["ratio"]["per_seed"]}
         assert per_seed == ({"lower", "upper"} if replicates > 1 else {"lower"})
     assert len(summary["verdict"]) == len(summary["strategies"]) - 1  # one sentence per strategy but random
+    if not flat and replicates > 1:  # round 0 is one model for every strategy: exactly 1, and never flagged
+        for block in summary["strategies"].values():
+            first = block["ratios"][0]
+            assert (first["mean"], first["ci_low"], first["ci_high"], first["flagged"]) == (
+                pytest.approx(1.0), pytest.approx(1.0), pytest.approx(1.0), False)
     decisions = next(t for t in summary["tables"] if t["title"].startswith("Decisions"))
     assert {row[8] for row in decisions["rows"]} == {"", "plateau"}  # the stopped round is in the decision table
