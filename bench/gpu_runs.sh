@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The measured runs of a GPU session, by name (bench/gpu_session.sh starts them in the background). Each writes its
+# run store under /tmp/runs/NAME/ and prints its steps, wall time and report summary; `time` gives the wall clock.
+#
+#   smollm2-embedded           the real-model comparison preset (8 replicates)
+#   analyze-smollm2-embedded   the paper's analyses on the same model and task (4 replicates)
+#   default-gpu                the embedded comparison at the size that separates strategies (16 replicates)
+#   vllm-tests                 tests/vllm and tests/gpu against the GPU build of vLLM
+#   vllm-0.5b, vllm-8b         bench/bench_vllm.py on the Qwen2.5-0.5B and Llama-3.1-8B shapes (with --reload)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH=/tmp/site-loop:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+export CURATION_LOOP_VLLM_PYTHON=/tmp/vllm-python
+out=/tmp/runs/$1
+case "$1" in
+  smollm2-embedded|default-gpu)
+    time python3 bench/run_engine.py --preset "$1" --out "$out" ;;
+  analyze-smollm2-embedded)
+    time python3 bench/run_engine.py --analyze --preset "$1" --out "$out" ;;
+  vllm-tests)
+    # The out-of-memory test fills the card: left out while other runs share it.
+    time python3 -m pytest -q -p no:cacheprovider tests/vllm tests/gpu --durations=10 -k "not nearly_full" ;;
+  vllm-0.5b)
+    time python3 bench/bench_vllm.py --shape qwen2.5-0.5b --out "$out" --reload ;;
+  vllm-8b)
+    time python3 bench/bench_vllm.py --shape llama-3.1-8b --out "$out" --reload --gpu-memory-utilization 0.5 ;;
+  *)
+    echo "unknown run $1" >&2; exit 2 ;;
+esac

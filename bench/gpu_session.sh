@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# One GPU session on the lent device, in short calls (a call's command is at most 2,000 characters; its carried
+# files are removed by the next call that does not name them, and the machine keeps nothing once given back).
+#
+#   bash bench/gpu_session.sh keep                 # each carrying call: copy the carried parts to /tmp/parts
+#   bash bench/gpu_session.sh install              # assemble and install both wheel sets, write /tmp/vllm-python
+#   bash bench/gpu_session.sh background CHAIN...  # runs of bench/gpu_runs.sh in the background (setsid), from a
+#                                                  # copy of the repo in /tmp/repo, logs in /tmp/runs/NAME.log; a
+#                                                  # CHAIN is one name or several ("a b": b after a), chains at once
+#   bash bench/gpu_session.sh wait SECONDS         # until every background run ended (or SECONDS passed)
+#   bash bench/gpu_session.sh collect              # run stores (models left out) and logs as tars into $OUT
+#
+# The parts are built here by `python3 bench/device_wheels.py` (.device/parts/, git-ignored); each call carries one
+# ([".device/parts/vllm.tar.part00"], ...). Python there: the image's python3 (torch 2.11.0+cu130).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+case "${1:-}" in
+  keep)
+    mkdir -p /tmp/parts && cp .device/parts/*.tar.part* /tmp/parts/ && ls -la /tmp/parts ;;
+  install)
+    for set in loop vllm; do
+      mkdir -p "/tmp/wheels-$set"
+      cat /tmp/parts/"$set".tar.part* | tar -x -C "/tmp/wheels-$set"
+      python3 -m pip install -q --no-index --no-deps --no-compile --target "/tmp/site-$set" /tmp/wheels-"$set"/*.whl
+    done
+    # The server launcher drops PYTHONPATH from the server's environment: a wrapper puts vLLM's packages back.
+    # flashinfer is not carried: its sampler is switched off (vLLM's PyTorch/Triton sampler serves).
+    printf '%s\n' '#!/bin/sh' 'export VLLM_USE_FLASHINFER_SAMPLER=0' \
+      "PYTHONPATH=/tmp/site-vllm exec $(command -v python3) \"\$@\"" > /tmp/vllm-python
+    chmod +x /tmp/vllm-python
+    /tmp/vllm-python -c "import vllm.entrypoints.openai.api_server, vllm; print('vllm', vllm.__version__)"
+    PYTHONPATH=/tmp/site-loop:$PWD python3 -c "import trl, polars, loop.engine; print('trl', trl.__version__)"
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ;;
+  background)
+    shift
+    rm -rf /tmp/repo && cp -r "$PWD" /tmp/repo && mkdir -p /tmp/runs
+    for chain in "$@"; do
+      setsid nohup bash -c 'for name in $0; do bash /tmp/repo/bench/gpu_runs.sh "$name" > "/tmp/runs/$name.log" 2>&1; done' \
+        "$chain" < /dev/null > /dev/null 2>&1 &
+      echo "started: $chain"
+    done ;;
+  wait)
+    deadline=$(( $(date +%s) + ${2:-540} ))
+    while pgrep -f bench/gpu_runs.sh > /dev/null && [ "$(date +%s)" -lt "$deadline" ]; do sleep 10; done
+    for log in /tmp/runs/*.log; do echo "== $log"; tail -n 4 "$log"; done
+    pgrep -f bench/gpu_runs.sh > /dev/null && echo "STILL RUNNING" || echo "ALL ENDED" ;;
+  collect)  # one tar a run (a file that comes back is at most 16 MiB), weights left out
+    mkdir -p "$OUT"
+    for dir in /tmp/runs/*/; do
+      name=$(basename "$dir")
+      tar -C /tmp/runs -czf "$OUT/$name.tgz" --exclude='*.safetensors' --exclude='*.gguf' "$name" "$name.log"
+    done
+    ls -la "$OUT" ;;
+  *)
+    echo "usage: $0 keep|install|background NAME...|wait SECONDS|collect" >&2; exit 2 ;;
+esac
