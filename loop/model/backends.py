@@ -109,6 +109,9 @@ def auto_engine(cfg: RunConfig, device: torch.device) -> tuple[str, str]:
         return "decode", f"no GPU ({device.type})"
     if cfg.scale.scoring.runner != "none":
         return "decode", "scale.scoring shards run in-process samplers"
+    if cfg.workers > 1 and cfg.share_gpus:
+        return "decode", (f"{cfg.workers} workers share the card: a vLLM server each would claim "
+                          "vllm.gpu_memory_utilization of it")
     python = cfg.vllm.python or os.environ.get("CURATION_LOOP_VLLM_PYTHON")
     if cfg.vllm.url:
         return "vllm", f"a running vLLM server at vllm.url {cfg.vllm.url}"

@@ -28,6 +28,11 @@ def test_auto_takes_vllm_only_on_a_gpu_with_a_vllm_environment(monkeypatch):
     assert auto_engine(cfg, CUDA)[0] == "vllm"
     sharded = build_config("smoke", overrides=["scale.scoring.runner=dask"])
     assert auto_engine(sharded, CUDA)[0] == "decode"  # shards run in-process samplers
+    # Workers sharing one card would each start a server claiming vllm.gpu_memory_utilization of it: on the H200,
+    # default-gpu's 8 workers did, and the later servers found no memory left for their KV cache.
+    shared = build_config("default-gpu")
+    assert (shared.workers, shared.share_gpus) == (8, True) and auto_engine(shared, CUDA)[0] == "decode"
+    assert auto_engine(build_config("smoke", overrides=["workers=2", "share_gpus=false"]), CUDA)[0] == "vllm"
     assert auto_engine(build_config("smoke", overrides=["vllm.url=http://127.0.0.1:1"]), CUDA)[0] == "vllm"
 
 

@@ -71,7 +71,8 @@ class VLLMServer:
         self.process: subprocess.Popen | None = None
         self.url: str | None = cfg.url.rstrip("/") if cfg.url else None
         self.model_path: str | None = None
-        self.starts = 0
+        self.starts = 0  # servers started and answering; a request thread reads it with `url`, both set together
+        self._launches = 0  # servers launched (names their logs)
         self.restarts = 0
         self.served_name: str | None = None
         # adapters loaded now: name -> (folder, how to write the folder again should it vanish)
@@ -81,7 +82,7 @@ class VLLMServer:
 
     @property
     def log_path(self) -> Path:
-        return self.workdir / f"vllm-server-{self.starts}.log"
+        return self.workdir / f"vllm-server-{self._launches}.log"
 
     def command(self, model_path: str, name: str, port: int) -> list[str]:
         cfg = self.cfg
@@ -107,7 +108,7 @@ class VLLMServer:
             return
         self.stop()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.starts += 1
+        self._launches += 1
         port = self.cfg.port or _free_port()
         env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "HF_HUB_OFFLINE": os.environ.get(
             "HF_HUB_OFFLINE", "1"), "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
@@ -120,13 +121,15 @@ class VLLMServer:
         self.process = subprocess.Popen(self.command(model_path, name, port), stdout=handle, stderr=subprocess.STDOUT,
                                         env=env, start_new_session=True, cwd=self.workdir)
         handle.close()
-        self.url = f"http://127.0.0.1:{port}"
+        # The new address is published with the new start number only once the server answers: a request thread
+        # that read them earlier fails on the old server and waits for this restart, never on a server still loading.
+        url = f"http://127.0.0.1:{port}"
         self.model_path, self.served_name = model_path, name
         while True:
             if self.process.poll() is not None:
                 raise VLLMServerError(f"vLLM exited with {self.process.returncode} while starting:\n{self.log_tail()}")
             try:
-                if self.client.get(f"{self.url}/health", timeout=5).status_code == 200:
+                if self.client.get(f"{url}/health", timeout=5).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
@@ -135,6 +138,7 @@ class VLLMServer:
                 raise VLLMServerError(f"vLLM did not answer /health within {self.cfg.startup_timeout_s:.0f}s:\n"
                                       f"{self.log_tail()}")
             time.sleep(1.0)
+        self.url, self.starts = url, self.starts + 1
         self.seconds["start"].append(time.perf_counter() - started)
         log.info("vLLM ready in %.1fs at %s", self.seconds["start"][-1], self.url)
 
