@@ -53,7 +53,8 @@ def vllm_python(cfg: VLLMConfig) -> str:
         raise VLLMServerError(
             "sampling.engine vllm needs the Python of a vLLM environment: set vllm.python (or the environment "
             "variable CURATION_LOOP_VLLM_PYTHON), or vllm.url for a running server. Install one with: "
-            "python3 -m venv .venv-vllm && .venv-vllm/bin/pip install vllm==0.31.0")
+            "python3 -m venv .venv-vllm && .venv-vllm/bin/pip install vllm==0.26.0 (the release built for torch 2.11; the "
+            "README pairs releases with torch versions)")
     return python
 
 
