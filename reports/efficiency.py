@@ -293,14 +293,17 @@ def _usable_reference(folded: pl.DataFrame, reference: str) -> tuple[np.ndarray,
     return budgets, [seeds[i] for i in keep], matrix[keep]
 
 
-def ratio_estimates(evals: pl.DataFrame, reference: str = REFERENCE) -> dict[tuple[str, int], RatioEstimate]:
+def ratio_estimates(evals: pl.DataFrame, reference: str = REFERENCE, *,
+                    residuals: dict[int, RatioEstimate] | None = None) -> dict[tuple[str, int], RatioEstimate]:
     """Every strategy's ratio at every budget it reached, over the replicates that have both its point and an
     i.i.d. curve: paired where random has a point at that budget, fitted elsewhere, each with its curve check.
-    Reads an evaluations frame (EVAL_SCHEMA; round 0 folded in)."""
+    Reads an evaluations frame (EVAL_SCHEMA; round 0 folded in). `residuals`: `iid_residuals(evals, reference)`
+    when the caller already has them (each is a bootstrap)."""
     folded = fold_shared(evals)
     budgets, seeds, matrix = _usable_reference(folded, reference)
     row = {s: i for i, s in enumerate(seeds)}
-    residuals = fit_residuals(budgets, matrix, seeds) if seeds else {}
+    if residuals is None:
+        residuals = fit_residuals(budgets, matrix, seeds) if seeds else {}
     out = {}
     for (strategy, n), g in folded.group_by("strategy", "n_examples"):
         g = g.filter(pl.col("seed").is_in(seeds)).sort("seed")

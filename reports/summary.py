@@ -85,9 +85,10 @@ def build_summary(
     has_reference = folded.filter(pl.col("strategy") == reference).height > 0
     iid_fit: list[dict] = []
     if has_reference:
-        estimates = ratio_estimates(evals, reference)
+        residuals = iid_residuals(evals, reference)
+        estimates = ratio_estimates(evals, reference, residuals=residuals)
         iid_fit = [{"n_examples": n, "mean": e.value, "ci_low": e.low, "ci_high": e.high, "n_seeds": e.n_replicates}
-                   for n, e in sorted(iid_residuals(evals, reference).items())]
+                   for n, e in sorted(residuals.items())]
         per_seed = seed_ratios(evals, reference, estimates=estimates)
         ratios = strategy_ratios(evals, reference, estimates=estimates)
         headline = headline_ratios(ratios)
