@@ -117,6 +117,8 @@ class VLLMBackend:
             return
         if self.weights is None:
             self.server.start(path, name)
+            if self.cfg.vllm.url and key != BASE_NAME:  # a running server holds its own weights, not these
+                self.server.reload(path)
         else:
             self.server.reload(path)
         self.weights = key
