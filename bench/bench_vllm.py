@@ -230,7 +230,8 @@ def measure_reload(args, server: VLLMServer, vcfg: VLLMConfig, model_dir: Path, 
     model = load_model(second)
     local = mean_nll(model, seqs, [length // 2] * len(seqs), pad_id=0, batch_size=NLL_BATCH, batch_tokens=None)
     del model
-    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     return {"reload_s": reload_s, "restart_s": restart_s, "restart_over_reload": restart_s / reload_s,
             "nll_reload_vs_restart_max_abs": float(np.abs(reloaded - restarted).max()),
             "nll_vllm_vs_in_process_bf16_max_abs": float(np.abs(restarted - local).max()),

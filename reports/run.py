@@ -48,14 +48,14 @@ def threshold_note(root: Path, config: dict, examples: pl.DataFrame | None) -> s
     replicate's round 0 calibrated on dev (`auto`), listed per replicate."""
     dyn = config.get("dynamics", {})
     style = dyn.get("tau_mode") == "style_floor"
-    setting = dyn.get("floor_scale" if style else "tau")
+    name = "floor_scale" if style else "tau"
+    setting = dyn.get(name)
     if setting == "auto":
         found = _calibrated(root)
         values = ", ".join(f"seed {s}: {c['value']:.4g}" for s, c in sorted(found.items())) or "none finished yet"
-        scale = "floor_scale" if style else "tau"
         rule = ("target NLL < floor_scale x the example's phrasing floor" if style else
                 "log(log PPL) < tau (mean target NLL < e^tau)")
-        note = f"Memorized iff {rule}, {scale} calibrated on the dev split per replicate ({values})."
+        note = f"Memorized iff {rule}, {name} calibrated on the dev split per replicate ({values})."
     elif style:
         note = (f"Memorized iff target NLL < {setting} x the example's phrasing floor "
                 f"(per-example tau = log({setting} x floor)).")
