@@ -51,9 +51,9 @@ from loop.model.vllm.server import VLLMServer  # noqa: E402
 SEED = 0
 
 
-def write_model(shape: str, path: Path, seed: int) -> None:
-    """Random bf16 weights of `shape` (initialised on the GPU: an 8B model in seconds) and the tokenizer, as a
-    Hugging Face folder vLLM and transformers both load."""
+def write_model(shape: str, path: Path, seed: int, tokenizer=None) -> None:
+    """Random bf16 weights of `shape` (initialised on the GPU: an 8B model in seconds) and the tokenizer (default: the
+    word-level one of the shape's vocabulary), as a Hugging Face folder vLLM and transformers both load."""
     from transformers import AutoModelForCausalLM
 
     config = SHAPES[shape](VOCAB[shape])
@@ -61,7 +61,7 @@ def write_model(shape: str, path: Path, seed: int) -> None:
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     model.save_pretrained(path)
-    word_tokenizer(VOCAB[shape]).save_pretrained(path)
+    (tokenizer or word_tokenizer(VOCAB[shape])).save_pretrained(path)
     del model
 
 

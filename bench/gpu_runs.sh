@@ -7,6 +7,10 @@
 #   default-gpu                the embedded comparison at the size that separates strategies (16 replicates)
 #   vllm-tests                 tests/vllm and tests/gpu against the GPU build of vLLM
 #   vllm-0.5b, vllm-8b         bench/bench_vllm.py on the Qwen2.5-0.5B and Llama-3.1-8B shapes (with --reload)
+#   paper-8b-lora              bench/paper_round.py: one paper-settings round of a Llama-3.1-8B shape with LoRA, vLLM
+#                              sampling, on 100 seeds scaled to 1,000 (GSM8K carried to /tmp/gsm8k by `keep`)
+#   paper-1.5b-full            the same for a Qwen2.5-1.5B shape, full fine-tuning
+#   paper-8b-lora-decode       the 8B round with the decode loop sampling, on 20 seeds
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=/tmp/site-loop:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -24,6 +28,15 @@ case "$1" in
     time python3 bench/bench_vllm.py --shape qwen2.5-0.5b --out "$out" --reload ;;
   vllm-8b)
     time python3 bench/bench_vllm.py --shape llama-3.1-8b --out "$out" --reload --gpu-memory-utilization 0.5 ;;
+  paper-8b-lora)  # micro-batch 8 x 4 keeps the effective batch of 32 beside a vLLM server on a 78 GiB card
+    time python3 bench/paper_round.py --shape llama-3.1-8b --lora --data /tmp/gsm8k --out "$out" --run-seeds 100 \
+      train.batch_size=8 train.gradient_accumulation_steps=4 vllm.gpu_memory_utilization=0.45 ;;
+  paper-8b-lora-decode)
+    time python3 bench/paper_round.py --shape llama-3.1-8b --lora --data /tmp/gsm8k --out "$out" --run-seeds 20 \
+      --engine decode train.batch_size=8 train.gradient_accumulation_steps=4 ;;
+  paper-1.5b-full)
+    time python3 bench/paper_round.py --shape qwen2.5-1.5b --data /tmp/gsm8k --out "$out" --run-seeds 100 \
+      vllm.gpu_memory_utilization=0.35 ;;
   *)
     echo "unknown run $1" >&2; exit 2 ;;
 esac

@@ -17,7 +17,9 @@ cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 case "${1:-}" in
   keep)
-    mkdir -p /tmp/parts && cp .device/parts/*.tar.part* /tmp/parts/ && ls -la /tmp/parts ;;
+    mkdir -p /tmp/parts && cp .device/parts/*.tar.part* /tmp/parts/
+    if [ -d .device/gsm8k ]; then cp -r .device/gsm8k /tmp/; fi  # for paper-round runs: carry .device/gsm8k once
+    ls -la /tmp/parts ;;
   install)
     for set in loop vllm; do
       mkdir -p "/tmp/wheels-$set"

@@ -48,5 +48,27 @@ def word_tokenizer(vocab: int) -> PreTrainedTokenizerFast:
     return tok
 
 
+def bpe_tokenizer(texts: list[str], vocab: int, learned: int = 16_000) -> PreTrainedTokenizerFast:
+    """A byte-level BPE of `learned` entries trained on `texts` (so real text tokenizes to about as many tokens as
+    under a real model's tokenizer), its vocabulary filled up to the shape's `vocab` with entries no merge reaches
+    (ids a random-weight model samples must still decode). [PAD] is id 0 and [EOS] id 1; no BOS."""
+    import json
+
+    from tokenizers import decoders, trainers
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    core.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=min(learned, vocab), special_tokens=["[PAD]", "[EOS]"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    spec = json.loads(core.to_str())
+    table = spec["model"]["vocab"]
+    for i in range(len(table), vocab):
+        table[f"\u0120U{i}"] = i  # "\u0120" is the byte-level space
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)), pad_token="[PAD]",
+                                   eos_token="[EOS]")
+
+
 def random_text(rng: random.Random, n_words: int, vocab: int) -> str:
     return " ".join(f"w{rng.randrange(vocab - 2)}" for _ in range(n_words))
