@@ -10,7 +10,7 @@ ends with exactly the selections, ledgers and measurements of an uninterrupted r
    is hit; k uniform over the reference's arrivals there). Some trials kill twice (a resume killed again).
 3. Timed trials: a SIGKILL of the group at a uniform moment of the reference's wall time (between points, mid-write).
 4. Prefect trials: the same through `curation-loop run` (its Prefect server, the flow, its tasks).
-5. Remote trials: the run store at a file:// URL (worked on in a local copy, `loop.remote`), killed anywhere,
+5. Remote trials: the run store at a file:// URL (worked on in a local copy, `loop.store.sync`), killed anywhere,
    pushes included; the outcome is read from the location, as another machine would read it.
 After each kill: every committed file is readable and every step folder's tables match the checksums its record
 holds; then the run is resumed to the end and compared with the reference (every table of every step and of the

@@ -45,7 +45,8 @@ from loop.plan import Step, n_rounds, plan_steps, rounds_of
 from loop.schema import COMPUTE_MATCHED, SHARED_STRATEGY
 from loop.seeds import derived_seed
 from loop.selection import SELECTORS
-from loop.store import RunStore, file_sha256
+from loop.store import RunStore, layout
+from loop.store.files import file_sha256
 from loop.tracking import DynamicsTracker
 
 
@@ -85,7 +86,7 @@ class Engine:
     @property
     def backend(self) -> Backend:
         if self._backend is None:
-            self._backend = open_backend(self.cfg, self.tokenizer, self.device, self.store.root / "backend",
+            self._backend = open_backend(self.cfg, self.tokenizer, self.device, self.store.root / layout.BACKEND,
                                          self.executor)
         return self._backend
 
@@ -99,10 +100,10 @@ class Engine:
         """The examples replicate `seed` trains, selects from and is tested on (its own draw of the data, unless
         data.per_replicate is off)."""
         if seed not in self._examples:
-            stored = self.store.read_parquet(_examples_path(seed))
+            stored = self.store.read_parquet(layout.examples_path(seed))
             if stored is None:
                 self.prepare()
-                stored = self.store.read_parquet(_examples_path(seed))
+                stored = self.store.read_parquet(layout.examples_path(seed))
             self._examples[seed] = stored
         return self._examples[seed]
 
@@ -146,7 +147,7 @@ class Engine:
         seed_level = {p.name for p in needed if p.level == "seed"}
         drawn: dict[int, tuple[pl.DataFrame, object]] = {}
         for seed in self.cfg.seeds:
-            examples = self.store.read_parquet(_examples_path(seed))
+            examples = self.store.read_parquet(layout.examples_path(seed))
             report = None
             if examples is None:
                 if not self.cfg.data.per_replicate and drawn:  # one draw, shared by every replicate
@@ -174,17 +175,16 @@ class Engine:
         }
         self.store.open(self.cfg, manifest)
         for seed, (examples, report) in drawn.items():
-            folder = f"data/seed-{seed}"
             if report is not None:  # what loading did (skipped rows, links, contamination), kept with the run
-                self.store.write_json(f"{folder}/report.json", {
+                self.store.write_json(layout.data_report_path(seed), {
                     "summary": str(report), "counts": report.counts, "dropped": report.dropped,
                     "linked_to_nearest_seed": report.linked_nearest,
                     "validation": [{"source": v.source, "rows": v.n_rows, "valid": v.n_valid, "skipped": v.skipped,
                                     "problems": v.counts} for v in report.validation]})
                 if report.contamination is not None and report.contamination.height:
-                    self.store.write_parquet(f"{folder}/contamination.parquet", report.contamination)
-            if self.store.read_parquet(_examples_path(seed)) is None:
-                self.store.write_parquet(_examples_path(seed), examples)
+                    self.store.write_parquet(layout.contamination_path(seed), report.contamination)
+            if self.store.read_parquet(layout.examples_path(seed)) is None:
+                self.store.write_parquet(layout.examples_path(seed), examples)
             self._examples[seed] = examples
         signal_store.pre_training(self, [p for p in needed if p.scope in PRE_TRAINING_SCOPES], drawn)
 
@@ -206,7 +206,7 @@ class Engine:
         rounds (and `extra`, this round's), as pool rows with `source` generated."""
         frames = [self.examples(step.seed)]
         for r in range(1, step.round):
-            path = self.store.step_dir(step.seed, step.strategy, r) / "generated.parquet"
+            path = self.store.step_dir(step.seed, step.strategy, r) / layout.table_file(layout.GENERATED)
             if self.store.is_done(step.seed, step.strategy, r) and path.exists():
                 frames.append(pl.read_parquet(path))
         if extra is not None and extra.height:
@@ -243,7 +243,7 @@ class Engine:
         if self.store.is_done(step.seed, step.strategy, step.round):
             folder = self.store.step_dir(step.seed, step.strategy, step.round)
             self.store.verify(folder)  # a resume reads back only what was written
-            return json.loads((folder / "step.json").read_text())
+            return json.loads((folder / layout.STEP_RECORD).read_text())
         info: dict = {"seed": step.seed, "strategy": step.strategy, "round": step.round}
         timings: list[tuple[str, float]] = []
 
@@ -415,10 +415,6 @@ class Engine:
                 self.run_step(step)
         finally:
             self.close()
-
-
-def _examples_path(seed: int) -> str:
-    return f"data/seed-{seed}/examples.parquet"
 
 
 def _tag(step: Step) -> str:

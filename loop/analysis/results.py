@@ -22,6 +22,7 @@ from loop.metrics.robustness import robustness_bins
 from loop.config import RunConfig
 from loop.data import tau_base
 from loop.dynamics import premem_by_checkpoint
+from loop.store import layout
 
 
 class SweepTables:
@@ -29,21 +30,22 @@ class SweepTables:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        self.cfg = RunConfig.model_validate(yaml.safe_load((self.root / "config.yaml").read_text()))
-        folders = sorted(self.root.glob("analysis/seed-*/run-*/run.json"))
+        self.cfg = RunConfig.model_validate(yaml.safe_load((self.root / layout.CONFIG).read_text()))
+        folders = sorted(self.root.glob(layout.ANALYSIS_RECORDS))
         if not folders:
             raise FileNotFoundError(f"{self.root} holds no finished analysis run (curation-loop analyze writes them)")
         self.runs = pl.DataFrame([json.loads(p.read_text()) for p in folders]).sort("seed", "index")
         self.ledger = self._pooled(folders, "ledger")
         self.accuracy = self._pooled(folders, "accuracy", ids=False)
-        robustness = [p.parent / "robustness.parquet" for p in folders if (p.parent / "robustness.parquet").exists()]
+        robustness = [p.parent / layout.table_file("robustness") for p in folders
+                      if (p.parent / layout.table_file("robustness")).exists()]
         self.robustness = pl.concat([self._prefixed(pl.read_parquet(f), f.parent) for f in robustness]) \
             if robustness else None
         # One robustness run per replicate; their examples are pooled into the bins.
         self.robust_keys = sorted(self.robustness["run"].unique().to_list()) if self.robustness is not None else []
         bases = []
-        for path in sorted(self.root.glob("data/seed-*/examples.parquet")):
-            seed = path.parent.name.split("-", 1)[1]
+        for path in sorted(self.root.glob(layout.EXAMPLE_FILES)):
+            seed = str(layout.replicate_seed(path))
             examples = pl.read_parquet(path).filter(pl.col("split") == "seed")
             base = tau_base(self.cfg, examples)
             if base is not None:
@@ -51,13 +53,13 @@ class SweepTables:
         self.base = pl.concat(bases) if bases else None
 
     def _pooled(self, folders, name: str, ids: bool = True) -> pl.DataFrame:
-        frames = [pl.read_parquet(p.parent / f"{name}.parquet") for p in folders]
+        frames = [pl.read_parquet(p.parent / layout.table_file(name)) for p in folders]
         frames = [self._prefixed(f, p.parent) if ids else f for f, p in zip(frames, folders)]
         return pl.concat(frames, how="diagonal_relaxed")
 
     @staticmethod
     def _prefixed(frame: pl.DataFrame, folder: Path) -> pl.DataFrame:
-        seed = folder.parent.name.split("-", 1)[1]
+        seed = str(layout.replicate_seed(folder))
         return frame.with_columns((pl.lit(seed + "/") + pl.col("example_id")).alias("example_id"))
 
     def split_accuracy(self, split: str) -> pl.DataFrame:

@@ -25,6 +25,7 @@ from loop.engine import Engine
 from loop.evaluation import sample_counts
 from loop.model.training import train_round
 from loop.seeds import derived_seed
+from loop.store import layout
 from loop.tracking import DynamicsTracker
 
 
@@ -57,7 +58,7 @@ def plan_runs(cfg: RunConfig) -> list[SweepRun]:
 
 
 def run_dir(store_root: Path, run: SweepRun) -> Path:
-    return store_root / "analysis" / f"seed-{run.seed}" / f"run-{run.index}"
+    return store_root / layout.analysis_run_dir(run.seed, run.index)
 
 
 def _lr(cfg: RunConfig, r: SweepRunConfig) -> float:
@@ -82,7 +83,7 @@ class Sweep:
         self.engine.close()
 
     def is_done(self, run: SweepRun) -> bool:
-        return self.engine.store.is_committed(run_dir(self.engine.store.root, run), "run.json")
+        return self.engine.store.is_committed(run_dir(self.engine.store.root, run), layout.RUN_RECORD)
 
     def trained_examples(self, run: SweepRun) -> pl.DataFrame:
         """The seed set, or the seeded random share of it that `run.fraction` asks for (sorted by id)."""
@@ -97,8 +98,8 @@ class Sweep:
         """Train `run` from the base, measure every checkpoint, commit; a finished run is read back."""
         folder = run_dir(self.engine.store.root, run)
         if self.is_done(run):
-            self.engine.store.verify(folder, "run.json")
-            return json.loads((folder / "run.json").read_text())
+            self.engine.store.verify(folder, layout.RUN_RECORD)
+            return json.loads((folder / layout.RUN_RECORD).read_text())
         cfg = self.cfg.model_copy(update={"train": self.cfg.train.model_copy(
             update={"learning_rate": run.learning_rate, "epochs": run.epochs})})
         examples = self.engine.examples(run.seed)
@@ -123,7 +124,7 @@ class Sweep:
         info = {"seed": run.seed, "index": run.index, "key": run.key, "label": run.label,
                 "learning_rate": run.learning_rate, "epochs": run.epochs, "fraction": run.fraction,
                 "n_trained": train.height, "checkpoints": tracker.epochs, "seconds": sum(t[1] for t in timings)}
-        self.engine.store.commit_dir(folder, frames, info, "run.json")
+        self.engine.store.commit_dir(folder, frames, info, layout.RUN_RECORD)
         return info
 
     def _perturbed(self, run: SweepRun, model, train: pl.DataFrame) -> pl.DataFrame:

@@ -13,14 +13,10 @@ import loop.signals.registry as signals
 from loop import faults
 from loop.model.loading import load_base
 from loop.model.precision import resolve_precision
+from loop.store.layout import signal_cache, signal_path
 
 PRE_TRAINING_SCOPES = ("static", "base")  # signals computed once per replicate, before any training
 TRAINING_SCOPES = ("round", "checkpoint")  # signals of a round's models, stored in its step for the next round
-
-
-def signal_path(seed: int, name: str) -> str:
-    """Where a static or base-model signal of replicate `seed` is stored (round signals live in their step)."""
-    return f"signals/seed-{seed}/{name}.parquet"
 
 
 def context(engine, seed: int, examples: pl.DataFrame, provider: signals.Signal, **parts) -> signals.SignalContext:
@@ -30,7 +26,7 @@ def context(engine, seed: int, examples: pl.DataFrame, provider: signals.Signal,
     return signals.SignalContext(
         cfg=engine.cfg, tokenizer=engine.tokenizer, examples=examples,
         rows=examples.filter(pl.col("split") == level).drop("split"), seed=seed,
-        cache_dir=engine.store.root / "signals" / f"seed-{seed}" / f"{provider.name}-cache",
+        cache_dir=engine.store.root / signal_cache(seed, provider.name),
         stored=lambda name: engine.store.read_parquet(signal_path(seed, name)), **parts)
 
 

@@ -17,7 +17,7 @@ import loop.signals.registry as signals
 from loop.config import build_config
 from loop.engine import Engine
 from loop.signals.compute import context as signal_context
-from loop.signals.compute import signal_path
+from loop.store.layout import signal_path
 from loop.model.loading import load_base
 from loop.model.precision import resolve_precision
 

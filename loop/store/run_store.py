@@ -1,26 +1,13 @@
-"""The run store: one folder per run; every finished step is written atomically and never redone.
-
-Layout under `root`:
-    config.yaml, manifest.json             what was run, with library versions and data/model hashes
-    data/seed-S/examples.parquet           the examples replicate S's steps read (its own draw of the data),
-                                           with report.json (what loading did) beside them
-    signals/seed-S/base_perplexity.parquet round-independent signals of replicate S, computed once
-    steps/seed-S/STRATEGY/round-R/         selected.parquet, ledger.parquet, signals.parquet,
-                                           eval.parquet, timings.parquet, step.json (and model/ if kept;
-                                           round 0 of a run with an auto threshold: tau_curve.parquet)
-    analysis/seed-S/run-K/                 the analysis sweep's run K: ledger.parquet, accuracy.parquet (dev and
-                                           test accuracy per checkpoint), robustness.parquet, timings.parquet, run.json
-    report/                                index.html, curves.png, summary.json
-A step folder appears only complete (written under a temporary name, then renamed), so a run killed
+"""The run store: one folder per run (its paths: `loop.store.layout`); every finished step is written atomically and
+never redone. A step folder appears only complete (written under a temporary name, then renamed), so a run killed
 mid-step resumes at that step and nothing a finished step wrote is lost or rewritten.
 
 `root` may be an fsspec URL (s3://bucket/runs/x): the store then works in a local copy and keeps it in step with
-that location (`loop.remote`), so that processes on several machines share one run.
+that location (`loop.store.sync`), so that processes on several machines share one run.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -33,84 +20,12 @@ import yaml
 
 from loop import faults
 from loop.config import RunConfig
-from loop.remote import Remote, is_remote
 from loop.schema import EVAL_SCHEMA, LEDGER_SCHEMA, TIMING_SCHEMA
-
-
-class ConfigMismatchError(ValueError):
-    """The output folder holds a run of another config."""
-
-
-class DamagedFileError(ValueError):
-    """A file of the run store cannot be read back (truncated or overwritten outside the loop)."""
-
-
-class ResumeMismatchError(ValueError):
-    """The run store was started under other library versions, base weights or data than this resume has."""
-
-
-# What a resume must share with the first start: anything else (the machine, the time) may change.
-RESUME_KEYS = ("versions", "model", "model_weights_sha256", "precision", "sampling_engine", "data_per_replicate",
-               "examples")
-# Config fields that say how to run, not what was run: a run store may be moved (out_dir) and resumed there.
-NOT_STORED = {"preset", "allow_resume_changes", "out_dir", "scale"}
-
-
-def _diff(a: Any, b: Any, path: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: list[str] = []
-        for key in sorted(set(a) | set(b)):
-            out += _diff(a.get(key), b.get(key), f"{path}.{key}" if path else key)
-        return out
-    return [] if a == b else [f"{path}: {a!r} -> {b!r}"]
-
-
-def _writer_alive(name: str) -> bool:
-    """Whether the process whose pid follows `.tmp-` in `name` still runs (on this machine)."""
-    pid = name.rpartition(".tmp-")[2].split(".")[0]
-    if not pid.isdigit() or int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's
-        return True
-    return True
-
-
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through `write(tmp_path)` then rename over `path`: readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        faults.reached("store.rename")
-        os.replace(tmp, path)
-    except OSError as err:  # disk full, a read-only folder: the old file stays, the half-written one goes
-        tmp.unlink(missing_ok=True)
-        raise OSError(err.errno, f"could not write {path}: {err.strerror or err}") from err
-
-
-def read_frame(path: Path) -> pl.DataFrame:
-    """A Parquet file of the store; a damaged one is named, with how to recover (its step is recomputed when its
-    folder is removed)."""
-    try:
-        return pl.read_parquet(path)
-    except Exception as err:  # polars raises its own errors for truncated or foreign bytes
-        step = next((p for p in path.parents if p.name.startswith("round-") or p.name.startswith("run-")), None)
-        hint = (f"remove {step} to recompute that step" if step is not None
-                else "remove it to recompute it, or restore it from a copy")
-        raise DamagedFileError(f"{path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:200]}): "
-                               f"{hint}") from None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from loop.store import layout
+from loop.store.files import DamagedFileError, file_sha256, read_frame, write_atomic, writer_alive
+from loop.store.manifest import (NOT_STORED, ConfigMismatchError, ResumeMismatchError, config_differences,
+                                 resume_changes)
+from loop.store.sync import Remote, is_remote
 
 
 class RunStore:
@@ -135,14 +50,14 @@ class RunStore:
         them all)."""
         if self.remote is None:
             return
-        for relative in ("config.yaml", "manifest.json"):
+        for relative in (layout.CONFIG, layout.MANIFEST):
             self.remote.pull_file(relative)
-        for pattern in ("data/seed-*/*", "signals/seed-*/*.parquet"):
+        for pattern in (layout.DATA_FILES, layout.SIGNAL_FILES):
             for found in self.remote.fs.glob(self.remote._remote(pattern)):
                 if ".tmp-" not in found:
                     self._pull(found[len(self.remote.path):].lstrip("/"))
-        for pattern, record in (("steps/*/*/round-*/step.json", "step.json"), ("analysis/*/run-*/run.json", "run.json")):
-            for folder in self.remote.committed(pattern):
+        for folders, record in layout.COMMITTED:
+            for folder in self.remote.committed(f"{folders}/{record}"):
                 if not (self.root / folder / record).exists():
                     self.remote.pull_folder(folder, record)
 
@@ -155,16 +70,16 @@ class RunStore:
         `manifest.json["resumes"]` with what changed."""
         wanted = cfg.model_dump(mode="json", exclude=NOT_STORED)
         self.root.mkdir(parents=True, exist_ok=True)
-        for relative in ("config.yaml", "manifest.json"):  # the location's are the truth: another process may have
+        for relative in (layout.CONFIG, layout.MANIFEST):  # the location's are the truth: another process may have
             if self.remote is not None:                     # started the run, or resumed it since
                 self.remote.pull_file(relative)
         if not os.access(self.root, os.W_OK):
             raise PermissionError(f"run store {self.root} (of {self.location}) is not writable: choose another out_dir or fix its "
                                   "permissions")
-        config_path = self.root / "config.yaml"
+        config_path = self.root / layout.CONFIG
         if config_path.exists():
             stored = yaml.safe_load(config_path.read_text())
-            differences = _diff(stored, wanted)
+            differences = config_differences(stored, wanted)
             if differences:
                 raise ConfigMismatchError(
                     f"{self.location} holds a run of another config ({'; '.join(differences[:5])}); "
@@ -172,7 +87,7 @@ class RunStore:
                 )
         else:
             write_atomic(config_path, lambda p: p.write_text(yaml.safe_dump(wanted, sort_keys=False)))
-            self._push("config.yaml")
+            self._push(layout.CONFIG)
         self._record_manifest(manifest, cfg.allow_resume_changes)
         self.sweep_leftovers()
         self.push_missing()
@@ -182,12 +97,12 @@ class RunStore:
         process wrote here but never finished pushing (an unfinished folder's files are written over when pushed)."""
         if self.remote is None:
             return
-        for pattern in ("config.yaml", "data/seed-*/*", "signals/seed-*/*.parquet"):
+        for pattern in (layout.CONFIG, layout.DATA_FILES, layout.SIGNAL_FILES):
             for path in sorted(self.root.glob(pattern)):
                 relative = str(path.relative_to(self.root))
                 if path.is_file() and ".tmp-" not in path.name and not self.remote.exists(relative):
                     self.remote.push_file(relative, whole=True)
-        for pattern, record in (("steps/*/*/round-*", "step.json"), ("analysis/*/run-*", "run.json")):
+        for pattern, record in layout.COMMITTED:
             for folder in sorted(self.root.glob(pattern)):
                 if (folder / record).exists():
                     self.is_committed(folder, record)
@@ -202,7 +117,7 @@ class RunStore:
     def sweep_leftovers(self) -> list[Path]:
         """Remove what a killed process left before its rename (`.NAME.tmp-PID...` files and step folders): never
         read, only in the way. A live process's are kept (it may be renaming them now)."""
-        leftovers = [p for p in sorted(self.root.rglob(".*.tmp-*")) if not _writer_alive(p.name)]
+        leftovers = [p for p in sorted(self.root.rglob(".*.tmp-*")) if not writer_alive(p.name)]
         for leftover in leftovers:
             if leftover.is_dir():
                 shutil.rmtree(leftover, ignore_errors=True)
@@ -211,14 +126,12 @@ class RunStore:
         return leftovers
 
     def _record_manifest(self, manifest: dict[str, Any], allow_changes: bool) -> None:
-        path = self.root / "manifest.json"
+        path = self.root / layout.MANIFEST
         if not path.exists():
-            self.write_json("manifest.json", manifest)
+            self.write_json(layout.MANIFEST, manifest)
             return
         first = json.loads(path.read_text())
-        # A key the first manifest lacks was not recorded yet when the run started: nothing to compare it with.
-        keys = [k for k in RESUME_KEYS if k in first]
-        changes = _diff({k: first[k] for k in keys}, {k: manifest.get(k) for k in keys})
+        changes = resume_changes(first, manifest)
         if changes and not allow_changes:
             raise ResumeMismatchError(
                 f"{self.location} was started under other versions, weights or data than this resume "
@@ -227,7 +140,7 @@ class RunStore:
                 "allow_resume_changes: true to continue (the changes are recorded)")
         first.setdefault("resumes", []).append({"at": manifest.get("opened"), "changes": changes,
                                                 "machine": manifest.get("machine")})
-        self.write_json("manifest.json", first)
+        self.write_json(layout.MANIFEST, first)
 
     def write_json(self, relative: str, payload: Any) -> None:
         write_atomic(self.root / relative, lambda p: p.write_text(json.dumps(payload, indent=2, default=str)))
@@ -244,10 +157,10 @@ class RunStore:
 
     # -- steps -----------------------------------------------------------------------------------
     def step_dir(self, seed: int, strategy: str, round_: int) -> Path:
-        return self.root / "steps" / f"seed-{seed}" / strategy / f"round-{round_}"
+        return self.root / layout.step_dir(seed, strategy, round_)
 
     def is_done(self, seed: int, strategy: str, round_: int) -> bool:
-        return self.is_committed(self.step_dir(seed, strategy, round_), "step.json")
+        return self.is_committed(self.step_dir(seed, strategy, round_), layout.STEP_RECORD)
 
     def is_committed(self, folder: Path, record: str) -> bool:
         """Whether `folder` (under root) holds its `record`, here or, pulled into the copy, at the location. A folder
@@ -263,11 +176,11 @@ class RunStore:
         """The step.json of a finished step."""
         if not self.is_done(seed, strategy, round_):
             raise FileNotFoundError(f"step (seed {seed}, {strategy}, round {round_}) of {self.location} is not done")
-        return json.loads((self.step_dir(seed, strategy, round_) / "step.json").read_text())
+        return json.loads((self.step_dir(seed, strategy, round_) / layout.STEP_RECORD).read_text())
 
     def commit_step(self, seed: int, strategy: str, round_: int, frames: dict[str, pl.DataFrame],
                     info: dict[str, Any], model_writer: Callable[[Path], None] | None = None) -> Path:
-        return self.commit_dir(self.step_dir(seed, strategy, round_), frames, info, "step.json", model_writer)
+        return self.commit_dir(self.step_dir(seed, strategy, round_), frames, info, layout.STEP_RECORD, model_writer)
 
     def commit_dir(self, final: Path, frames: dict[str, pl.DataFrame], info: dict[str, Any], record: str,
                    model_writer: Callable[[Path], None] | None = None) -> Path:
@@ -279,10 +192,10 @@ class RunStore:
         tmp.mkdir(parents=True)
         checksums = {}
         for name, frame in frames.items():
-            frame.write_parquet(tmp / f"{name}.parquet")
-            checksums[f"{name}.parquet"] = file_sha256(tmp / f"{name}.parquet")
+            frame.write_parquet(tmp / layout.table_file(name))
+            checksums[layout.table_file(name)] = file_sha256(tmp / layout.table_file(name))
         if model_writer is not None:
-            model_writer(tmp / "model")
+            model_writer(tmp / layout.MODEL)
         (tmp / record).write_text(json.dumps({**info, "checksums": checksums}, indent=2, default=str))
         faults.reached("step.rename")
         os.replace(tmp, final)  # the folder exists only once complete
@@ -290,7 +203,7 @@ class RunStore:
             self.remote.push_folder(str(final.relative_to(self.root)), record)
         return final
 
-    def verify(self, folder: Path, record: str = "step.json") -> None:
+    def verify(self, folder: Path, record: str = layout.STEP_RECORD) -> None:
         """Check every table of a committed folder against the checksums its record holds (folders written before
         checksums were recorded pass); a changed or missing table raises DamagedFileError naming it."""
         checksums = json.loads((folder / record).read_text()).get("checksums") or {}
@@ -304,10 +217,10 @@ class RunStore:
         """Remove the model/ folders of the chain (seed, strategy) but its latest round's and its best round's (by
         test accuracy); returns what was removed. Only the models go: every table of every step stays."""
         kept = []
-        for folder in sorted(self.root.glob(f"steps/seed-{seed}/{strategy}/round-*")):
-            if (folder / "model").is_dir() and (folder / "step.json").exists():
-                info = json.loads((folder / "step.json").read_text())
-                kept.append((int(folder.name.split("-")[1]), info.get("accuracy", float("-inf")), folder))
+        for folder in sorted(self.root.glob(layout.chain_folders(seed, strategy))):
+            if (folder / layout.MODEL).is_dir() and (folder / layout.STEP_RECORD).exists():
+                info = json.loads((folder / layout.STEP_RECORD).read_text())
+                kept.append((layout.round_of(folder), info.get("accuracy", float("-inf")), folder))
         if len(kept) <= 2:
             return []
         latest = max(kept)[2]
@@ -315,10 +228,10 @@ class RunStore:
         removed = []
         for _, _, folder in kept:
             if folder not in (latest, best):
-                shutil.rmtree(folder / "model")
+                shutil.rmtree(folder / layout.MODEL)
                 if self.remote is not None:
-                    self.remote.remove(str((folder / "model").relative_to(self.root)))
-                removed.append(folder / "model")
+                    self.remote.remove(str((folder / layout.MODEL).relative_to(self.root)))
+                removed.append(folder / layout.MODEL)
         return removed
 
     def disk_usage(self) -> dict[str, int]:
@@ -326,12 +239,13 @@ class RunStore:
         def size(paths) -> int:
             return sum(p.stat().st_size for p in paths if p.is_file())
 
+        backend = self.root / layout.BACKEND
         return {"total": size(self.root.rglob("*")),
-                "models": size(p for d in self.root.glob("steps/*/*/round-*/model") for p in d.rglob("*")),
-                "backend": size((self.root / "backend").rglob("*")) if (self.root / "backend").exists() else 0}
+                "models": size(p for d in self.root.glob(f"{layout.STEP_FOLDERS}/{layout.MODEL}") for p in d.rglob("*")),
+                "backend": size(backend.rglob("*")) if backend.exists() else 0}
 
     def step_frame(self, seed: int, strategy: str, round_: int, name: str) -> pl.DataFrame:
-        path = self.step_dir(seed, strategy, round_) / f"{name}.parquet"
+        path = self.step_dir(seed, strategy, round_) / layout.table_file(name)
         if not path.exists():
             self.is_done(seed, strategy, round_)  # a step another process committed at the location is pulled
         if not path.exists():
@@ -340,16 +254,16 @@ class RunStore:
 
     def _collect(self, name: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
         self.pull_all()
-        files = sorted(self.root.glob(f"steps/seed-*/*/round-*/{name}.parquet"))
+        files = sorted(self.root.glob(layout.step_tables(name)))
         frames = [read_frame(f) for f in files]
         frames = [f for f in frames if f.height]
         return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema=schema)
 
     def evaluations(self) -> pl.DataFrame:
-        return self._collect("eval", EVAL_SCHEMA)
+        return self._collect(layout.EVAL, EVAL_SCHEMA)
 
     def timings(self) -> pl.DataFrame:
-        return self._collect("timings", TIMING_SCHEMA)
+        return self._collect(layout.TIMINGS, TIMING_SCHEMA)
 
     def ledgers(self) -> pl.DataFrame:
-        return self._collect("ledger", LEDGER_SCHEMA)
+        return self._collect(layout.LEDGER, LEDGER_SCHEMA)

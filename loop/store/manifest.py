@@ -1,0 +1,41 @@
+"""What a run store records about its run, and what a resume must share with the first start: the config (less how to
+run it) and the manifest's library versions, base weights, precision, sampling engine and data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+class ConfigMismatchError(ValueError):
+    """The output folder holds a run of another config."""
+
+
+class ResumeMismatchError(ValueError):
+    """The run store was started under other library versions, base weights or data than this resume has."""
+
+
+# What a resume must share with the first start: anything else (the machine, the time) may change.
+RESUME_KEYS = ("versions", "model", "model_weights_sha256", "precision", "sampling_engine", "data_per_replicate",
+               "examples")
+# Config fields that say how to run, not what was run: a run store may be moved (out_dir) and resumed there.
+NOT_STORED = {"preset", "allow_resume_changes", "out_dir", "scale"}
+
+
+def diff(a: Any, b: Any, path: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for key in sorted(set(a) | set(b)):
+            out += diff(a.get(key), b.get(key), f"{path}.{key}" if path else key)
+        return out
+    return [] if a == b else [f"{path}: {a!r} -> {b!r}"]
+
+
+def config_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """How the config a store holds differs from the one a resume brings (empty: the same run)."""
+    return diff(stored, wanted)
+
+
+def resume_changes(first: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
+    """How this start's manifest differs from the first start's in what a resume must share. A key the first manifest
+    lacks was not recorded yet when the run started: nothing to compare it with."""
+    keys = [k for k in RESUME_KEYS if k in first]
+    return diff({k: first[k] for k in keys}, {k: manifest.get(k) for k in keys})
