@@ -9,7 +9,7 @@ The device image (Python 3.12.3, torch 2.11.0+cu130, transformers 5.17.0, huggin
 tokenizers 0.23.2, ...) already has most dependencies; only what it lacks is carried. Both sets install into
 their own --target folder and are put on PYTHONPATH in front of the image's site-packages.
 
-Set `loop` (what `import trl, datasets, polars, pydantic, math_verify, gguf` and `import loop.engine` need beyond
+Set `loop` (what `import trl, datasets, polars, pydantic, math_verify, gguf` and `import loop.run.engine` need beyond
 the image; versions are those `pip install -c constraints.txt -e .[test]` installed in /work/main/.venv).
 bench/run_engine.py imports only loop.* (analysis.sweep, config, engine, plan, model.devices) and, lazily,
 polars and reports.*: no Prefect. loop/, reports/, strategies/ import no prefect and no gguf.

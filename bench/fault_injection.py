@@ -45,7 +45,7 @@ OVERRIDES = ["workers=1", "data.n_seeds=8", "data.n_test=8", "data.n_dev=4", "se
 ENGINE_RUN = """
 import sys
 from loop.config import build_config
-from loop.engine import Engine
+from loop.run.engine import Engine
 from reports.run import write_run_report
 cfg = build_config("smoke", overrides=sys.argv[1:])
 Engine(cfg).run_all(progress=False)

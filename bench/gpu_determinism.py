@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import polars as pl  # noqa: E402
 
 from loop.config import build_config  # noqa: E402
-from loop.engine import Engine  # noqa: E402
+from loop.run.engine import Engine  # noqa: E402
 
 SMALL = ["seeds=[0, 1]", "selection.strategies=[random, loss, premem]", "selection.compute_matched=false",
          "selection.iid_extra_budgets=[]", "workers=1"]

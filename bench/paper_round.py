@@ -46,8 +46,8 @@ import torch  # noqa: E402
 from bench.bench_vllm import write_model  # noqa: E402
 from bench.shapes import SHAPES, VOCAB, bpe_tokenizer  # noqa: E402
 from loop.config import build_config  # noqa: E402
-from loop.engine import Engine  # noqa: E402
-from loop.plan import plan_steps  # noqa: E402
+from loop.run.engine import Engine  # noqa: E402
+from loop.run.plan import plan_steps  # noqa: E402
 
 POOL_PER_SEED = 6273 / 1000  # GSM8K train less 1,000 seeds and 200 dev, per seed
 PER_SEED_STAGES = ("train", "dynamics_nll", "dynamics_sampling", "dynamics_grading", "signals")

@@ -36,7 +36,7 @@ REGIMES: dict[str, list[str]] = {
 RUNNER = """
 import sys
 from loop.config import build_config
-from loop.engine import Engine
+from loop.run.engine import Engine
 from reports.run import write_run_report
 cfg = build_config("default", overrides=sys.argv[1:])
 Engine(cfg).run_all(progress=False)

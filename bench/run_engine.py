@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from loop.analysis.sweep import Sweep, SweepRun, plan_runs  # noqa: E402
 from loop.config import build_config  # noqa: E402
-from loop.engine import Engine  # noqa: E402
-from loop.plan import Step, plan_steps, step_inputs  # noqa: E402
+from loop.run.engine import Engine  # noqa: E402
+from loop.run.plan import Step, plan_steps, step_inputs  # noqa: E402
 from loop.model.devices import check_workers  # noqa: E402
 
 _ENGINE: Engine | None = None  # one per worker process, built on its first task

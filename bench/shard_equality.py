@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.gpu_determinism import compare, tables  # noqa: E402
 from loop.config import build_config  # noqa: E402
-from loop.engine import Engine  # noqa: E402
+from loop.run.engine import Engine  # noqa: E402
 from loop.model.backends import close_backends  # noqa: E402
 from loop.model.shards import LocalExecutor  # noqa: E402
 

@@ -1,6 +1,6 @@
 """The `curation-chain` flow: the rounds of one (replicate, strategy) in order, as one flow run, so that a work
 pool's workers run a comparison's chains side by side (`scale.runs: deployments`; the comparison flow launches
-them wave by wave, `loop.plan.chain_waves`). Every step is the engine's and lands in the shared run store; with
+them wave by wave, `loop.run.plan.chain_waves`). Every step is the engine's and lands in the shared run store; with
 `scale.gpu_limit` each step holds a slot of that Prefect global concurrency limit while it runs."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from prefect.concurrency.sync import concurrency
 
 from flows.curation import run_step
 from loop.config import RunConfig
-from loop.plan import plan_chains, step_inputs
+from loop.run.plan import plan_chains, step_inputs
 from loop.store import RunStore
 
 
@@ -37,7 +37,7 @@ def curation_chain(config: RunConfig = RunConfig(preset="default"), seed: int = 
                    if s not in chain.steps and not store.is_done(s.seed, s.strategy, s.round)]
         if missing:
             raise RuntimeError(f"{step.label} reads {missing}, not finished: launch the chains wave by wave "
-                               "(loop.plan.chain_waves), as the curation-loop flow does")
+                               "(loop.run.plan.chain_waves), as the curation-loop flow does")
         with _slot(config):
             info = run_step(config, step.seed, step.strategy, step.round)
         print(f"{step.label}: {info.get('n_examples')} examples, test accuracy {info.get('accuracy', float('nan')):.3f}")

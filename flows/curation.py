@@ -1,7 +1,7 @@
 """The `curation-loop` Prefect flow: one task per loop step, all logic in `loop/`, report at the end.
 
 Steps form a DAG (a step reads what its inputs stored: its parent step, and for the auto controller random's
-previous round: `loop.plan.step_inputs`). With `workers > 1` the
+previous round: `loop.run.plan.step_inputs`). With `workers > 1` the
 steps (and the preparation) run in a subflow on Prefect's process pool, independent steps side by side, each
 worker process on a GPU of its own where there are GPUs (the flow process itself never takes one); with one
 worker they run in order in this process. With `scale.runs: deployments` each (replicate, strategy) chain is a flow
@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 from flows.shards import scoring_executor
 from loop import faults
 from loop.config import RunConfig
-from loop.engine import Engine
-from loop.plan import Step, chain_waves, plan_steps, step_inputs
+from loop.run.engine import Engine
+from loop.run.plan import Step, chain_waves, plan_steps, step_inputs
 from loop.model.devices import check_workers
 
 

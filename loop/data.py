@@ -382,27 +382,3 @@ def check_examples(cfg: RunConfig, examples: pl.DataFrame, seed_signals: set[str
                                     cfg.data.near_duplicate_threshold)
         if pairs.height:
             raise ContaminatedDataError(pairs, cfg.data.near_duplicate_threshold)
-
-
-def tau_base(cfg: RunConfig, examples: pl.DataFrame) -> pl.DataFrame | None:
-    """Each example's threshold before the configured shift: None (absolute mode: tau is the shift itself), or
-    `example_id`, `tau` = log(style_floor) (style_floor mode: the shift is log floor_scale)."""
-    if cfg.dynamics.tau_mode == "absolute":
-        return None
-    return examples.select(pl.col("id").alias("example_id"), pl.col("style_floor").log().alias("tau"))
-
-
-def tau_for(cfg: RunConfig, examples: pl.DataFrame, shift: float | None = None):
-    """The memorization threshold: one float, or per example log(floor_scale * style_floor).
-
-    `shift` is a calibrated threshold (`loop.metrics.calibration`: tau, or log floor_scale); it is required
-    where the config says auto and replaces the configured value where given.
-    """
-    if shift is None:
-        shift = cfg.dynamics.fixed_shift
-        if shift is None:
-            raise ValueError("dynamics threshold is auto: it must be calibrated on the dev split before it is read")
-    base = tau_base(cfg, examples)
-    if base is None:
-        return float(shift)
-    return base.with_columns(pl.col("tau") + shift)

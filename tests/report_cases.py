@@ -4,8 +4,8 @@ against i.i.d. lands where a case wants it (exact, a lower or upper bound, censo
 
 No model runs: a store for any preset and threshold setting takes milliseconds, so the report can be held against
 the config space rather than against one preset. What the report reads is what the engine writes: the steps come
-from `loop.plan`, the example counts from `loop.plan.rounds_of`, the auto controller's records from its own
-`Decision`, a calibrated threshold from the fields `loop.engine` records.
+from `loop.run.plan`, the example counts from `loop.run.plan.rounds_of`, the auto controller's records from its own
+`Decision`, a calibrated threshold from the fields `loop.run.engine` records.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import yaml
 
 from loop.config import RunConfig, build_config
 from loop.control.controller import AUTO, Decision
-from loop.plan import plan_steps, rounds_of
+from loop.run.plan import plan_steps, rounds_of
 from loop.schema import COMPUTE_MATCHED, EVAL_SCHEMA, SHARED_STRATEGY
 from loop.seeds import derived_seed
 from loop.store import NOT_STORED, RunStore

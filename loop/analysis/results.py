@@ -15,13 +15,13 @@ import numpy as np
 import polars as pl
 import yaml
 
-from loop.metrics.calibration import (RUN_KEY, calibrate, grid, premem_points, r2_against, shifted_tau,
+from loop.dynamics.calibration import (RUN_KEY, calibrate, grid, premem_points, r2_against, shifted_tau,
                                       threshold_points)
 from loop.metrics.prediction import bootstrap_over_runs, fit_line, pearson, r2_fit, r2_identity
 from loop.metrics.robustness import robustness_bins
 from loop.config import RunConfig
-from loop.data import tau_base
-from loop.dynamics import premem_by_checkpoint
+from loop.dynamics.ledger import premem_by_checkpoint
+from loop.dynamics.threshold import tau_base
 from loop.store import layout
 
 

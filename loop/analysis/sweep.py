@@ -21,12 +21,13 @@ import numpy as np
 import polars as pl
 
 from loop.config import RunConfig, SweepRunConfig
-from loop.engine import Engine
 from loop.evaluation import sample_counts
 from loop.model.training import train_round
 from loop.seeds import derived_seed
 from loop.store import layout
-from loop.tracking import DynamicsTracker
+from loop.dynamics.tracking import DynamicsTracker
+from loop.run.context import RunContext
+from loop.run.prepare import ensure_prepared, prepare
 
 
 @dataclass(frozen=True)
@@ -70,24 +71,25 @@ def _epochs(cfg: RunConfig, r: SweepRunConfig) -> int:
 
 
 class Sweep:
-    """Runs the sweep's training runs against one run store (the curation engine's data, store and backend)."""
+    """Runs the sweep's training runs against one run store (a comparison's run context: its data, store and
+    backend, prepared as a comparison's are)."""
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
-        self.engine = Engine(cfg)
+        self.context = RunContext(cfg)
 
     def prepare(self) -> None:
-        self.engine.prepare()
+        prepare(self.context)
 
     def close(self) -> None:
-        self.engine.close()
+        self.context.close()
 
     def is_done(self, run: SweepRun) -> bool:
-        return self.engine.store.is_committed(run_dir(self.engine.store.root, run), layout.RUN_RECORD)
+        return self.context.store.is_committed(run_dir(self.context.store.root, run), layout.RUN_RECORD)
 
     def trained_examples(self, run: SweepRun) -> pl.DataFrame:
         """The seed set, or the seeded random share of it that `run.fraction` asks for (sorted by id)."""
-        seeds = self.engine.examples(run.seed).filter(pl.col("split") == "seed").sort("id")
+        seeds = self.context.examples(run.seed).filter(pl.col("split") == "seed").sort("id")
         if run.fraction == 1.0:
             return seeds
         n = max(1, round(run.fraction * seeds.height))
@@ -96,22 +98,23 @@ class Sweep:
 
     def run(self, run: SweepRun) -> dict:
         """Train `run` from the base, measure every checkpoint, commit; a finished run is read back."""
-        folder = run_dir(self.engine.store.root, run)
+        folder = run_dir(self.context.store.root, run)
         if self.is_done(run):
-            self.engine.store.verify(folder, layout.RUN_RECORD)
+            self.context.store.verify(folder, layout.RUN_RECORD)
             return json.loads((folder / layout.RUN_RECORD).read_text())
+        ensure_prepared(self.context, run.seed)
         cfg = self.cfg.model_copy(update={"train": self.cfg.train.model_copy(
             update={"learning_rate": run.learning_rate, "epochs": run.epochs})})
-        examples = self.engine.examples(run.seed)
+        examples = self.context.examples(run.seed)
         train = self.trained_examples(run)
         held_out = {split: examples.filter(pl.col("split") == split) for split in ("dev", "test")}
         held_out = {k: v for k, v in held_out.items() if v.height}
         train_seed = derived_seed("train", run.seed, run.index)
-        tracker = DynamicsTracker(cfg, self.engine.tokenizer, train, None, seed=train_seed,
-                                  backend=self.engine.backend, tag=f"analysis-{run.key}", sample=True,
+        tracker = DynamicsTracker(cfg, self.context.tokenizer, train, None, seed=train_seed,
+                                  backend=self.context.backend, tag=f"analysis-{run.key}", sample=True,
                                   sample_all=True, held_out=held_out)
-        model, train_seconds = train_round(cfg, self.engine.tokenizer, train, seed=train_seed % (2**31),
-                                           device=self.engine.device, tracker=tracker)
+        model, train_seconds = train_round(cfg, self.context.tokenizer, train, seed=train_seed % (2**31),
+                                           device=self.context.device, tracker=tracker)
         timings = [("train", train_seconds), *tracker.stage_seconds.items()]
         frames = {"ledger": tracker.ledger().with_columns(run=pl.lit(run.key)),
                   "accuracy": tracker.checkpoint_accuracy().with_columns(run=pl.lit(run.key))}
@@ -124,7 +127,7 @@ class Sweep:
         info = {"seed": run.seed, "index": run.index, "key": run.key, "label": run.label,
                 "learning_rate": run.learning_rate, "epochs": run.epochs, "fraction": run.fraction,
                 "n_trained": train.height, "checkpoints": tracker.epochs, "seconds": sum(t[1] for t in timings)}
-        self.engine.store.commit_dir(folder, frames, info, layout.RUN_RECORD)
+        self.context.store.commit_dir(folder, frames, info, layout.RUN_RECORD)
         return info
 
     def _perturbed(self, run: SweepRun, model, train: pl.DataFrame) -> pl.DataFrame:
@@ -134,7 +137,7 @@ class Sweep:
         n = robust.n_samples or self.cfg.dynamics.n_samples
         questions = train.head(robust.max_examples) if robust.max_examples else train
         frames = []
-        with self.engine.backend.bind(model, tag=f"analysis-{run.key}-robustness") as bound:
+        with self.context.backend.bind(model, tag=f"analysis-{run.key}-robustness") as bound:
             for prefix in robust.prefixes:
                 counts = sample_counts(self.cfg, bound.sampler, questions, n,
                                        seed=derived_seed("robustness", run.seed, prefix), answer_prefix=prefix)

@@ -8,7 +8,7 @@ at the same round of the same replicate,
     reward_r = [(dev_r - ref_r) - (dev_{r-1} - ref_{r-1})] / log2(n_r / n_{r-1}),   ref_0 = dev_0 (shared round 0),
 which removes the gain every strategy makes from more data and the replicate's own noise; `reward: own`: the chain's
 own gain (dev_r - dev_{r-1}) / log2(n_r / n_{r-1}). The paired reward makes round r of auto wait for random's round
-r - 1 (`loop.engine.step_inputs`).
+r - 1 (`loop.run.plan.step_inputs`).
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """What a round of the `auto` strategy does inside the engine: read its history from the run store, decide
 (`loop.control.controller.decide`), generate and vet new items where the chosen seeds' unused items run short, and
-commit a round the controller stopped before. The engine calls `select` in place of a fixed strategy's scoring."""
+commit a round the controller stopped before. The select stage (`loop.run.stages.select`) calls `select`
+in place of a fixed strategy's scoring."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -12,13 +14,16 @@ from loop.control.generation import GENERATORS, vet
 from loop.schema import EVAL_SCHEMA, SHARED_STRATEGY
 from loop.seeds import derived_seed
 
+if TYPE_CHECKING:  # the run context is handed down; this floor never imports the run's
+    from loop.run.context import RunContext
 
-def select(engine, step, used: list[str], cands: pl.DataFrame, budget: int, params: dict, info: dict):
+
+def select(ctx: RunContext, step, used: list[str], cands: pl.DataFrame, budget: int, params: dict, info: dict):
     """The arm, its params, the budget, the candidates (with any generated items) and the newly generated items
     (None if none; the engine commits them with the step) for this round, or None where the controller stops; the
     decision goes into `info["decision"]`."""
     auto = AutoParams.parse(params)
-    decision = decide(auto, records(engine.store, step), cands, budget, seed=derived_seed("auto", step.seed),
+    decision = decide(auto, records(ctx.store, step), cands, budget, seed=derived_seed("auto", step.seed),
                       round_=step.round)
     info["decision"] = decision.record()
     if decision.stop:
@@ -28,28 +33,28 @@ def select(engine, step, used: list[str], cands: pl.DataFrame, budget: int, para
     eligible = cands if decision.threshold is None else cands.filter(pl.col("premem") <= decision.threshold)
     generated = None
     if auto.generate and eligible.height < budget:  # the chosen seeds' unused items ran short
-        made, counts = generate(engine, step, auto, eligible, cands)
+        made, counts = generate(ctx, step, auto, eligible, cands)
         info["decision"]["generation"] = counts
         if made.height:
             generated = made
-            cands = engine.candidates(step, used, made)
+            cands = ctx.candidates(step, used, made)
         elif cands.height == 0:  # nothing left in the pool and nothing the generator made passed its checks
             info["decision"] |= {"stop": True, "stop_reason": "pool_and_generator_exhausted", "arm": None, "budget": 0}
             return None
     return decision.arm, arm_params, min(budget, cands.height), cands, generated
 
 
-def generate(engine, step, auto: AutoParams, eligible: pl.DataFrame, cands: pl.DataFrame):
+def generate(ctx: RunContext, step, auto: AutoParams, eligible: pl.DataFrame, cands: pl.DataFrame):
     """New items for the seeds behind `eligible` (every seed if none is eligible), vetted (`generation.vet`): the
     accepted items and the counts by reason."""
-    rows = engine.rows(step)
+    rows = ctx.rows(step)
     seed_ids = eligible["seed_id"].drop_nulls().unique().to_list() or cands["seed_id"].drop_nulls().unique().to_list()
     seeds = rows.filter((pl.col("split") == "seed") & pl.col("id").is_in(seed_ids)).sort("id")
-    generator = GENERATORS[auto.generate](auto, engine.cfg.task)
+    generator = GENERATORS[auto.generate](auto, ctx.cfg.task)
     made = generator.generate(seeds, auto.generate_per_seed, seed=derived_seed("generate", step.seed),
                               tag=f"gen-r{step.round}")
     held_out = rows.filter(pl.col("split").is_in(["dev", "test"]))["question"].to_list()
-    accepted, counts = vet(made, task=engine.cfg.task, known_questions=rows["question"].to_list(),
+    accepted, counts = vet(made, task=ctx.cfg.task, known_questions=rows["question"].to_list(),
                            held_out_questions=held_out, ngram=auto.contamination_ngram)
     return accepted, counts | dict(getattr(generator, "rejected", {}))
 

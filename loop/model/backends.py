@@ -6,90 +6,29 @@ or a checkpoint in training), yielding a `Bound` pair:
 - `scorer.mean_nll(items)`: mean NLL over exactly the target token ids of each `Encoded` item (`ids[n_prompt:]`).
 Tracking, evaluation and signals receive the bound pair, never a model and tokenizer, so a backend may run the
 model anywhere: `transformers` in this process, `vllm` in a server of its own environment over HTTP. Backends are
-named lazily (`"module:attr"`), so importing the loop never imports an optional backend's dependencies.
+named lazily (`"module:attr"`), so importing the loop never imports an optional backend's dependencies. The
+contract and the in-process backend are `loop.model.inprocess`; this module opens the one a run names.
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import importlib
 import logging
 import os
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-import numpy as np
 import torch
 
 from loop.config import RunConfig
-from loop.model.formatting import Encoded
-from loop.model.precision import resolve_precision
-from loop.model.sampling import Sampler, make_sampler
-from loop.model.scoring import mean_nll
+from loop.model.inprocess import Backend
+from loop.model.shards import ShardedBackend, UnitBackend
 
 log = logging.getLogger(__name__)
 
 
-class Scorer(Protocol):
-    def mean_nll(self, items: Sequence[Encoded]) -> np.ndarray:
-        """Mean NLL (nats per token) of `ids[n_prompt:]` given `ids[:n_prompt]`, per item, in input order."""
-        ...
-
-
-@dataclass(frozen=True)
-class Bound:
-    sampler: Sampler
-    scorer: Scorer
-
-
-class Backend(Protocol):
-    name: str
-
-    def bind(self, model, *, tag: str) -> contextlib.AbstractContextManager[Bound]:
-        """Sampling and scoring of `model` (a torch module in this process) inside the block; `tag` names the
-        checkpoint (unique within a run, e.g. `s0-loss-r2-ep3`); the tag `base` says `model` is the base itself."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class TransformersScorer:
-    """`loop.model.scoring.mean_nll` over a model in this process, in the run's precision."""
-
-    def __init__(self, model, tokenizer, cfg: RunConfig, autocast):
-        self.model, self.tokenizer, self.cfg, self.autocast = model, tokenizer, cfg, autocast
-
-    def mean_nll(self, items: Sequence[Encoded]) -> np.ndarray:
-        dyn = self.cfg.dynamics
-        return mean_nll(self.model, [e.input_ids for e in items], [e.n_prompt for e in items],
-                        pad_id=self.tokenizer.pad_token_id, batch_size=dyn.nll_batch_size,
-                        batch_tokens=dyn.nll_batch_tokens, autocast=self.autocast())
-
-
-class TransformersBackend:
-    """Sampling (`sampling.engine` decode or generate) and scoring in this process, on the model in hand."""
-
-    name = "transformers"
-
-    def __init__(self, cfg: RunConfig, tokenizer, device: torch.device, workdir: Path | None = None):
-        self.cfg, self.tokenizer, self.device = cfg, tokenizer, device
-        self.precision = resolve_precision(cfg.model, cfg.train, device)
-
-    @contextlib.contextmanager
-    def bind(self, model, *, tag: str) -> Iterator[Bound]:
-        sampler = make_sampler(model, self.tokenizer, self.cfg.sampling, self.cfg.model.format,
-                               autocast=self.precision.autocast())
-        yield Bound(sampler, TransformersScorer(model, self.tokenizer, self.cfg, self.precision.autocast))
-
-    def close(self) -> None:
-        pass
-
-
 BACKENDS = {
-    "transformers": "loop.model.backends:TransformersBackend",
+    "transformers": "loop.model.inprocess:TransformersBackend",
     "vllm": "loop.model.vllm.backend:VLLMBackend",
 }
 
@@ -137,23 +76,6 @@ def resolve_engine(cfg: RunConfig, device: torch.device) -> RunConfig:
 _OPEN: dict[tuple[str, str], Backend] = {}
 
 
-class UnitBackend:
-    """`inner` with every sampling and scoring call cut into work units (`loop.model.shards`)."""
-
-    def __init__(self, inner: Backend, unit: int):
-        self.inner, self.unit, self.name = inner, unit, inner.name
-
-    @contextlib.contextmanager
-    def bind(self, model, *, tag: str) -> Iterator[Bound]:
-        from loop.model.shards import in_units
-
-        with self.inner.bind(model, tag=tag) as bound:
-            yield in_units(bound, self.unit)
-
-    def close(self) -> None:
-        self.inner.close()
-
-
 def open_backend(cfg: RunConfig, tokenizer, device: torch.device, workdir: Path, executor=None) -> Backend:
     """The backend the config names (`sampling.engine` / `dynamics.nll_engine`), its files under `workdir`; with an
     `executor` (`loop.model.shards.Executor`), the sharded backend that runs the work units on its workers.
@@ -167,8 +89,6 @@ def open_backend(cfg: RunConfig, tokenizer, device: torch.device, workdir: Path,
     key = (name, str(Path(workdir).resolve()))
     if key not in _OPEN:
         if executor is not None:
-            from loop.model.shards import ShardedBackend
-
             _OPEN[key] = ShardedBackend(cfg, tokenizer, device, workdir, executor)
         else:
             module, attr = BACKENDS[name].split(":")

@@ -37,7 +37,7 @@ import torch
 
 from loop import faults
 from loop.config import RunConfig
-from loop.model.backends import Bound, TransformersBackend
+from loop.model.inprocess import Backend, Bound, TransformersBackend
 from loop.model.formatting import Encoded
 from loop.units import cut, shard_ranges
 
@@ -70,6 +70,21 @@ class UnitScorer:
 def in_units(bound: Bound, unit: int) -> Bound:
     """`bound` with every call cut into work units (run here, one after another)."""
     return Bound(UnitSampler(bound.sampler, unit), UnitScorer(bound.scorer, unit))
+
+
+class UnitBackend:
+    """`inner` with every sampling and scoring call cut into work units (`loop.model.shards`)."""
+
+    def __init__(self, inner: Backend, unit: int):
+        self.inner, self.unit, self.name = inner, unit, inner.name
+
+    @contextlib.contextmanager
+    def bind(self, model, *, tag: str) -> Iterator[Bound]:
+        with self.inner.bind(model, tag=tag) as bound:
+            yield in_units(bound, self.unit)
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 # -- shards elsewhere ---------------------------------------------------------------------------------------------

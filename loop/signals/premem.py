@@ -8,7 +8,7 @@ import math
 
 import polars as pl
 
-from loop.dynamics import premem_accuracy
+from loop.dynamics.ledger import premem_accuracy
 from loop.signals.registry import SignalContext, signal
 
 

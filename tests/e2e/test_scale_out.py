@@ -14,8 +14,8 @@ import polars as pl
 import pytest
 
 from loop.config import build_config
-from loop.engine import Engine
-from loop.plan import plan_chains
+from loop.run.engine import Engine
+from loop.run.plan import plan_chains
 from tests.e2e.servers import psql
 
 pytestmark = pytest.mark.e2e

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from loop.config import build_config
-from loop.engine import Engine
+from loop.run.engine import Engine
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]

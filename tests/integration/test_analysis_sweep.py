@@ -11,7 +11,7 @@ import pytest
 from loop.analysis.results import SweepTables, analysis_results
 from loop.analysis.sweep import Sweep, plan_runs, run_dir
 from loop.config import PRESET_DIR, build_config
-from loop.engine import Engine
+from loop.run.engine import Engine
 from reports.analysis import write_analysis_report
 from tests.report_cases import sweep_as, thresholds
 
@@ -106,7 +106,7 @@ def test_curation_with_auto_threshold_calibrates_in_round_zero(tiny_model_dir, t
     ledger = pl.read_parquet(step / "ledger.parquet")
     assert (ledger["n_samples"] == 2).all()  # every checkpoint sampled: calibration reads acc_j throughout
     # Round 1 reads the calibrated threshold: its ledger's flags are those of floor_scale = value.
-    engine = Engine(cfg)
+    engine = Engine(cfg).context
     tau = engine.tau(0)
     expected = engine.examples(0).select(
         "id", (pl.col("style_floor") * record["value"]).log().alias("expected"))

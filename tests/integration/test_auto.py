@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from loop.config import build_config
-from loop.engine import Engine
+from loop.run.engine import Engine
 from reports.run import write_run_report
 
 pytestmark = pytest.mark.integration
@@ -79,7 +79,7 @@ def test_generated_items_are_vetted_before_they_are_trained_on(tmp_path):
     assert counts["generated"] > 0 and counts["accepted"] == counts["generated"] - counts["failed_verification"] - \
         counts["duplicate"] - counts["contaminated"]
     made = pl.read_parquet(out / "steps/seed-0/auto/round-1/generated.parquet")
-    examples = engine.examples(0)
+    examples = engine.context.examples(0)
     held_out = examples.filter(pl.col("split").is_in(["dev", "test"]))["question"].to_list()
     assert all(g.correct for g in grade_many(made["solution"].to_list(), made["answer"].to_list(), "embedded"))
     forbidden = set().union(*(ngrams(q, 8) for q in held_out))
@@ -115,19 +115,19 @@ def test_items_that_fail_their_checks_are_never_trained_on(tmp_path, monkeypatch
     cfg = generated_cfg(tmp_path / "careless", generator="embedded")
     engine = Engine(cfg)
     engine.prepare()
-    question = engine.examples(0).filter(pl.col("split") == "test")["question"][0]
+    question = engine.context.examples(0).filter(pl.col("split") == "test")["question"][0]
     monkeypatch.setitem(generation.GENERATORS, "embedded", lambda auto, task: _Careless(question))
     engine.run_all(progress=False)
     counts = json.loads((tmp_path / "careless/steps/seed-0/auto/round-1/step.json").read_text())["decision"]["generation"]
     assert counts["accepted"] == 0 and counts["failed_verification"] >= 1 and counts["contaminated"] == 1
     assert not (tmp_path / "careless/steps/seed-0/auto/round-1/generated.parquet").exists()
-    pool = set(engine.examples(0).filter(pl.col("split") == "pool")["id"])
+    pool = set(engine.context.examples(0).filter(pl.col("split") == "pool")["id"])
     for r in (1, 2):
         assert set(pl.read_parquet(tmp_path / f"careless/steps/seed-0/auto/round-{r}/selected.parquet")["id"]) <= pool
 
 
 def test_paired_rewards_make_auto_wait_for_randoms_previous_round(tiny_model_dir, tmp_path):
-    from loop.plan import Step, plan_steps, step_inputs
+    from loop.run.plan import Step, plan_steps, step_inputs
 
     config = cfg(tiny_model_dir, tmp_path)
     assert step_inputs(config, Step(0, "auto", 1)) == [Step(0, "shared", 0)]

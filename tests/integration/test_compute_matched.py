@@ -4,7 +4,8 @@ import polars as pl
 import pytest
 
 from loop.config import build_config
-from loop.engine import Engine, Step, plan_steps
+from loop.run.engine import Engine
+from loop.run.plan import Step, plan_steps
 from loop.schema import COMPUTE_MATCHED
 
 pytestmark = pytest.mark.integration
@@ -24,5 +25,5 @@ def test_it_trains_the_seeds_for_the_epochs_of_a_strategy_round(tmp_path):
     assert info["n_examples"] == 24  # it stands where a strategy's round 1 stands on the examples axis
     ledger = engine.store.step_frame(0, COMPUTE_MATCHED, 1, "ledger")
     assert sorted(ledger["epoch"].unique().to_list()) == [1, 2, 3]
-    seeds = set(engine.examples(0).filter(pl.col("split") == "seed")["id"])
+    seeds = set(engine.context.examples(0).filter(pl.col("split") == "seed")["id"])
     assert set(ledger["example_id"]) == seeds

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from loop.config import build_config
-from loop.model.backends import TransformersBackend
+from loop.model.inprocess import TransformersBackend
 from loop.model.formatting import encode_example, encode_prompt, prompt_text, target_text
 from loop.model.loading import load_base, load_tokenizer
 from loop.model.sampling import TransformersSampler, cut_at_stop
 from loop.model.scoring import mean_nll
 from loop.model.training import build_dataset, train_round
-from loop.tracking import DynamicsTracker
+from loop.dynamics.tracking import DynamicsTracker
 
 pytestmark = pytest.mark.integration
 CPU = torch.device("cpu")

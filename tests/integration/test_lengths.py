@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from loop.config import build_config
-from loop.engine import Engine
+from loop.run.engine import Engine
 from loop.model.lengths import ExampleTooLongError
 
 pytestmark = pytest.mark.integration
@@ -37,7 +37,7 @@ def test_skip_invalid_drops_them_with_their_pool_items_and_counts_them(tiny_mode
     cfg = config(tiny_model_dir, tmp_path, "train.max_length=700", "data.skip_invalid=true")
     engine = Engine(cfg)
     engine.prepare()
-    examples = engine.examples(0)
+    examples = engine.context.examples(0)
     from loop.model.formatting import encode_for
     from loop.model.loading import load_tokenizer
 

@@ -4,7 +4,7 @@ i.i.d. extension rounds."""
 import pytest
 
 from loop.config import build_config
-from loop.engine import Step, plan_steps, rounds_of
+from loop.run.plan import Step, plan_steps, rounds_of
 from loop.schema import SHARED_STRATEGY
 
 pytestmark = pytest.mark.integration

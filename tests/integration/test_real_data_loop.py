@@ -9,7 +9,8 @@ import polars as pl
 import pytest
 
 from loop.config import build_config
-from loop.engine import Engine, plan_steps
+from loop.run.engine import Engine
+from loop.run.plan import plan_steps
 from loop.schema import SHARED_STRATEGY
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 
 from loop.config import build_config
-from loop.engine import Engine
-from loop.plan import Step, plan_steps
+from loop.run.engine import Engine
+from loop.run.plan import Step, plan_steps
 from reports.run import write_run_report
 
 pytestmark = pytest.mark.integration

@@ -5,7 +5,8 @@ import polars as pl
 import pytest
 
 from loop.config import build_config
-from loop.engine import Engine, Step
+from loop.run.engine import Engine
+from loop.run.plan import Step
 
 pytestmark = pytest.mark.integration
 
@@ -13,7 +14,7 @@ pytestmark = pytest.mark.integration
 def engine(tmp_path, *extra) -> Engine:
     e = Engine(build_config("smoke", overrides=["seeds=[0, 1, 2]", f"out_dir={tmp_path}", *extra]))
     e.prepare()
-    return e
+    return e.context
 
 
 def questions(e: Engine, seed: int, split: str) -> set[str]:
@@ -30,7 +31,7 @@ def test_each_replicate_draws_its_own_data(tmp_path):
     for strategy in ("random", "perplexity"):
         assert set(e.candidates(Step(1, strategy, 1), [])["id"]) == pool_1
     # Drawn once and stored: a second engine on the same folder reads the same draws back.
-    again = Engine(e.cfg)
+    again = Engine(e.cfg).context
     assert again.examples(2).equals(e.examples(2))
     assert (tmp_path / "signals" / "seed-2" / "base_perplexity.parquet").is_file()
 

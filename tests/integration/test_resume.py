@@ -12,7 +12,8 @@ import polars as pl
 import pytest
 
 from loop.config import build_config
-from loop.engine import Engine, plan_steps
+from loop.run.engine import Engine
+from loop.run.plan import plan_steps
 from loop.store import ConfigMismatchError
 
 pytestmark = pytest.mark.integration
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RUNNER = """
 import sys
 from loop.config import build_config
-from loop.engine import Engine
+from loop.run.engine import Engine
 Engine(build_config("smoke", overrides=sys.argv[1:])).run_all(progress=False)
 """
 

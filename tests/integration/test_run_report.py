@@ -5,7 +5,7 @@ import json
 import pytest
 
 from loop.config import build_config
-from loop.engine import Engine
+from loop.run.engine import Engine
 from reports.run import write_run_report
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ import torch
 from transformers import Gemma2Config, Gemma2ForCausalLM, GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
 
 from loop.config import ModelConfig
-from loop.dynamics import memorized_flags
+from loop.dynamics.ledger import memorized_flags
 from loop.embedded.task import make_task
 from loop.model import scoring
 from loop.model.formatting import encode_examples

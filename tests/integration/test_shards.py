@@ -11,10 +11,10 @@ from peft import LoraConfig, get_peft_model
 
 from loop.config import build_config
 from loop.embedded.task import make_task
-from loop.model.backends import TransformersBackend, UnitBackend
+from loop.model.inprocess import TransformersBackend
 from loop.model.formatting import encode_for
 from loop.model.loading import load_base, load_tokenizer
-from loop.model.shards import LocalExecutor, ShardedBackend, in_units
+from loop.model.shards import LocalExecutor, ShardedBackend, UnitBackend, in_units
 
 pytestmark = pytest.mark.integration
 CPU = torch.device("cpu")
@@ -87,8 +87,8 @@ def test_shards_in_the_training_process_leave_a_lora_round_as_it_was(tmp_path):
     """LoRA, 3 checkpoints: shards that load each checkpoint in the training process itself (LocalExecutor) draw
     no random numbers that training reads afterwards (peft initialises an adapter before reading it); the round's
     ledger, signals and accuracy are those of the round scored in place."""
-    from loop.engine import Engine
-    from loop.plan import Step
+    from loop.run.engine import Engine
+    from loop.run.plan import Step
 
     frames = {}
     for name, executor in (("here", None), ("shards", LocalExecutor())):

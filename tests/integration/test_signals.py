@@ -15,7 +15,7 @@ import pytest
 
 import loop.signals.registry as signals
 from loop.config import build_config
-from loop.engine import Engine
+from loop.run.engine import Engine
 from loop.signals.compute import context as signal_context
 from loop.store.layout import signal_path
 from loop.model.loading import load_base
@@ -35,7 +35,7 @@ def prepared(tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("signals")
     engine = Engine(build_config("smoke", overrides=smoke(tiny_model_dir, out, "selection.strategies=[random]")))
     engine.prepare()
-    return engine
+    return engine.context
 
 
 @pytest.mark.parametrize("name", signals.names())
@@ -137,7 +137,7 @@ def test_a_plugin_adds_a_signal_and_a_strategy(tiny_model_dir, tmp_path):
     code = textwrap.dedent(f"""
         import sys
         from loop.config import build_config
-        from loop.engine import Engine
+        from loop.run.engine import Engine
         Engine(build_config("smoke", overrides=sys.argv[1:])).run_all(progress=False)
     """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}

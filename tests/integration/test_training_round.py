@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from loop.config import build_config
-from loop.dynamics import checkpoints_needing_samples
+from loop.dynamics.ledger import checkpoints_needing_samples
 from loop.embedded.task import make_task
-from loop.model.backends import TransformersBackend
+from loop.model.inprocess import TransformersBackend
 from loop.model.formatting import encode_example
 from loop.model.loading import load_base, load_tokenizer
 from loop.model.scoring import mean_nll
 from loop.model.training import build_dataset, train_round
-from loop.tracking import DynamicsTracker
+from loop.dynamics.tracking import DynamicsTracker
 
 pytestmark = pytest.mark.integration
 CPU = torch.device("cpu")

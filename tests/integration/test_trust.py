@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from loop.config import build_config
-from loop.engine import Engine
+from loop.run.engine import Engine
 from loop.store import ResumeMismatchError
 
 pytestmark = pytest.mark.integration

@@ -44,8 +44,8 @@ CASES = {
 def run_case(case: str, out_dir: Path) -> dict[str, pl.DataFrame]:
     """Every step of `case` (`CASES`) in plan order in one Engine (on the CPU), then its tables."""
     from loop.config import build_config
-    from loop.engine import Engine
-    from loop.plan import plan_steps
+    from loop.run.engine import Engine
+    from loop.run.plan import plan_steps
 
     preset, overrides = CASES[case]
     cfg = build_config(preset, overrides=[*overrides, f"out_dir={out_dir}", "device=cpu"])

@@ -7,10 +7,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from loop.metrics.calibration import calibrate, grid, premem_points
+from loop.dynamics.calibration import calibrate, grid, premem_points
 from loop.metrics.prediction import bootstrap_over_runs, fit_line, pearson, r2_fit, r2_identity
 from loop.metrics.robustness import bin_index, bin_label, robustness_bins
-from loop.dynamics import checkpoint_summary
+from loop.dynamics.ledger import checkpoint_summary
 
 
 # -- R^2 ---------------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from loop.dynamics import (
+from loop.dynamics.ledger import (
     checkpoints_needing_samples,
     dataset_premem,
     memorized_flags,

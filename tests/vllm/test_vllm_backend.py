@@ -22,7 +22,7 @@ from peft import LoraConfig, get_peft_model
 
 from loop.config import build_config
 from loop.embedded.task import make_task
-from loop.model.backends import TransformersBackend
+from loop.model.inprocess import TransformersBackend
 from loop.model.formatting import encode_examples, encode_prompt
 from loop.model.loading import load_base, load_tokenizer
 from loop.model.sampling import DecodeLoopSampler
@@ -244,7 +244,8 @@ def test_lora_adapters_load_under_new_names_and_change_the_completions(lora):
 
 def test_a_round_of_the_loop_runs_through_the_server(lora, tmp_path):
     """On the LoRA fixture's server, reached by vllm.url (one server start fewer), before the death test below."""
-    from loop.engine import Engine, Step
+    from loop.run.engine import Engine
+    from loop.run.plan import Step
 
     cfg = config(tmp_path, f"vllm.url={lora[2].server.url}", "model.lora={r: 8, alpha: 16, target_modules: [q_proj, v_proj]}",
                  "vllm.max_lora_rank=8", "train.epochs=1", "selection.strategies=[random]", "seeds=[0]", "data.n_seeds=8", "data.n_test=8",

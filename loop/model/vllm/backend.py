@@ -23,7 +23,7 @@ import torch
 from transformers import AutoConfig
 
 from loop.config import RunConfig
-from loop.model.backends import Bound, TransformersBackend, TransformersScorer
+from loop.model.inprocess import Bound, TransformersBackend, TransformersScorer
 from loop.model.lengths import context_size
 from loop.model.loading import resolve_path
 from loop.model.sampling import make_sampler

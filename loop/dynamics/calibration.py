@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from loop.metrics.prediction import r2_identity
-from loop.dynamics import checkpoint_summary
+from loop.dynamics.ledger import checkpoint_summary
 
 RUN_KEY = "run"
 

@@ -47,6 +47,18 @@ def rounds_of(cfg: RunConfig, strategy: str, n_seeds: int) -> list[int]:
     return [*cfg.selection.budgets, *extra]
 
 
+def matched_examples(cfg: RunConfig, n_seeds: int, round_: int) -> int:
+    """n_r = n_seeds + budgets[:r]: the examples a strategy's round r trains, whose optimizer steps the
+    compute-matched round r takes on the seeds alone."""
+    return n_seeds + sum(cfg.selection.budgets[:round_])
+
+
+def matched_epochs(cfg: RunConfig, n_seeds: int, round_: int) -> int:
+    """Epochs of the compute-matched round r: epochs x n_r / n_seeds, the optimizer steps of a strategy's round r
+    on its n_r examples (rounded to the nearest epoch)."""
+    return max(1, round(cfg.train.epochs * matched_examples(cfg, n_seeds, round_) / n_seeds))
+
+
 def step_inputs(cfg: RunConfig, step: Step) -> list[Step]:
     """The steps whose stored results `step` reads: its parent, and for the auto controller with paired rewards,
     random's previous round of the same replicate (the reference of its last reward)."""

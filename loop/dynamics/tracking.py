@@ -14,9 +14,9 @@ import polars as pl
 
 from loop import faults
 from loop.config import RunConfig
-from loop.dynamics import Tau, checkpoints_needing_samples
+from loop.dynamics.ledger import Tau, checkpoints_needing_samples
 from loop.evaluation import sample_counts
-from loop.model.backends import Backend
+from loop.model.inprocess import Backend
 from loop.model.formatting import encode_for
 from loop.seeds import derived_seed
 
