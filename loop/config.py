@@ -376,7 +376,7 @@ class DynamicsConfig(_Strict):
     `tau_mode = absolute` uses `tau` for every example; `style_floor` uses tau_i = log(floor_scale * floor_i),
     floor_i being the example's irreducible phrasing entropy per token (embedded task only).
     `auto` (tau in absolute mode, floor_scale in style_floor mode) calibrates the threshold on the dev split, never
-    the test set (`loop.metrics.calibration`): a curation run from its round-0 checkpoints, the analysis from its
+    the test set (`loop.dynamics.calibration`): a curation run from its round-0 checkpoints, the analysis from its
     sweep; `tau_grid` lists the candidates (tau values, or log floor_scale values).
     """
 
@@ -428,7 +428,7 @@ class DynamicsConfig(_Strict):
 
     @property
     def fixed_shift(self) -> float | None:
-        """The configured threshold as the shift on each example's base (`loop.metrics.calibration`): tau in
+        """The configured threshold as the shift on each example's base (`loop.dynamics.calibration`): tau in
         absolute mode, log(floor_scale) in style_floor mode; None where it is auto."""
         if self.auto_tau:
             return None
@@ -694,7 +694,7 @@ class RunConfig(_Strict):
         "round commits; their tables stay)")
     allow_resume_changes: bool = Field(
         False, description="resume a run store although library versions, base weights or data differ from its "
-        "first start (the differences are recorded in manifest.json); by default such a resume stops and says what "
+        "first start (the differences are recorded in the run's manifest); by default such a resume stops and says what "
         "changed. Not part of the run's stored config")
 
     @model_validator(mode="before")

@@ -15,6 +15,7 @@ import polars as pl
 
 from loop.config import RunConfig
 from loop.model.formatting import encode_for, encode_prompt
+from loop.store.layout import data_report_path
 
 SHOWN = 20
 
@@ -75,7 +76,7 @@ def check_lengths(cfg: RunConfig, tokenizer, examples: pl.DataFrame, context: in
         raise ExampleTooLongError(
             f"{len(bad)} examples do not fit, under the tokenizer of {cfg.model.name_or_path}:\n  {shown}\n"
             "Raise train.max_length (or lower sampling.max_new_tokens), or set data.skip_invalid: true to drop "
-            "them (counted in data/report.json).")
+            f"them (counted in {data_report_path('S')} of the run store).")
     dropped_seeds = examples.filter(pl.col("id").is_in(bad) & (pl.col("split") == "seed"))["id"].to_list()
     gone = pl.col("id").is_in(bad) | (pl.col("split").eq("pool") & pl.col("seed_id").is_in(dropped_seeds).fill_null(False))
     for split, n in examples.filter(gone).group_by("split").len().iter_rows():

@@ -49,7 +49,7 @@ def replicate_seed(path: Path) -> int:
     return int(next(p for p in reversed(path.parts) if p.startswith("seed-"))[len("seed-"):])
 
 
-def data_dir(seed: int) -> str:
+def data_dir(seed: int | str) -> str:
     return f"data/seed-{seed}"
 
 
@@ -57,7 +57,7 @@ def examples_path(seed: int) -> str:
     return f"{data_dir(seed)}/examples.parquet"
 
 
-def data_report_path(seed: int) -> str:
+def data_report_path(seed: int | str) -> str:
     return f"{data_dir(seed)}/report.json"
 
 
