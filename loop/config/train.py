@@ -1,0 +1,46 @@
+"""The train section: one round's fine-tuning (trl SFTTrainer), from the base each time as in the paper."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from loop.config.base import Strict
+
+
+class TrainConfig(Strict):
+    """Fine-tuning of one round (trl SFTTrainer), from the base model each time as in the paper."""
+
+    epochs: int = Field(3, gt=0)
+    learning_rate: float = Field(2e-5, gt=0)
+    batch_size: int = Field(16, gt=0, description="examples per forward pass (per device)")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="effective batch = batch_size x this")
+    warmup_steps: int = Field(20, ge=0)
+    weight_decay: float = Field(0.01, ge=0)
+    max_grad_norm: float = Field(2.0, gt=0)
+    lr_scheduler: Literal["linear", "cosine", "constant_with_warmup"] = "linear"
+    max_length: int = Field(1024, gt=0, description="longest example in tokens; longer ones are found before round 0")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="dtype of the matmuls over float32 master weights (autocast): auto = bf16 on a GPU that "
+        "has it (fp16 with loss scaling on one that has not), fp32 on CPU. TF32 matmuls are on for any CUDA run")
+    gradient_checkpointing: bool | Literal["auto"] = Field(
+        "auto", description="recompute activations in the backward pass: less memory, about a third more compute. "
+        "auto = on only where the estimated training memory would not fit the GPU (loop.model.memory)")
+    padding_free: bool = Field(
+        False, description="one unpadded row per batch (trl padding_free): no compute on padding; fast with "
+        "flash attention, correct but quadratic in the batch's tokens with sdpa")
+    packing: bool = Field(False, description="pack examples into rows of max_length (trl bfd packing, padding-free)")
+    optimizer: Literal["auto", "adamw_torch", "adamw_torch_fused"] = Field(
+        "auto", description="auto = fused AdamW on a GPU (same update, one kernel), adamw_torch on CPU")
+    batch_order: Literal["random", "group_by_length"] = Field(
+        "group_by_length",
+        description="group_by_length batches examples of similar length (transformers' LengthGroupedSampler, "
+        "still shuffled): less padding, the same data per epoch",
+    )
+
+    @model_validator(mode="after")
+    def _packing_is_padding_free(self) -> TrainConfig:
+        if self.packing and not self.padding_free:
+            object.__setattr__(self, "padding_free", True)  # trl's bfd packing runs padding-free
+        return self
