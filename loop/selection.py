@@ -11,6 +11,12 @@ import hashlib
 import numpy as np
 import polars as pl
 
+from loop.plugins import PluginRegistry
+
+# Selectors by name (a strategy names its own: `strategies.registry.strategy(selector=...)`); a third party adds
+# one under the entry-point group curation_loop.selectors: fn(candidates, scores, k, *, salt) -> ids.
+SELECTORS: PluginRegistry = PluginRegistry("selector", group="curation_loop.selectors")
+
 
 def stable_uniform(ids: pl.Series | list[str], salt: str) -> np.ndarray:
     """A uniform(0, 1) number per id that depends only on (salt, id), never on row order."""
@@ -34,6 +40,7 @@ def _check(candidates: pl.DataFrame, scores: pl.Series, k: int) -> np.ndarray:
     return values
 
 
+@SELECTORS.plugin("top_k")
 def select_top_k(candidates: pl.DataFrame, scores: pl.Series, k: int, *, salt: str) -> list[str]:
     """Ids of the k highest-scoring candidates; equal scores are ordered by `stable_uniform(id, salt)`."""
     values = _check(candidates, scores, k)
@@ -42,6 +49,7 @@ def select_top_k(candidates: pl.DataFrame, scores: pl.Series, k: int, *, salt: s
     return candidates["id"].gather(order[:k]).to_list()
 
 
+@SELECTORS.plugin("proportional")
 def select_proportional(candidates: pl.DataFrame, scores: pl.Series, k: int, *, salt: str) -> list[str]:
     """k candidates drawn without replacement with probability proportional to score (Gumbel top-k)."""
     values = _check(candidates, scores, k)
@@ -52,6 +60,3 @@ def select_proportional(candidates: pl.DataFrame, scores: pl.Series, k: int, *, 
         keys = np.log(values) + gumbel
     order = np.argsort(-keys, kind="stable")
     return candidates["id"].gather(order[:k]).to_list()
-
-
-SELECTORS = {"top_k": select_top_k, "proportional": select_proportional}

@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from strategies.plugins import PluginRegistry
+from loop.plugins import PluginRegistry
 
 ENTRY_POINT_GROUP = "curation_loop.strategies"
-SELECTORS = ("top_k", "proportional")
 
 
 
@@ -65,9 +64,8 @@ class Strategy:
 
 def strategy(name: str, *, needs: tuple[str, ...] | Callable[[dict], tuple[str, ...]] = (),
              selector: str = "top_k") -> Callable:
-    """Decorator making a `Strategy` from a scoring function; its docstring's first line describes it."""
-    if selector not in SELECTORS:
-        raise ValueError(f"strategy {name!r}: selector must be one of {SELECTORS}")
+    """Decorator making a `Strategy` from a scoring function; its docstring's first line describes it. `selector` names
+    a registered selector (`loop.selection.SELECTORS`: top_k, proportional), checked when a run is prepared."""
 
     def wrap(fn: Callable[..., pl.Series]) -> Strategy:
         doc = (fn.__doc__ or "").strip().splitlines()
@@ -77,7 +75,7 @@ def strategy(name: str, *, needs: tuple[str, ...] | Callable[[dict], tuple[str, 
 
 
 REGISTRY: PluginRegistry[Strategy] = PluginRegistry("strategy", Strategy, __package__, ENTRY_POINT_GROUP,
-                                                  skip=("registry", "plugins"))
+                                                  skip=("registry",))
 
 
 def register(item: Strategy) -> Strategy:

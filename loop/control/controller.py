@@ -53,14 +53,23 @@ class AutoParams:
     teacher_samples: int = 4  # solutions sampled per new question; kept where min_agreement of them agree
     teacher_min_agreement: float = 0.75
     teacher_api_key_env: str | None = None  # the environment variable holding the key (never stored)
+    rule_params: dict = field(default_factory=dict)  # params only a registered stopping rule reads
+
+    def param(self, key: str):
+        """An auto param by name: a field, or a stopping rule's (its default where not given)."""
+        if key in self.__dataclass_fields__:
+            return getattr(self, key)
+        return self.rule_params.get(key, stopping.rule_params()[key])
 
     @classmethod
     def parse(cls, params: dict) -> AutoParams:
-        known = set(cls.__dataclass_fields__)
+        fields = set(cls.__dataclass_fields__) - {"rule_params"}
+        known = fields | set(stopping.rule_params())  # a stopping rule declares the params it reads
         stray = sorted(set(params) - known)
         if stray:
             raise ValueError(f"strategy auto: unknown param(s) {stray}; known: {sorted(known)}")
-        values = dict(params)
+        values = {k: v for k, v in params.items() if k in fields}
+        values["rule_params"] = {k: v for k, v in params.items() if k not in fields}
         arms = list(values.get("arms", cls.arms))
         if AUTO in arms:
             raise ValueError("strategy auto cannot be one of its own arms")
@@ -76,7 +85,7 @@ class AutoParams:
         from loop.control.generation import GENERATORS
 
         if values.get("generate") is not None and values["generate"] not in GENERATORS:
-            raise ValueError(f"strategy auto: generate must be one of {sorted(GENERATORS)} or null")
+            raise ValueError(f"strategy auto: generate must be one of {GENERATORS.names()} or null")
         return cls(**values)
 
     def make_policy(self):
@@ -165,13 +174,9 @@ def decide(params: AutoParams, records: list[RoundRecord], candidates: pl.DataFr
     if params.max_examples is not None:
         budget = min(budget, max(0, params.max_examples - last.n_examples))
     noise = stopping.dev_noise(last.dev_accuracy or 0.0, last.dev_graded)
-    checks = [
-        stopping.total_examples(last.n_examples, params.max_examples),
-        stopping.target_dev(last.dev_accuracy, params.target_dev),
-        stopping.plateau(gains, noise, params.plateau_rounds),
-        stopping.compute_budget(sum(r.seconds for r in records), params.max_seconds),
-        stopping.pool_exhausted(candidates.height, params.generate),
-    ]
+    state = stopping.StopState(n_examples=last.n_examples, dev_accuracy=last.dev_accuracy, gains=gains, noise=noise,
+                               seconds=sum(r.seconds for r in records), unused=candidates.height, params=params)
+    checks = [rule(state) for rule in stopping.STOPPING_RULES.values()]
     fired = next((c for c in checks if c.stop), None)
     if any(r.stopped for r in records):
         fired = stopping.StopCheck("stopped_before", True, {"round": next(r.round for r in records if r.stopped)})

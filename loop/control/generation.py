@@ -20,6 +20,7 @@ import polars as pl
 
 from loop.grading import grade_many
 from loop.seeds import derived_seed
+from loop.plugins import PluginRegistry
 
 ITEM_COLUMNS = ("id", "seed_id", "question", "solution", "answer")
 
@@ -60,6 +61,16 @@ class EmbeddedGenerator:
         return pl.DataFrame(rows, schema=schema)
 
 
+# name -> factory(auto params, task) of a Generator; a third party adds one under curation_loop.generators
+GENERATORS: PluginRegistry = PluginRegistry("generator", group="curation_loop.generators")
+
+
+@GENERATORS.plugin("embedded")
+def _embedded(auto, task: str):
+    return EmbeddedGenerator()
+
+
+@GENERATORS.plugin("teacher")
 def _teacher(auto, task: str):
     from loop.control.teacher import TeacherGenerator
 
@@ -68,9 +79,6 @@ def _teacher(auto, task: str):
     return TeacherGenerator(auto.teacher_url, auto.teacher_model, task, samples=auto.teacher_samples,
                             min_agreement=auto.teacher_min_agreement, api_key_env=auto.teacher_api_key_env)
 
-
-# name -> factory(auto params, task) of a Generator
-GENERATORS = {"embedded": lambda auto, task: EmbeddedGenerator(), "teacher": _teacher}
 
 
 def _normalized(text: str) -> str:

@@ -50,7 +50,7 @@ def generate(ctx: RunContext, step, auto: AutoParams, eligible: pl.DataFrame, ca
     rows = ctx.rows(step)
     seed_ids = eligible["seed_id"].drop_nulls().unique().to_list() or cands["seed_id"].drop_nulls().unique().to_list()
     seeds = rows.filter((pl.col("split") == "seed") & pl.col("id").is_in(seed_ids)).sort("id")
-    generator = GENERATORS[auto.generate](auto, ctx.cfg.task)
+    generator = GENERATORS.resolve(auto.generate)(auto, ctx.cfg.task)
     made = generator.generate(seeds, auto.generate_per_seed, seed=derived_seed("generate", step.seed),
                               tag=f"gen-r{step.round}")
     held_out = rows.filter(pl.col("split").is_in(["dev", "test"]))["question"].to_list()

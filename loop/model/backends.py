@@ -13,7 +13,6 @@ contract and the in-process backend are `loop.model.inprocess`; this module open
 from __future__ import annotations
 
 import atexit
-import importlib
 import logging
 import os
 from pathlib import Path
@@ -23,14 +22,16 @@ import torch
 from loop.config import RunConfig
 from loop.model.inprocess import Backend
 from loop.model.shards import ShardedBackend, UnitBackend
+from loop.plugins import PluginRegistry
 
 log = logging.getLogger(__name__)
 
 
-BACKENDS = {
-    "transformers": "loop.model.inprocess:TransformersBackend",
-    "vllm": "loop.model.vllm.backend:VLLMBackend",
-}
+# name -> backend class (cfg, tokenizer, device, workdir); named lazily, so that importing the loop never imports an
+# optional backend's dependencies. A third party adds one under the entry-point group curation_loop.backends.
+BACKENDS: PluginRegistry = PluginRegistry("backend", group="curation_loop.backends")
+BACKENDS.lazy("transformers", "loop.model.inprocess:TransformersBackend")
+BACKENDS.lazy("vllm", "loop.model.vllm.backend:VLLMBackend")
 
 
 def backend_name(cfg: RunConfig) -> str:
@@ -91,8 +92,7 @@ def open_backend(cfg: RunConfig, tokenizer, device: torch.device, workdir: Path,
         if executor is not None:
             _OPEN[key] = ShardedBackend(cfg, tokenizer, device, workdir, executor)
         else:
-            module, attr = BACKENDS[name].split(":")
-            inner = getattr(importlib.import_module(module), attr)(cfg, tokenizer, device, workdir)
+            inner = BACKENDS.resolve(name)(cfg, tokenizer, device, workdir)
             _OPEN[key] = UnitBackend(inner, cfg.sampling.unit)
     return _OPEN[key]
 

@@ -21,6 +21,7 @@ from loop.model.lengths import check_lengths, context_size
 from loop.model.loading import resolve_path, weights_file
 from loop.model.precision import resolve_precision
 from loop.run.context import RunContext
+from loop.selection import SELECTORS
 from loop.signals import compute as signal_store
 from loop.signals.compute import PRE_TRAINING_SCOPES
 from loop.store import layout
@@ -31,9 +32,9 @@ def prepare(ctx: RunContext) -> None:
     """Validate config + data, open the store, write each replicate's examples and base signals. Idempotent."""
     cfg = ctx.cfg
     for spec in cfg.selection.strategies:
-        # an unknown strategy (or arm, or auto param) stops the run here, before any training
+        # an unknown strategy (or arm, or auto param, or a strategy's selector) stops the run here, before training
         for name in AutoParams.parse(spec.params).arms if spec.name == AUTO else (spec.name,):
-            registry.resolve(name)
+            SELECTORS.resolve(registry.resolve(name).selector)
     needed = ctx.providers(ctx.all_needs())  # so does a signal no provider writes
     drawn = _draw(ctx, {p.name for p in needed if p.level == "seed"})
     ctx.store.open(cfg, _manifest(ctx, drawn))

@@ -104,7 +104,7 @@ def select(ctx: RunContext, step: Step, used: list[str], info: dict) -> tuple[li
                                        n_seeds=ctx.n_seeds(step.seed))
     scores = chosen(cands, seed=derived_seed(step.seed, step.round), context=context, **params)
     # The tie-break salt is shared by all strategies of a (seed, round): paired draws.
-    batch = SELECTORS[chosen.selector](cands, scores, budget, salt=f"{step.seed}:{step.round}")
+    batch = SELECTORS.resolve(chosen.selector)(cands, scores, budget, salt=f"{step.seed}:{step.round}")
     info |= {"budget": budget, "n_candidates": cands.height, "score_mean_all": float(scores.mean()),
              "score_mean_selected": float(scores.filter(cands["id"].is_in(batch)).mean())}
     return batch, generated

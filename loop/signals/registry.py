@@ -23,7 +23,7 @@ from typing import Any
 
 import polars as pl
 
-from strategies.plugins import PluginRegistry
+from loop.plugins import PluginRegistry
 
 ENTRY_POINT_GROUP = "curation_loop.signals"
 SCOPES = ("static", "base", "round", "checkpoint")

@@ -116,7 +116,7 @@ def test_items_that_fail_their_checks_are_never_trained_on(tmp_path, monkeypatch
     engine = Engine(cfg)
     engine.prepare()
     question = engine.context.examples(0).filter(pl.col("split") == "test")["question"][0]
-    monkeypatch.setitem(generation.GENERATORS, "embedded", lambda auto, task: _Careless(question))
+    monkeypatch.setitem(generation.GENERATORS.items, "embedded", lambda auto, task: _Careless(question))
     engine.run_all(progress=False)
     counts = json.loads((tmp_path / "careless/steps/seed-0/auto/round-1/step.json").read_text())["decision"]["generation"]
     assert counts["accepted"] == 0 and counts["failed_verification"] >= 1 and counts["contaminated"] == 1

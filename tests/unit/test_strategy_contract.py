@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 import strategies.registry as registry
+from loop.selection import SELECTORS
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ def test_contract(name, candidates):
     assert item.name == name and item.description
     needs = item.needs_for({})
     assert set(needs) <= set(signals.columns())  # every column it reads has a provider
-    assert item.selector in registry.SELECTORS
+    assert item.selector in SELECTORS
     context = registry.StrategyContext(round=1, budget=8, selected_before=("pool-999",), n_seeds=10)
     scores = item(candidates, seed=0, context=context)
     assert scores.len() == candidates.height and scores.null_count() == 0

@@ -18,12 +18,17 @@ from loop.model.formatting import FormatName
 from loop.model.sampling.base import Sampler, cut_at_stop, decode_loop_unsupported
 from loop.model.sampling.decode import DecodeLoopSampler
 from loop.model.sampling.generate import TransformersSampler
+from loop.plugins import PluginRegistry
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("decode", "generate")
+# the in-process samplers by `sampling.engine`: class(model, tokenizer, cfg, fmt, progress, *, autocast); a third
+# party adds one under the entry-point group curation_loop.samplers
+SAMPLERS: PluginRegistry = PluginRegistry("sampler", group="curation_loop.samplers")
+SAMPLERS.register(DecodeLoopSampler, "decode")
+SAMPLERS.register(TransformersSampler, "generate")
 
-__all__ = ["ENGINES", "DecodeLoopSampler", "Sampler", "TransformersSampler", "cut_at_stop",
+__all__ = ["SAMPLERS", "DecodeLoopSampler", "Sampler", "TransformersSampler", "cut_at_stop",
            "decode_loop_unsupported", "make_sampler"]
 
 
@@ -32,11 +37,11 @@ def make_sampler(model, tokenizer, cfg: SamplingConfig, fmt: FormatName = "plain
     """The in-process sampler `cfg.engine` names ("decode" or "generate"; "auto" is "decode" in process); "decode"
     falls back to "generate", with a warning, for a model it cannot serve (see `decode_loop_unsupported`)."""
     engine = "decode" if cfg.engine == "auto" else cfg.engine
-    if engine not in ENGINES:
-        raise ValueError(f"sampling.engine must be one of {ENGINES} for an in-process sampler, got {engine!r}")
+    if engine not in SAMPLERS:
+        raise ValueError(f"sampling.engine must be one of {SAMPLERS.names()} for an in-process sampler, got {engine!r}")
     if engine == "decode":
         reason = decode_loop_unsupported(model)
-        if reason is None:
-            return DecodeLoopSampler(model, tokenizer, cfg, fmt, progress, autocast=autocast)
-        log.warning("sampling.engine 'decode' cannot serve this model (%s); using 'generate'", reason)
-    return TransformersSampler(model, tokenizer, cfg, fmt, progress, autocast=autocast)
+        if reason is not None:
+            log.warning("sampling.engine 'decode' cannot serve this model (%s); using 'generate'", reason)
+            engine = "generate"
+    return SAMPLERS.resolve(engine)(model, tokenizer, cfg, fmt, progress, autocast=autocast)
