@@ -31,7 +31,7 @@ SOURCE_TASK = {"embedded": "embedded", "gsm8k": "gsm8k", "math": "math"}
 
 
 class ColumnsConfig(Strict):
-    """Which column of a user's file or HF dataset feeds which Examples field (`loop.sources.ColumnMapping`)."""
+    """Which column of a user's file or HF dataset feeds which Examples field (`loop.data.sources.ColumnMapping`)."""
 
     question: str = "question"
     solution: str = Field("solution", description="the reference solution, ending in its final answer")

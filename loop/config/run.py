@@ -98,7 +98,7 @@ class RunConfig(Strict):
 
     @model_validator(mode="after")
     def _budget_fits_pool(self) -> RunConfig:
-        # Other sources know their pool size only once loaded: loop.data.check_examples checks it there.
+        # Other sources know their pool size only once loaded: loop.data.checks.check_examples checks it there.
         if self.data.source == "embedded":
             extension = self.selection.extension(self.data.n_seeds)
             needed = sum(self.selection.budgets) + sum(extension)

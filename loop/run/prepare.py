@@ -15,7 +15,8 @@ import torch
 
 import strategies.registry as registry
 from loop.control.controller import AUTO, AutoParams
-from loop.data import check_examples, load_data
+from loop.data.checks import check_examples
+from loop.data.load import load_data
 from loop.model.backends import sampling_engine
 from loop.model.lengths import check_lengths, context_size
 from loop.model.loading import resolve_path, weights_file

@@ -105,7 +105,7 @@ def test_impossible_data_configs_are_named(data, named):
 
 
 def test_budgets_are_checked_against_the_pool_only_for_embedded():
-    # A real pool's size is known once loaded; loop.data.check_examples checks it then.
+    # A real pool's size is known once loaded; loop.data.checks.check_examples checks it then.
     cfg = RunConfig.model_validate({**gsm8k(), "selection": {"budgets": [10**6]}})
     assert cfg.selection.budgets == [10**6]
     with pytest.raises(ValidationError, match="budgets"):

@@ -10,10 +10,12 @@ import polars as pl
 import pytest
 
 from loop.config import RunConfig, build_config
-from loop.data import ContaminatedDataError, check_examples, load_data, load_examples
+from loop.data.checks import check_examples
+from loop.data.contamination import ContaminatedDataError
+from loop.data.load import load_data, load_examples
 from loop.embedded.task import make_task
-from loop.sources import SourceUnavailableError
-from loop.validation import DataValidationError
+from loop.data.sources import SourceUnavailableError
+from loop.data.validation import DataValidationError
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 NEEDS = {"premem"}

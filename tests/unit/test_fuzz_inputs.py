@@ -104,8 +104,8 @@ HEADER = st.lists(st.sampled_from(["q", "sol", "ans", "id", "extra", ""]), min_s
 
 def _check_loads_or_names(path, mapping):
     """load_file then validate_examples: a frame of valid rows, or an error naming the file (and line or field)."""
-    from loop.sources.files import load_file
-    from loop.validation import DataValidationError, validate_examples
+    from loop.data.sources.files import load_file
+    from loop.data.validation import DataValidationError, validate_examples
 
     try:
         frame = load_file(path, mapping, split="pool", task="gsm8k")

@@ -13,11 +13,9 @@ import polars as pl
 import pytest
 
 from loop.schema import EXAMPLE_SCHEMA
-from loop.sources import (
+from loop.data.linking import link_by_question, link_pool, link_to_nearest_seed
+from loop.data.sources import (
     ColumnMapping,
-    link_by_question,
-    link_pool,
-    link_to_nearest_seed,
     load_file,
     load_gsm8k,
     load_hf,
@@ -214,7 +212,7 @@ def test_hub_parquet_snapshot_layout(tmp_path):
 def test_unreachable_hub_gives_a_clear_error(tmp_path):
     # A fresh process, offline, with an empty cache: as on a machine with no network.
     code = (
-        "from loop.sources import load_gsm8k, load_hf, SourceUnavailableError\n"
+        "from loop.data.sources import load_gsm8k, load_hf, SourceUnavailableError\n"
         "for call in (lambda: load_gsm8k(), lambda: load_hf('someone/data', None, 'train', {})):\n"
         "    try:\n"
         "        call()\n"

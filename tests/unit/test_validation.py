@@ -10,15 +10,14 @@ import polars as pl
 import pytest
 
 from loop.schema import EXAMPLE_SCHEMA
-from loop.sources import load_file, load_gsm8k, load_math
-from loop.validation import (
+from loop.data.contamination import (
     ContaminationError,
-    DataValidationError,
     assert_no_contamination,
     check_contamination,
     remove_contaminated,
-    validate_examples,
 )
+from loop.data.sources import load_file, load_gsm8k, load_math
+from loop.data.validation import DataValidationError, validate_examples
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 MAPPING = {"question": "question", "solution": "solution", "id": "id"}

@@ -1,7 +1,7 @@
 """A user's own JSONL, Parquet or CSV file as an Examples frame, through a column mapping.
 
 Loaders never stop at a bad row: a line that fails to parse becomes a row whose `_error` says
-why, so `loop.validation.validate_examples` can name file, line and field for every problem at
+why, so `loop.data.validation.validate_examples` can name file, line and field for every problem at
 once (or skip and count them). Every frame built here carries three provenance columns next to
 the Examples columns: `_file` (the file or dataset it came from), `_line` (1-based line of a
 JSONL/CSV file; 1-based row number of a Parquet file or HF split) and `_error`.
@@ -18,7 +18,7 @@ from pathlib import Path
 import polars as pl
 
 from loop.grading import reference_answer
-from loop.sources.linking import link_by_question
+from loop.data.linking import link_by_question
 
 PROVENANCE = ("_file", "_line", "_error")
 # Extensions read line by line, so that `_line` is a line number in the file.
@@ -33,7 +33,7 @@ class ColumnMapping:
     `loop.grading.reference_answer`. id: None numbers rows `{prefix}-{n:06d}` in file order.
     seed_id: a column naming the seed's id. seed_question: a column holding the seed's question
     text (MetaMathQA's `original_question`), kept as `seed_question` for
-    `loop.sources.linking.link_by_question`. level, subject: optional metadata.
+    `loop.data.linking.link_by_question`. level, subject: optional metadata.
     """
 
     question: str = "question"
@@ -228,7 +228,7 @@ def load_file(
     "The answer is n"; "math": last \\boxed{} or "The answer is"). split: the split of every row.
     source, id_prefix: default to the file's stem. seeds: an Examples frame of seeds; with a
     mapped seed_question, rows get the seed_id of the seed with that question
-    (`loop.sources.linking.link_by_question`). Run `loop.validation.validate_examples` next.
+    (`loop.data.linking.link_by_question`). Run `loop.data.validation.validate_examples` next.
     """
     p = Path(path)
     df = examples_from_table(

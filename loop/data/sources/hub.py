@@ -3,7 +3,7 @@
 The hub is reached through `datasets.load_dataset` (its cache works offline); a local folder holds
 the same splits as files (`train.jsonl`, `test.jsonl`, as in ../shared/data, or the Parquet
 files of a hub snapshot). When the hub cannot be reached and no path is given, the error says
-so and how to pass a path. Frames carry the provenance columns of `loop.sources.files`.
+so and how to pass a path. Frames carry the provenance columns of `loop.data.sources.files`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import polars as pl
 
-from loop.sources.files import ColumnMapping, examples_from_table, read_table
-from loop.sources.linking import link_by_question
+from loop.data.sources.files import ColumnMapping, examples_from_table, read_table
+from loop.data.linking import link_by_question
 
 GSM8K_HUB = ("openai/gsm8k", "main")
 MATH_HUB = "EleutherAI/hendrycks_math"
@@ -172,7 +172,7 @@ def load_hf(
 ) -> pl.DataFrame:
     """Any Hugging Face dataset split as an Examples frame, through a column mapping.
 
-    mapping, task: as for `loop.sources.files.load_file` (e.g. MetaMathQA: question="query",
+    mapping, task: as for `loop.data.sources.files.load_file` (e.g. MetaMathQA: question="query",
     solution="response", seed_question="original_question"; with `seeds` given, each row gets the
     seed_id of the seed whose question is its original_question). as_split: the loop split of every
     row. `_line` is the 1-based row number (ds[i] is row i + 1). load_kwargs go to

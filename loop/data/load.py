@@ -1,12 +1,11 @@
-"""Load the examples a run uses and check them against the config before any training.
+"""Load the examples a run uses.
 
 `load_examples` turns `cfg.data` into one Examples frame (`loop.schema`): it reads each split of the source
-once (`loop.sources`), validates it (`loop.validation`: bad rows stop the run naming file, line and field, or
+once (`loop.data.sources`), validates it (`loop.data.validation`: bad rows stop the run naming file, line and field, or
 are skipped and counted with `skip_invalid`), cuts the roles seed/pool/dev/test out of the splits (seeded
 slices), links pool items to seeds, and applies the contamination policy (refuse | drop | allow) to
-seed/pool/dev questions that repeat a test question. `check_examples` re-checks the frame against what the
-run needs (budgets against the pool, seed links for seed-level strategies, no contamination), also for a
-frame read back from the run store. Both run in `Engine.prepare`, before round 0.
+seed/pool/dev questions that repeat a test question (`loop.data.contamination`). `loop.data.checks` re-checks the
+frame against what the run needs; both run when a run is prepared (`loop.run.prepare`), before round 0.
 """
 
 from __future__ import annotations
@@ -20,46 +19,18 @@ import numpy as np
 import polars as pl
 
 from loop.config import ROLES, DataConfig, RunConfig
-from loop.schema import EXAMPLE_SCHEMA, SPLITS
-from loop.sources import (
-    ColumnMapping,
-    link_by_question,
-    link_to_nearest_seed,
-    load_file,
-    load_gsm8k,
-    load_hf,
-    load_math,
-)
-from loop.sources.hub import MATH_HUB
-from loop.validation import ContaminationError, ValidationReport, check_contamination, validate_examples
+from loop.data.contamination import ContaminatedDataError, check_contamination
+from loop.data.linking import link_by_question, link_to_nearest_seed
+from loop.data.sources import ColumnMapping, load_file, load_gsm8k, load_hf, load_math
+from loop.data.sources.hub import MATH_HUB
+from loop.data.validation import ValidationReport, validate_examples
+from loop.schema import EXAMPLE_SCHEMA
 
 log = logging.getLogger(__name__)
 
 # Roles sharing one split are cut in this order: the test and dev slices never depend on the seed/pool sizes.
 CUT_ORDER = ("test", "dev", "seed", "pool")
 DATA_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".tsv", ".parquet")
-# Contamination pairs an error lists in full (the published MATH 1-3 split has 62).
-PAIRS_SHOWN = 200
-
-
-class ContaminatedDataError(ContaminationError):
-    """Seed/pool/dev questions repeat test questions and `data.contamination` is `refuse`."""
-
-    def __init__(self, pairs: pl.DataFrame, threshold: float) -> None:
-        self.pairs = pairs
-        shown = [f"{r['train_id']} ~ {r['test_id']} ({r['kind']}, cosine {r['similarity']:.3f})"
-                 for r in pairs.head(PAIRS_SHOWN).iter_rows(named=True)]
-        more = pairs.height - len(shown)
-        ValueError.__init__(
-            self,
-            f"{pairs.height} pairs of a seed/pool/dev question and a test question are equal or nearly equal "
-            f"(equal after lower-casing, or TF-IDF cosine >= {threshold}):\n  " + "\n  ".join(shown)
-            + (f"\n  ... and {more} more" if more else "")
-            + "\nThe run is refused (data.contamination: refuse). Set data.contamination: drop to remove the "
-              "seed/pool/dev side of each pair (the count is reported), or data.contamination: allow to keep them.",
-        )
-
-
 @dataclass
 class DataReport:
     """What `load_data` did: validation of each source read, rows per role, rows dropped and why,
@@ -327,58 +298,3 @@ def load_examples(cfg: RunConfig) -> pl.DataFrame:
         skipped = any(v.skipped for v in report.validation)
         log.log(logging.WARNING if skipped or report.dropped else logging.INFO, "data: %s", report)
     return frame
-
-
-# --- checks against the run ------------------------------------------------------------------------
-
-
-def check_examples(cfg: RunConfig, examples: pl.DataFrame, seed_signals: set[str] = frozenset()) -> None:
-    """Raise a ValueError naming the field when the data cannot serve this config.
-
-    Reads columns id, seed_id, question, solution, answer, split (and style_floor for that tau mode).
-    `seed_signals`: the seed-level signals the run reads, which need every pool item linked to a seed.
-    For sources other than embedded also re-validates the rows and, unless data.contamination is allow,
-    refuses seed/pool/dev questions that repeat a test question: a frame read back from the run store gets
-    the same checks as a fresh one.
-    """
-    missing = [c for c in EXAMPLE_SCHEMA if c not in examples.columns]
-    if missing:
-        raise ValueError(f"examples lack columns {missing}")
-    bad_split = examples.filter(~pl.col("split").is_in(SPLITS))
-    if bad_split.height:
-        raise ValueError(f"example {bad_split['id'][0]!r}: split {bad_split['split'][0]!r} not in {SPLITS}")
-    counts = dict(examples.group_by("split").len().iter_rows())
-    for split in ("seed", "pool", "test"):
-        if not counts.get(split):
-            raise ValueError(f"the data has no '{split}' examples")
-    embedded = cfg.data.source == "embedded"
-    extension = cfg.selection.extension(counts["seed"])
-    needed = sum(cfg.selection.budgets) + sum(extension)
-    if needed > counts["pool"]:
-        hint = "" if embedded else (" (lower the budgets or selection.iid_reach, or give the pool more rows: "
-                                    "data.pool_limit, data.seed_limit)")
-        raise ValueError(f"selection.budgets {cfg.selection.budgets} + the i.i.d. extension {extension} add {needed} "
-                         f"pool items but the pool holds {counts['pool']}{hint}")
-    if seed_signals:
-        seeds = set(examples.filter(pl.col("split") == "seed")["id"].to_list())
-        pool = examples.filter(pl.col("split") == "pool")
-        unlinked = pool.filter(pl.col("seed_id").is_null() | ~pl.col("seed_id").is_in(seeds))
-        if unlinked.height:
-            hint = "" if embedded or cfg.data.link != "none" else (
-                "; set data.link: tfidf (or lsa) to link each pool item to its nearest seed question")
-            raise ValueError(f"signal(s) {sorted(seed_signals)} score seeds, but pool item {unlinked['id'][0]!r} (and "
-                             f"{unlinked.height - 1} more) has no seed_id naming a seed{hint}")
-    if cfg.dynamics.tau_mode == "style_floor":
-        if "style_floor" not in examples.columns:
-            raise ValueError("dynamics.tau_mode 'style_floor' needs a style_floor column in the examples")
-    if embedded:
-        # The embedded generator keeps test questions distinct from every seed/pool question by construction;
-        # its pool items are same-template siblings on purpose, which a near-duplicate check would flag.
-        return
-    validate_examples(examples, "examples", task=cfg.task)
-    if cfg.data.contamination != "allow":
-        test = examples.filter(pl.col("split") == "test")
-        pairs = check_contamination(examples.filter(pl.col("split") != "test"), test,
-                                    cfg.data.near_duplicate_threshold)
-        if pairs.height:
-            raise ContaminatedDataError(pairs, cfg.data.near_duplicate_threshold)
