@@ -6,6 +6,9 @@
   loop.model.shards.Executor), reports/ or flows/.
 - flows/ is the top floor: nothing in loop/, strategies/ or reports/ imports it, and it imports neither bench/ nor
   tests/.
+- The floors of loop/ import only downward, in the order of LOOP_FLOORS (DESIGN.md's list): the analysis sweep and
+  the run on top, then the controller, signals, dynamics, models, statistics, data, the store, the leaf modules,
+  the config and the registry shape.
 - No import cycle inside loop/: module-level and function-level imports alike (a deferred import is still a
   dependency), less those under `if TYPE_CHECKING:` (annotations only: the run context is named by the lower floors
   it is handed to, never imported by them).
@@ -98,6 +101,30 @@ def test_flows_is_the_top_floor():
 def _module_name(path: Path) -> str:
     parts = path.relative_to(ROOT).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+# loop/'s floors, top first; a module's floor is its package under loop/ (evaluation.py sits with the dynamics it
+# measures, embedded/ with the data it makes; other top-level modules are leaves).
+LOOP_FLOORS = ("analysis", "run", "control", "signals", "dynamics", "model", "metrics", "data", "store", "leaves",
+               "config", "plugins")
+FLOOR_OF = {"evaluation": "dynamics", "embedded": "data"}
+
+
+def _floor(module: str) -> str:
+    name = module.split(".")[1]
+    name = FLOOR_OF.get(name, name)
+    return name if name in LOOP_FLOORS else "leaves"
+
+
+def test_the_floors_of_loop_import_only_downward():
+    for path in sorted((ROOT / "loop").rglob("*.py")):
+        if path.name == "__init__.py" and path.parent.name == "loop":
+            continue
+        mine = _floor(_module_name(path))
+        for name in imports(path):
+            if name.startswith("loop.") and _floor(name) != mine:
+                assert LOOP_FLOORS.index(_floor(name)) > LOOP_FLOORS.index(mine), (
+                    f"{path.relative_to(ROOT)} ({mine}) imports {name} ({_floor(name)}), a floor above it")
 
 
 def test_no_import_cycle_inside_loop():
