@@ -29,7 +29,7 @@ from loop.analysis.results import SweepTables, analysis_results, heatmap_data
 from reports.analysis_figures import plot_heatmap, plot_prediction, plot_robustness, plot_tau_curve
 from loop.store import RunStore
 from reports.files import atomic_write_text
-from reports.render import _CSS, _e, _num, _table
+from reports.page import CSS, escape, num, table_html
 from reports.summary import clean
 
 _PREDICTORS = (("pre-memorization accuracy", ""), ("train accuracy", "_train_acc"),
@@ -72,7 +72,7 @@ def _notes(results: dict) -> list[str]:
     notes = []
     if tau["calibrated"] is not None:
         notes.append(f"{tau['parameter']} calibrated on the dev split: {tau['calibrated']:.4g} (dev R² "
-                     f"{_num(tau['r2_dev'])}; candidates from {tau['plateau'][0]:.4g} to {tau['plateau'][1]:.4g} tie). "
+                     f"{num(tau['r2_dev'])}; candidates from {tau['plateau'][0]:.4g} to {tau['plateau'][1]:.4g} tie). "
                      "The test set never entered the choice; its curve is drawn for information only.")
     if not tau["auto"] and tau["configured"] is not None:
         notes.append(f"The R² figures use the configured {tau['parameter']} = {tau['configured']:.4g} "
@@ -89,49 +89,49 @@ def render_analysis_html(summary: dict, figures: dict[str, bytes]) -> str:
     def img(name: str, alt: str) -> str:
         if name not in figures:
             return ""
-        return f"<img alt='{_e(alt)}' src='data:image/png;base64,{base64.b64encode(figures[name]).decode()}'>"
+        return f"<img alt='{escape(alt)}' src='data:image/png;base64,{base64.b64encode(figures[name]).decode()}'>"
 
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(summary['title'])}</title>"
-             f"<style>{_CSS}</style></head><body><h1>{_e(summary['title'])}</h1>",
-             f"<p>Created {_e(summary['created'])}. {g.get('n_runs', 0)} fine-tuning runs from the base model, "
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(summary['title'])}</title>"
+             f"<style>{CSS}</style></head><body><h1>{escape(summary['title'])}</h1>",
+             f"<p>Created {escape(summary['created'])}. {g.get('n_runs', 0)} fine-tuning runs from the base model, "
              f"{g.get('n_points', 0)} (run, checkpoint) points. Intervals: 95% percentile bootstrap over runs (a run's "
              "checkpoints are resampled together).</p>"]
     rows = []
     for name, suffix in _PREDICTORS:
         rows.append([name, _ci(g.get(f"r2_identity{suffix}")), _ci(g.get(f"r2_fit{suffix}")),
-                     _num((g.get(f"line{suffix}") or {}).get("slope")),
-                     _num((g.get(f"line{suffix}") or {}).get("intercept"))])
+                     num((g.get(f"line{suffix}") or {}).get("slope")),
+                     num((g.get(f"line{suffix}") or {}).get("intercept"))])
     parts.append("<h2>Predicting test accuracy</h2><p>R² on the identity line: 1 − Σ(test − predictor)² / "
                  "Σ(test − mean test)², the paper's form (no fitted parameter). Fitted: R² of a least-squares line.</p>"
-                 + _table(["predictor", "R² on y = x [95% CI]", "R² fitted line [95% CI]", "slope", "intercept"], rows))
+                 + table_html(["predictor", "R² on y = x [95% CI]", "R² fitted line [95% CI]", "slope", "intercept"], rows))
     if "gap" in g:
         gap = g["gap"]
-        parts.append(f"<p>Generalization gap ({_e(gap['target'])}) predicted by {_e(gap['predictor'])}: Pearson r "
+        parts.append(f"<p>Generalization gap ({escape(gap['target'])}) predicted by {escape(gap['predictor'])}: Pearson r "
                      f"{_ci(gap['pearson'])}, R² on y = x {_ci(gap['r2_identity'])}, fitted {_ci(gap['r2_fit'])}.</p>")
     parts.append(img("prediction.png", "test accuracy against pre-memorization accuracy"))
     parts.append("<h2>Memorization threshold, calibrated on dev</h2>")
     if tau["calibrated"] is not None:
-        parts.append(f"<p>{_e(tau['parameter'])} = {tau['calibrated']:.4g} minimises the squared error of dev "
-                     f"accuracy on y = PreMem, which maximises the dev R² ({_num(tau['r2_dev'])}); "
-                     f"used for every figure here: {_num(tau['used'], 4)}. The test curve is drawn for information "
+        parts.append(f"<p>{escape(tau['parameter'])} = {tau['calibrated']:.4g} minimises the squared error of dev "
+                     f"accuracy on y = PreMem, which maximises the dev R² ({num(tau['r2_dev'])}); "
+                     f"used for every figure here: {num(tau['used'], 4)}. The test curve is drawn for information "
                      "only: it never chooses.</p>" + img("tau.png", "R² against the threshold"))
     else:
         parts.append("<p>No dev split: nothing to calibrate on.</p>")
     if rob is not None:
         parts.append("<h2>Robustness to a forced answer prefix</h2>" + img("robustness.png", "robustness bins"))
-        parts.append(_table(["bin", "condition", "examples", "mean accuracy [95% CI]"],
+        parts.append(table_html(["bin", "condition", "examples", "mean accuracy [95% CI]"],
                             [[b["bin"], b["condition"], b["n_examples"],
                               _ci({"value": b["mean"], "ci_low": b["ci_low"], "ci_high": b["ci_high"]})]
                              for b in rob["bins"]]))
     parts.append("<h2>Per-example dynamics</h2>" + img("heatmap.png", "per-example heat map"))
-    pts = [[p["label"], p["checkpoint"], _num(p["premem"]), _num(p["train_accuracy"]), _num(p.get("dev_accuracy")),
-            _num(p["test_accuracy"]), _num(p["memorized"])] for p in g["points"]]
-    parts.append("<h2>Points</h2>" + _table(["run", "checkpoint", "pre-mem acc", "train acc", "dev acc", "test acc",
+    pts = [[p["label"], p["checkpoint"], num(p["premem"]), num(p["train_accuracy"]), num(p.get("dev_accuracy")),
+            num(p["test_accuracy"]), num(p["memorized"])] for p in g["points"]]
+    parts.append("<h2>Points</h2>" + table_html(["run", "checkpoint", "pre-mem acc", "train acc", "dev acc", "test acc",
                                             "memorized"], pts))
-    parts.append("<h2>Compute (seconds, all runs)</h2>" + _table(
-        ["stage", "seconds"], [[k, _num(v, 1)] for k, v in summary["compute_seconds"].items()]))
+    parts.append("<h2>Compute (seconds, all runs)</h2>" + table_html(
+        ["stage", "seconds"], [[k, num(v, 1)] for k, v in summary["compute_seconds"].items()]))
     if summary["notes"]:
-        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in summary["notes"]) + "</ul>")
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{escape(n)}</li>" for n in summary["notes"]) + "</ul>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
