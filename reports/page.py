@@ -34,12 +34,14 @@ def num(value, digits: int = 3) -> str:
 
 
 def table_html(columns: Sequence[str], rows: Iterable[Sequence]) -> str:
+    """An HTML table; every header and cell escaped."""
     head = "".join(f"<th>{escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def section_html(section: Section) -> str:
+    """One section as one block of the page: heading, introduction, then the text, table or embedded image."""
     heading = f"<h2>{section.heading}</h2>" if section.heading else ""
     if isinstance(section, Text):
         return heading + section.html
