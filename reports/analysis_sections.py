@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reports.analysis_figures import draw_heatmap, draw_prediction, draw_robustness, draw_tau_curve
-from reports.page import escape, num
+from reports.page import escape, list_html, num
 from reports.sections import Figure, Table, Text
 
 # The figures this report may draw: one not drawn this time is removed from the folder (reports.page.write_page).
@@ -117,7 +117,7 @@ def compute(data: AnalysisData) -> Table:
 def notes(data: AnalysisData) -> Text | None:
     if not data.summary["notes"]:
         return None
-    return Text("<ul>" + "".join(f"<li>{escape(n)}</li>" for n in data.summary["notes"]) + "</ul>", heading="Notes")
+    return Text(list_html(data.summary["notes"]), heading="Notes")
 
 
 ANALYSIS_SECTIONS = (introduction, prediction_table, generalization_gap, prediction_figure, threshold, robustness,

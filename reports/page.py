@@ -33,6 +33,11 @@ def num(value, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def list_html(items: Iterable) -> str:
+    """A bulleted list; every item escaped."""
+    return "<ul>" + "".join(f"<li>{escape(item)}</li>" for item in items) + "</ul>"
+
+
 def table_html(columns: Sequence[str], rows: Iterable[Sequence]) -> str:
     """An HTML table; every header and cell escaped."""
     head = "".join(f"<th>{escape(c)}</th>" for c in columns)

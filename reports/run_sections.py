@@ -14,7 +14,7 @@ import polars as pl
 
 from reports.curves import CURVE_POINT_SCHEMA
 from reports.figures import draw_curves, format_n
-from reports.page import escape, num
+from reports.page import escape, list_html, num
 from reports.sections import Figure, Table, Text
 
 
@@ -59,7 +59,7 @@ def warnings(summary: dict) -> list[Text]:
 def verdict(summary: dict) -> Text | None:
     if not summary.get("verdict"):
         return None
-    return Text("<ul>" + "".join(f"<li>{escape(v)}</li>" for v in summary["verdict"]) + "</ul>", heading="Verdict")
+    return Text(list_html(summary["verdict"]), heading="Verdict")
 
 
 def headline(summary: dict) -> Table:
@@ -162,7 +162,7 @@ def extra_tables(summary: dict) -> list[Table]:
 def notes(summary: dict) -> Text | None:
     if not summary["notes"]:
         return None
-    return Text("<ul>" + "".join(f"<li>{escape(n)}</li>" for n in summary["notes"]) + "</ul>", heading="Notes")
+    return Text(list_html(summary["notes"]), heading="Notes")
 
 
 RUN_SECTIONS = (introduction, warnings, verdict, headline, learning_curves, curve_points, ratios, iid_fit, area,
