@@ -9,13 +9,15 @@ The model is a real shape with random weights (`bench.shapes`), written once as 
 word-level tokenizer of the real vocabulary size. Random weights never emit the stop text, and every engine runs
 each completion to exactly --tokens new tokens (vLLM: ignore_eos and min_tokens; the decode loop and generate stop
 only at the stop text or EOS, which random weights reach with probability about 1/vocab per token), so each engine
-does the same work: prompts x n x tokens. Tokens/s and their ratios are from one run on one card; `generate`, the
+does the same work: prompts x n x tokens. After one untimed full-size run (the server compiles kernels for the batch
+shapes it first meets), loop and bare vLLM run --repeats times each, alternated, and report their median; the
+in-process engines run once. `generate`, the
 slowest, samples the first --generate-prompts prompts only (its rate is per token, so the ratio stands).
 
 - loop: `VLLMSampler` on the loop's `VLLMServer` (per-question requests with their own seeds, token ids in,
   `vllm.concurrency` threads): what a curation run pays.
-- bare: the same requests (same token ids, n, seeds, lengths) from a plain asyncio client at the same concurrency:
-  what vLLM itself delivers; loop / bare is the loop's overhead.
+- bare: the same request bodies (`VLLMSampler.request`: token ids, n, seeds, lengths, the stop text) from a plain
+  asyncio client at the same concurrency: what vLLM itself delivers; loop / bare is the loop's client overhead.
 - decode / generate: the loop's in-process engines on the model in bf16 (the server is stopped first).
 - reload (--reload): a second random checkpoint served by reloading it in place and by a restart (stop + start, with
   CUDA-graph capture), timed; NLL of 64 sequences through `prompt_logprobs` after each, against each other (a
@@ -82,26 +84,21 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
-def bare_vllm(url: str, name: str, jobs: list[tuple[int, list[int]]], n: int, sampling: SamplingConfig,
-              concurrency: int) -> int:
-    """The loop's requests from a plain asyncio client; returns the completion tokens the server reports."""
+def bare_vllm(url: str, payloads: list[dict], concurrency: int) -> int:
+    """The loop's request bodies sent from a plain asyncio client; returns the completion tokens the server reports."""
     import httpx
 
     async def run() -> int:
         gate = asyncio.Semaphore(concurrency)
         async with httpx.AsyncClient(timeout=httpx.Timeout(600.0), limits=httpx.Limits(
                 max_connections=concurrency)) as client:
-            async def one(index: int, ids: list[int]) -> int:
-                payload = {"model": name, "prompt": ids, "n": n, "temperature": sampling.temperature,
-                           "top_p": sampling.top_p, "max_tokens": sampling.max_new_tokens,
-                           "min_tokens": sampling.max_new_tokens, "ignore_eos": True,
-                           "seed": request_seed(SEED, index)}
+            async def one(payload: dict) -> int:
                 async with gate:
                     response = await client.post(f"{url}/v1/completions", json=payload)
                 response.raise_for_status()
                 return response.json()["usage"]["completion_tokens"]
 
-            return sum(await asyncio.gather(*(one(i, ids) for i, ids in jobs)))
+            return sum(await asyncio.gather(*(one(p) for p in payloads)))
 
     return asyncio.run(run())
 
@@ -119,6 +116,7 @@ def main() -> None:
     ap.add_argument("--generate-prompts", type=int, default=32)
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.6)
     ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs of loop and bare vLLM, alternated (median)")
     ap.add_argument("--reload", action="store_true")
     ap.add_argument("--extra-args", default="", help="more vLLM server flags, space separated")
     args = ap.parse_args()
@@ -149,16 +147,22 @@ def main() -> None:
             results["vllm_start_s"] = server.seconds["start"][-1]
             sampler = VLLMSampler(server, "model", tok, sampling, vcfg)
             sampler.extra = {"ignore_eos": True, "min_tokens": args.tokens}
-            sampler.sample(questions[:4], 2, seed=SEED)  # warm-up
-            if "loop" in engines:
-                _, seconds = timed(lambda: sampler.sample(questions, args.n, seed=SEED))
-                results["engines"]["loop_vllm"] = {"seconds": seconds, "tokens_per_s": work / seconds}
-            if "bare" in engines:
-                jobs = [(i, encode_prompt(tok, q)) for i, q in enumerate(questions)]
-                tokens, seconds = timed(lambda: bare_vllm(server.url, "model", jobs, args.n, sampling,
-                                                          args.concurrency))
-                assert tokens == work, f"bare vLLM generated {tokens} tokens, expected {work}"
-                results["engines"]["bare_vllm"] = {"seconds": seconds, "tokens_per_s": work / seconds}
+            # A full-size warm-up: the server compiles kernels for batch shapes it meets for the first time (a
+            # Triton JIT during inference, in its log), which a small warm-up leaves to the first timed engine.
+            sampler.sample(questions, args.n, seed=SEED)
+            payloads = [sampler.request(i, encode_prompt(tok, q), args.n, SEED) for i, q in enumerate(questions)]
+            times: dict[str, list[float]] = {"loop_vllm": [], "bare_vllm": []}
+            for _ in range(args.repeats):  # alternated, so drift on the card falls on both alike
+                if "loop" in engines:
+                    times["loop_vllm"].append(timed(lambda: sampler.sample(questions, args.n, seed=SEED))[1])
+                if "bare" in engines:
+                    tokens, seconds = timed(lambda: bare_vllm(server.url, payloads, args.concurrency))
+                    assert tokens == work, f"bare vLLM generated {tokens} tokens, expected {work}"
+                    times["bare_vllm"].append(seconds)
+            for engine, runs in times.items():
+                if runs:
+                    seconds = float(np.median(runs))
+                    results["engines"][engine] = {"seconds": seconds, "tokens_per_s": work / seconds, "runs": runs}
             if args.reload:
                 results["reload"] = measure_reload(args, server, vcfg, model_dir, tok)
         finally:

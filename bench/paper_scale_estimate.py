@@ -1,23 +1,24 @@
-"""A paper-scale estimate from the measured single-GPU figures: GSM8K's 7,473 seeds, an 8B model, on 1, 8 and 64 GPUs.
+"""A paper-scale estimate from a measured round: GSM8K's 7,473 seeds, an 8B model with LoRA, on 1, 8 and 64 GPUs.
 
-    python bench/paper_scale_estimate.py [--data ../shared/data/gsm8k] [--params 8e9] [--pool-per-seed 10]
+    python bench/paper_scale_estimate.py [--round bench/gpu/2026-12-06-h100-paper-round-8b-lora.json]
+                                         [--seeds 7473] [--pool-per-seed 10] [--strategies 4] [--replicates 3]
 
-Work per step (one round of one chain) at the paper's settings: train every example of the round for 3 epochs
-(LoRA: ~4 N FLOPs per token, the frozen weights' gradients not computed), at each of the 3 epoch checkpoints the
-target NLL of every seed and 10 samples of every seed (the selective rule sampling all of them: the worst case, and
-what the SmolLM2 round measured), then the pool's NLL for the next round's signals, and the test set (1,319
-questions x 4 samples). The rates are this project's, measured on one H200 with a 0.5B shape
-(bench/results.json, bench/RESULTS.md): NLL at 23% of the 989 TFLOP/s bf16 peak, training at 7.0% MFU (32 x 1;
-13.4% at 128 x 1), the decode loop at 4.7% (46.9k new tokens/s for 2 x 0.494 GFLOP each). A larger model's
-larger matmuls usually run nearer the peak, so the figures are upper bounds for this code; vLLM's sampling rate
-on the GPU was not measured here. Tokens per example come from the data (characters / 4). A cross-check against
-the one measured paper round (SmolLM2-135M, 1,000 seeds: 149 s of sampling): the FLOP-fraction rate gives 13 s and
-the step-latency model 44 s, 3-11x short, since a 135M model's decode steps are bound by per-step work that does
-not shrink with the model. At 8B a step's FLOPs dominate it, so the gap should narrow, but sampling there is the
-least certain line: measure one round before planning a budget on these figures.
+The rates are those of one measured round (`bench/paper_round.py`: a Llama-3.1-8B shape with random weights, LoRA r 16
+on every linear layer over a bf16 base, vLLM sampling, GSM8K at the paper's settings; the JSON it wrote), per unit
+of work: an example-epoch of training, a teacher-forced NLL of a seed at a checkpoint, a sampled sequence of the
+dynamics, a test sequence. A step (one round of one chain) at `--seeds` seeds does 3 epochs of every seed, the NLL and
+10 samples of every seed at each of the 3 checkpoints (the selective rule sampling all: the worst case), the pool's
+NLL for the next round's signals (`--pool-per-seed` items a seed, charged at the dynamics NLL's rate per sequence:
+the same teacher-forced pass over examples of the same lengths; the measured round's strategy needed no pool
+signals) and the test set (1,319 questions x 4 samples). Each stage is linear in its units. Later rounds add the
+strategies' budgets to the examples trained (the paper's at most double them); the estimate charges every step as
+round 0, a lower bound on them.
+
+Two sampling figures bound it: random weights never stop, so every completion ran to the round's max_new_tokens
+(the upper end); with real weights a completion stops near the length of a reference solution (the lower end
+scales the sampling stages by the reference length over max_new_tokens, both from the measured round).
 Scaling: the chains of a comparison run side by side (scale.runs: deployments), one GPU each, so G GPUs take
-ceil(chains / G) chain-lengths after round 0; one step is never spread over several GPUs (sharded scoring is not
-built), so GPUs beyond the number of chains idle.
+ceil(chains / G) chain-lengths after round 0; one step is never spread over several GPUs.
 """
 
 from __future__ import annotations
@@ -27,75 +28,60 @@ import json
 import math
 from pathlib import Path
 
-PEAK = 989e12  # H200 dense bf16, datasheet
-RATES = {"nll": 0.234, "train": 0.070, "train_large_batch": 0.134, "decode": 46.9e3 * 2 * 0.494e9 / 989e12}
+ROUND = Path(__file__).resolve().parent / "gpu" / "2026-12-06-h100-paper-round-8b-lora.json"
+SAMPLES, EPOCHS, TEST, TEST_SAMPLES = 10, 3, 1319, 4
 
 
-def mean_tokens(data: Path | None, default: float = 250.0) -> float:
-    path = data / "train.jsonl" if data else None
-    if path is None or not path.exists():
-        return default
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return sum(len(r["question"]) + len(r["answer"]) for r in rows) / len(rows) / 4.0
+def unit_rates(measured: dict) -> dict[str, float]:
+    """Seconds per unit of work in the measured round (its stages scaled to its full seed count)."""
+    stages, seeds = measured["stages_scaled_s"], measured["seeds"]
+    questions = int(measured["test"].split(" x ")[0])
+    return {"train": stages["train"] / (seeds * EPOCHS), "nll": stages["dynamics_nll"] / (seeds * EPOCHS),
+            "sample": stages["dynamics_sampling"] / (seeds * EPOCHS * SAMPLES),
+            "test": stages["eval"] / (questions * TEST_SAMPLES)}
 
 
-def estimate(params: float, seeds: int, tokens: float, pool_per_seed: int, epochs: int = 3, samples: int = 10,
-             test: int = 1319, test_samples: int = 4, new_tokens: float | None = None) -> dict:
-    new_tokens = new_tokens or tokens * 0.6  # a solution is most of an example
-    examples = seeds  # round 0; later rounds add budgets, the paper's at most doubling
-    seconds = {
-        "training (LoRA, 3 epochs)": 4 * params * examples * tokens * epochs / (RATES["train"] * PEAK),
-        "dynamics NLL (every seed, every checkpoint)": 2 * params * seeds * tokens * epochs / (RATES["nll"] * PEAK),
-        "dynamics sampling (10 per seed and checkpoint)":
-            2 * params * seeds * samples * epochs * new_tokens / (RATES["decode"] * PEAK),
-        "pool NLL (next round's signals)": 2 * params * seeds * pool_per_seed * tokens / (RATES["nll"] * PEAK),
-        "test evaluation": 2 * params * test * test_samples * new_tokens / (RATES["decode"] * PEAK),
+def step_seconds(rates: dict[str, float], seeds: int, pool_per_seed: int, length_share: float = 1.0) -> dict:
+    """One step's stages in seconds; `length_share` scales the sampling stages (completion length over the cap)."""
+    return {
+        "training (LoRA, 3 epochs)": rates["train"] * seeds * EPOCHS,
+        "dynamics NLL (every seed, every checkpoint)": rates["nll"] * seeds * EPOCHS,
+        "dynamics sampling (10 per seed and checkpoint)": rates["sample"] * seeds * EPOCHS * SAMPLES * length_share,
+        "pool NLL (next round's signals)": rates["nll"] * seeds * pool_per_seed,
+        "test evaluation": rates["test"] * TEST * TEST_SAMPLES * length_share,
     }
-    return seconds
-
-
-def sampling_by_step_latency(params: float, seeds: int, tokens: float, epochs: int = 3, samples: int = 10,
-                             rows: int = 512, new_tokens: float | None = None) -> float:
-    """Dynamics sampling as decode steps of `rows` sequences: each step the per-step overhead measured at 0.5B
-    (10.9 ms a step, less its own FLOPs at the NLL's rate: ~8.7 ms of logits work, launches and attention) plus
-    the step's FLOPs at the NLL's 23% of peak. The alternative to the FLOP-fraction rate, which charges a large
-    model the small one's overheads per FLOP."""
-    new_tokens = new_tokens or tokens * 0.6
-    overhead = 10.9e-3 - rows * 2 * 0.494e9 / (RATES["nll"] * PEAK)
-    steps = math.ceil(seeds * samples / rows) * epochs * new_tokens
-    return steps * (overhead + rows * 2 * params / (RATES["nll"] * PEAK))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/gsm8k")
-    parser.add_argument("--params", type=float, default=8e9)
+    parser.add_argument("--round", type=Path, default=ROUND, help="bench/paper_round.py's JSON")
     parser.add_argument("--seeds", type=int, default=7473)
     parser.add_argument("--pool-per-seed", type=int, default=10)
     parser.add_argument("--strategies", type=int, default=4)
     parser.add_argument("--replicates", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    tokens = mean_tokens(args.data)
-    stages = estimate(args.params, args.seeds, tokens, args.pool_per_seed)
-    step = sum(stages.values())
+    measured = json.loads(args.round.read_text())
+    rates = unit_rates(measured)
+    share = min(1.0, measured["reference_solution_tokens"] / measured["max_new_tokens"])
+    high = step_seconds(rates, args.seeds, args.pool_per_seed)
+    low = step_seconds(rates, args.seeds, args.pool_per_seed, share)
+    step_high, step_low = sum(high.values()), sum(low.values())
     chains = args.strategies * args.replicates
     steps = args.replicates + chains * args.rounds
-    print(f"mean tokens per example: {tokens:.0f}; model {args.params / 1e9:g}B parameters; {args.seeds} seeds")
-    for name, s in stages.items():
-        print(f"  {name:<48} {s / 60:8.1f} GPU-min ({s / step:4.0%})")
-    latency = sampling_by_step_latency(args.params, args.seeds, tokens)
-    low = step - stages["dynamics sampling (10 per seed and checkpoint)"] + latency
-    print(f"one step (a round of one chain): {step / 3600:.1f} GPU-hours; {low / 3600:.1f} with sampling by decode-step "
-          f"latency ({latency / 60:.0f} GPU-min of sampling)")
+    print(f"rates from {args.round.name}: {measured['shape']}, {measured['device']}, {measured['date']} "
+          f"({measured['run_seeds']} seeds run, scaled to {measured['seeds']}); {args.seeds} seeds a step")
+    for name in high:
+        print(f"  {name:<48} {low[name] / 60:7.1f}-{high[name] / 60:.1f} GPU-min")
+    print(f"one step (a round of one chain): {step_low / 3600:.1f}-{step_high / 3600:.1f} GPU-hours (sampling at "
+          f"reference-solution length, {measured['reference_solution_tokens']:.0f} tokens, to every completion at "
+          f"{measured['max_new_tokens']})")
     print(f"a comparison: {args.strategies} strategies x {args.replicates} replicates x {args.rounds} rounds + round 0 "
-          f"= {steps} steps, {steps * low / 3600:.0f}-{steps * step / 3600:.0f} GPU-hours")
+          f"= {steps} steps, {steps * step_low / 3600:.0f}-{steps * step_high / 3600:.0f} GPU-hours")
     for gpus in (1, 8, 64):
-        waves_r0 = math.ceil(args.replicates / gpus)
-        waves = math.ceil(chains / gpus) * args.rounds
-        busy = min(gpus, chains)
-        print(f"  {gpus:>2} GPUs: wall {(waves_r0 + waves) * low / 3600:5.1f}-{(waves_r0 + waves) * step / 3600:.1f} h "
-              f"({waves_r0} + {waves} step-lengths; at most {busy} GPUs busy)")
+        waves = math.ceil(args.replicates / gpus) + math.ceil(chains / gpus) * args.rounds
+        print(f"  {gpus:>2} GPUs: wall {waves * step_low / 3600:5.1f}-{waves * step_high / 3600:.1f} h "
+              f"({waves} step-lengths; at most {min(gpus, chains)} GPUs busy)")
 
 
 if __name__ == "__main__":

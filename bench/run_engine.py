@@ -30,11 +30,8 @@ from loop.run.engine import Engine  # noqa: E402
 from loop.run.plan import Step, plan_steps, step_inputs  # noqa: E402
 from loop.model.devices import check_workers  # noqa: E402
 
-_ENGINE: Engine | None = None  # one per worker process, built on its first task
-_SWEEP: Sweep | None = None
-
-
-def _line(engine: Engine, step: Step, info: dict, seconds: float) -> str:
+def _step_line(engine: Engine, cfg, step: Step, info: dict, seconds: float) -> str:
+    """One comparison step's line: its wall time, what it trained and measured, and its time per stage."""
     stages = engine.store.step_frame(step.seed, step.strategy, step.round, "timings")
     by_stage = ", ".join(f"{s} {x:.1f}" for s, x in zip(stages["stage"], stages["seconds"]))
     return (f"{step.label}: {seconds:.1f}s wall, {info['n_examples']} examples, "
@@ -53,31 +50,31 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _in_worker(cfg, step: Step | None) -> str:
-    """Prepare (step None) or run one step in this worker's Engine; returns the line to print."""
-    global _ENGINE
-    if _ENGINE is None:
-        _ENGINE = Engine(cfg)
-    t0 = time.perf_counter()
-    if step is None:
-        _ENGINE.prepare()
-        return f"prepare: {time.perf_counter() - t0:.1f}s"
-    info = _ENGINE.run_step(step)
-    return _line(_ENGINE, step, info, time.perf_counter() - t0)
-
-
-def _sweep_worker(cfg, run: SweepRun | None) -> str:
-    """Prepare (run None) or train and measure one analysis run in this worker's Sweep."""
-    global _SWEEP
-    if _SWEEP is None:
-        _SWEEP = Sweep(cfg)
-    t0 = time.perf_counter()
-    if run is None:
-        _SWEEP.prepare()
-        return f"prepare: {time.perf_counter() - t0:.1f}s"
-    info = _SWEEP.run(run)
+def _sweep_line(sweep: Sweep, cfg, run: SweepRun, info: dict, seconds: float) -> str:
+    """One analysis run's line: its wall time, how many examples it trained on, and its time per stage."""
     stages = json.dumps({k: round(v, 1) for k, v in _run_stages(cfg, run).items()})
-    return f"{run.label} (seed {run.seed}): {time.perf_counter() - t0:.1f}s wall, {info['n_trained']} trained | {stages}"
+    return f"{run.label} (seed {run.seed}): {seconds:.1f}s wall, {info['n_trained']} trained | {stages}"
+
+
+# What a worker holds and does: a comparison's Engine runs Steps, the analysis's Sweep runs SweepRuns. The kind is
+# passed by name, so that a task pickles to the spawned workers as a string.
+_JOBS = {"step": (Engine, "run_step", _step_line), "sweep": (Sweep, "run", _sweep_line)}
+_HELD: dict[str, Engine | Sweep] = {}  # one Engine or Sweep per worker process, built on its first task
+
+
+def _in_worker(kind: str, cfg, item: Step | SweepRun | None) -> str:
+    """Prepare (item None) or do one item in this worker's Engine (kind "step") or Sweep (kind "sweep"); returns
+    the line to print."""
+    build, method, line = _JOBS[kind]
+    if kind not in _HELD:
+        _HELD[kind] = build(cfg)
+    held = _HELD[kind]
+    t0 = time.perf_counter()
+    if item is None:
+        held.prepare()
+        return f"prepare: {time.perf_counter() - t0:.1f}s"
+    info = getattr(held, method)(item)
+    return line(held, cfg, item, info, time.perf_counter() - t0)
 
 
 def _run_stages(cfg, run: SweepRun) -> dict:
@@ -92,8 +89,8 @@ def _run_stages(cfg, run: SweepRun) -> dict:
 def run_sweep(cfg, workers: int) -> None:
     """The analysis sweep: prepare once, then every run (they are independent) on `workers` processes."""
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_die_with_parent) as pool:
-        print(pool.submit(_sweep_worker, cfg, None).result(), flush=True)
-        for future in as_completed([pool.submit(_sweep_worker, cfg, run) for run in plan_runs(cfg)]):
+        print(pool.submit(_in_worker, "sweep", cfg, None).result(), flush=True)
+        for future in as_completed([pool.submit(_in_worker, "sweep", cfg, run) for run in plan_runs(cfg)]):
             print(future.result(), flush=True)
 
 
@@ -101,14 +98,14 @@ def run_parallel(cfg, workers: int) -> None:
     """Every step of `plan_steps`, each submitted once its parent is done, on `workers` spawned processes."""
     steps = plan_steps(cfg)
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_die_with_parent) as pool:
-        print(pool.submit(_in_worker, cfg, None).result(), flush=True)
+        print(pool.submit(_in_worker, "step", cfg, None).result(), flush=True)
         done: set[Step] = set()
         running = {}
         waiting = list(steps)
         while waiting or running:
             for step in [s for s in waiting if all(i in done for i in step_inputs(cfg, s))]:
                 waiting.remove(step)
-                running[pool.submit(_in_worker, cfg, step)] = step
+                running[pool.submit(_in_worker, "step", cfg, step)] = step
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 print(future.result(), flush=True)
@@ -147,10 +144,10 @@ def main() -> int:
     else:  # in this process, as one worker would: prepare, then every step in plan order
         try:
             for step in [None, *plan_steps(cfg)]:
-                print(_in_worker(cfg, step), flush=True)
+                print(_in_worker("step", cfg, step), flush=True)
         finally:
-            if _ENGINE is not None:
-                _ENGINE.close()
+            if "step" in _HELD:
+                _HELD["step"].close()
     print(f"all steps: {time.perf_counter() - started:.1f}s", flush=True)
     if not args.no_report:
         from reports.run import write_run_report

@@ -14,7 +14,8 @@ of the point estimate, coverage of the interval (with its binomial standard erro
 
     python bench/validate_r2_bootstrap.py [--trials 1000] [--naive-trials 500] [--boot 500] [--workers N]
 
-Writes bench/r2_bootstrap_validation.json. tests/unit/test_r2_bootstrap_simulation.py is the fast version.
+Writes bench/r2_bootstrap_validation.json. tests/unit/test_r2_bootstrap_simulation.py is the fast version; it imports
+`simulate`, `truth` and `CASES` from here, so the test and the bench validate one process.
 """
 
 from __future__ import annotations

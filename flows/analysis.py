@@ -9,6 +9,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import ProcessPoolTaskRunner
 from tqdm.auto import tqdm
 
+from flows.artifacts import publish_artifacts
 from loop.analysis.sweep import Sweep, SweepRun, plan_runs
 from loop.config import RunConfig
 from loop.model.devices import check_workers
@@ -35,31 +36,6 @@ def report(config: RunConfig) -> str:
     index = write_analysis_report(config.out_dir, config.scale.cache_dir)
     publish_artifacts(index)
     return str(index)
-
-
-def publish_artifacts(index) -> None:
-    """The R^2 table and the scatter as Prefect artifacts, beside the flow run in the UI."""
-    import base64
-    import json
-
-    from prefect.artifacts import create_markdown_artifact
-
-    summary = json.loads((index.parent / "summary.json").read_text())
-    g, tau = summary["generalization"], summary["tau"]
-
-    def cell(block):
-        return "–" if not block or block.get("value") is None else (
-            f"{block['value']:.3f} [{block['ci_low'] if block['ci_low'] is None else round(block['ci_low'], 2)}, "
-            f"{block['ci_high'] if block['ci_high'] is None else round(block['ci_high'], 2)}]")
-
-    png = base64.b64encode((index.parent / "prediction.png").read_bytes()).decode("ascii")
-    create_markdown_artifact(
-        f"# {summary['title']}\n\n| predictor | R² on y = x | R² fitted |\n|---|---|---|\n"
-        f"| pre-memorization accuracy | {cell(g.get('r2_identity'))} | {cell(g.get('r2_fit'))} |\n"
-        f"| train accuracy | {cell(g.get('r2_identity_train_acc'))} | {cell(g.get('r2_fit_train_acc'))} |\n\n"
-        f"{tau['parameter']} used: {tau['used']} (calibrated on dev: {tau['calibrated']})\n\n"
-        f"![prediction](data:image/png;base64,{png})\n\nReport: `{index}`",
-        key="predict-generalization", description="Generalization prediction from pre-memorization accuracy")
 
 
 def _announce(run: SweepRun, info: dict) -> None:

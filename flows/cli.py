@@ -40,20 +40,10 @@ def _one_server():
 
 def _print_verdict(index: Path) -> None:
     """The report's verdict (one line per strategy) or an analysis's R^2 lines, from the summary.json beside it."""
-    import json
+    from reports.digest import read_summary, verdict_lines
 
-    summary = json.loads((index.parent / "summary.json").read_text())
-    for line in summary.get("verdict", []):
+    for line in verdict_lines(read_summary(index)):
         print(f"- {line}")
-    if summary.get("kind") == "predict-generalization":
-        g, tau = summary["generalization"], summary["tau"]
-        for name, key in (("pre-memorization accuracy", "r2_identity"), ("train accuracy", "r2_identity_train_acc")):
-            b = g.get(key)
-            if b and b.get("value") is not None:
-                interval = "n/a" if b["ci_low"] is None else f"{b['ci_low']:.2f}, {b['ci_high']:.2f}"
-                print(f"- test accuracy on y = {name}: R^2 {b['value']:.3f} [{interval}] over {b['n_runs']} runs")
-        if tau.get("calibrated") is not None:
-            print(f"- {tau['parameter']} calibrated on dev: {tau['calibrated']:.4g} (used: {tau['used']:.4g})")
 
 
 def _config(args: argparse.Namespace):

@@ -22,6 +22,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import ProcessPoolTaskRunner
 from tqdm.auto import tqdm
 
+from flows.artifacts import publish_artifacts
 from flows.shards import scoring_executor
 from loop import faults
 from loop.config import RunConfig
@@ -51,33 +52,6 @@ def report(config: RunConfig) -> str:
     index = write_run_report(config.out_dir, config.scale.cache_dir)
     publish_artifacts(index)
     return str(index)
-
-
-def publish_artifacts(index) -> None:
-    """The verdict, the headline table and the curves as Prefect artifacts, beside the flow run in the UI."""
-    import base64
-    import json
-
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
-    summary = json.loads((index.parent / "summary.json").read_text())
-    rows = []
-    for name, block in summary["strategies"].items():
-        r = block.get("ratio") or {}
-        rows.append({"strategy": name, "n_examples": r.get("n_examples"), "ratio": r.get("mean"),
-                     "ci_low": r.get("ci_low"), "ci_high": r.get("ci_high"), "bound": r.get("bound"),
-                     "replicates": r.get("n_seeds"), "largest_measurable": r.get("max_measurable"),
-                     "detectable_at_80pct_power": r.get("detectable_ratio")})
-    create_table_artifact(rows, key="curation-headline", description="Data efficiency against i.i.d. scaling")
-    decisions = next((t for t in summary.get("tables", []) if t["title"].startswith("Decisions")), None)
-    if decisions is not None:  # the auto controller's reasoning, round by round
-        create_table_artifact([dict(zip(decisions["columns"], row)) for row in decisions["rows"]],
-                              key="curation-decisions", description=decisions["caption"])
-    png = base64.b64encode((index.parent / "curves.png").read_bytes()).decode("ascii")
-    verdict = "\n".join(f"- {line}" for line in summary.get("verdict", [])) or "- (no strategy besides the reference)"
-    create_markdown_artifact(
-        f"# {summary['title']}\n\n{verdict}\n\n![learning curves](data:image/png;base64,{png})\n\n"
-        f"Report: `{index}`", key="curation-verdict", description="Verdict and learning curves")
 
 
 def _announce(step: Step, info: dict) -> None:

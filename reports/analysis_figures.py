@@ -1,14 +1,13 @@
 """Figures of the paper's analyses: pre-memorization accuracy against test accuracy (with y = x), the dev R^2 over
 candidate thresholds, robustness per pre-memorization bin, and the per-example dynamics heat map.
 
-matplotlib's object API only (Figure + Agg canvas), as in reports.figures: no global state, no window.
+matplotlib's object API only (Figure + Agg canvas), as in reports.figures: no global state, no window. Each
+function returns PNG bytes; reports.analysis_sections makes them sections.
 """
 
 from __future__ import annotations
 
-import io
 import math
-from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
@@ -16,16 +15,10 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-from reports.files import atomic_write_bytes
+from reports.figures import png_bytes
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return atomic_write_bytes(path, buf.getvalue())
-
-
-def plot_prediction(points: list[dict], path: str | Path, *, r2_identity: float | None = None) -> Path:
+def draw_prediction(points: list[dict], *, r2_identity: float | None = None) -> bytes:
     """Test accuracy against pre-memorization accuracy, one point per (run, checkpoint), one colour per training
     configuration, the checkpoints of a run joined in order; the dashed line is y = x (the paper's prediction).
     Beside it, train accuracy against test accuracy on the same axes: the predictor the paper shows fails."""
@@ -56,10 +49,10 @@ def plot_prediction(points: list[dict], path: str | Path, *, r2_identity: float 
     handles, names = axes[0].get_legend_handles_labels()
     unique = dict(zip(names, handles))
     axes[1].legend(unique.values(), unique.keys(), loc="lower right", fontsize="x-small")
-    return _save(fig, path)
+    return png_bytes(fig)
 
 
-def plot_tau_curve(tau: dict, path: str | Path) -> Path:
+def draw_tau_curve(tau: dict) -> bytes:
     """Dev R^2 (which chooses the threshold) and test R^2 (for information only) over the candidate thresholds."""
     fig = Figure(figsize=(7, 4), dpi=120, layout="constrained")
     ax = fig.add_subplot()
@@ -87,10 +80,10 @@ def plot_tau_curve(tau: dict, path: str | Path) -> Path:
     ax.set_ylabel("R² of accuracy on y = PreMem (clipped at -1)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small", loc="lower right")
-    return _save(fig, path)
+    return png_bytes(fig)
 
 
-def plot_robustness(robustness: dict, path: str | Path) -> Path:
+def draw_robustness(robustness: dict) -> bytes:
     """Mean sample accuracy per pre-memorization bin, unperturbed and under each forced answer prefix, with 95%
     bootstrap intervals over the examples of a bin."""
     fig = Figure(figsize=(7, 4), dpi=120, layout="constrained")
@@ -115,10 +108,10 @@ def plot_robustness(robustness: dict, path: str | Path) -> Path:
     ax.set_title(f"Robustness to a forced answer prefix ({robustness['label']})", fontsize="medium")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize="small", loc="lower right")
-    return _save(fig, path)
+    return png_bytes(fig)
 
 
-def plot_heatmap(data: dict, path: str | Path) -> Path:
+def draw_heatmap(data: dict) -> bytes:
     """Examples (rows, sorted by the checkpoint they were first memorized at) against checkpoints: sample accuracy
     (brightness) beside the memorized flag, as the paper's data figures show them."""
     acc, mem = data["accuracy"], data["memorized"]
@@ -136,4 +129,4 @@ def plot_heatmap(data: dict, path: str | Path) -> Path:
         ax.set_title(name, fontsize="medium")
     axes[0].set_ylabel(f"{acc.shape[0]} training examples, by first memorized epoch")
     fig.suptitle(f"Per-example dynamics ({data['label']})", fontsize="medium")
-    return _save(fig, path)
+    return png_bytes(fig)

@@ -272,12 +272,16 @@ def curve_error(residuals: dict[int, RatioEstimate], e: RatioEstimate) -> float 
 
 
 def _checked(e: RatioEstimate, residuals: dict[int, RatioEstimate]) -> RatioEstimate:
-    """`e` with its curve error and flag."""
+    """`e` with its curve error and flag. A ratio is flagged where its curve error exceeds its interval's half-width
+    on the log scale. An interval of no width (every replicate censored at the same edge of the i.i.d. curve, so
+    the limit is the edge itself) has no spread to compare with, as a single replicate has none: not flagged, its
+    curve error still reported beside it."""
     error = curve_error(residuals, e)
     ends = [math.log(x) for x in (e.low, e.high) if x is not None and x > 0]
     half = (ends[1] - ends[0]) / 2 if len(ends) == 2 else (abs(ends[0] - math.log(e.value)) if ends else None)
     # (a margin for rounding: a ratio of exactly 1 reaches where it started, with no interval to speak of)
-    return replace(e, curve_error=error, flagged=error is not None and half is not None and abs(error) > half + 1e-9)
+    spread = half is not None and half > 1e-9
+    return replace(e, curve_error=error, flagged=error is not None and spread and abs(error) > half + 1e-9)
 
 
 def iid_residuals(evals: pl.DataFrame, reference: str = REFERENCE) -> dict[int, RatioEstimate]:

@@ -45,8 +45,20 @@ def _tick_labels(ticks: list[int]) -> list[str]:
     return labels
 
 
+def png_bytes(fig: Figure) -> bytes:
+    """The figure as PNG bytes (the Agg canvas; nothing is written)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
 def plot_curves(points: pl.DataFrame, path: str | Path, *, reference: str = REFERENCE, title: str | None = None) -> Path:
-    """Draw `curve_points` output to a PNG at `path` (written atomically) and return the path.
+    """Draw `curve_points` output to a PNG at `path` (written atomically) and return the path."""
+    return atomic_write_bytes(path, draw_curves(points, reference=reference, title=title))
+
+
+def draw_curves(points: pl.DataFrame, *, reference: str = REFERENCE, title: str | None = None) -> bytes:
+    """The learning curves of `curve_points` output as PNG bytes.
 
     Reads strategy, n_examples, accuracy_mean, ci_low, ci_high. One line with markers per strategy
     and a shaded 95% band; the reference (i.i.d.) curve is black and dashed, drawn first so the
@@ -82,7 +94,4 @@ def plot_curves(points: pl.DataFrame, path: str | Path, *, reference: str = REFE
     ax.legend(loc="lower right", fontsize="small")
     n_seeds = int(points["n_seeds"].max())
     ax.set_title(title or f"Test accuracy vs training examples (mean, 95% CI over {n_seeds} seed(s))", fontsize="medium")
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return atomic_write_bytes(path, buf.getvalue())
+    return png_bytes(fig)

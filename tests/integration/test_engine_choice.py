@@ -71,3 +71,18 @@ def test_a_run_started_before_the_engine_was_recorded_resumes(tmp_path):
     cfg = build_config("smoke", overrides=[f"out_dir={tmp_path}"])
     RunStore(tmp_path).open(cfg, {"versions": {"x": "1"}})
     RunStore(tmp_path).open(cfg, {"versions": {"x": "1"}, "sampling_engine": "decode"})
+
+
+def test_a_relative_vllm_python_is_resolved_where_the_loop_runs(tmp_path, monkeypatch):
+    """The server starts in the run's backend folder: `vllm.python=.venv-vllm/bin/python` (the README's form) must
+    name the file under the folder the loop was started in, and a missing file is named in the error."""
+    from loop.config import VLLMConfig
+    from loop.model.vllm.server import VLLMServerError, vllm_python
+
+    (tmp_path / ".venv-vllm" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv-vllm" / "bin" / "python").write_text("")
+    monkeypatch.chdir(tmp_path)
+    assert vllm_python(VLLMConfig(python=".venv-vllm/bin/python")) == str(tmp_path / ".venv-vllm" / "bin" / "python")
+    assert vllm_python(VLLMConfig(python="python3")) == "python3"  # a command name is left to PATH
+    with pytest.raises(VLLMServerError, match="vllm.python 'missing/python': no such file"):
+        vllm_python(VLLMConfig(python="missing/python"))

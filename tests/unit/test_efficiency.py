@@ -368,6 +368,9 @@ def test_curve_error_is_the_residual_change_between_n_and_n_r_and_flags_beyond_t
     assert not _checked(wide, residuals).flagged
     single = RatioEstimate(16, 2.0, None, None, 1, None, None, 4.0, estimator="paired")
     assert not _checked(single, residuals).flagged  # no interval to compare with
+    edge = RatioEstimate(16, 0.5, None, 0.5, 3, "upper", 0.0, 4.0, estimator="paired")
+    assert not _checked(edge, residuals).flagged  # every replicate censored at the curve's edge: no spread either
+    assert _checked(edge, residuals).curve_error is not None
     undefined = {16: RatioEstimate(16, math.nan, None, None, 3, "undefined", None, 4.0)}
     assert curve_error(undefined, paired) is None
 

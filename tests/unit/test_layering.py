@@ -12,9 +12,10 @@
 - No import cycle inside loop/: module-level and function-level imports alike (a deferred import is still a
   dependency), less those under `if TYPE_CHECKING:` (annotations only: the run context is named by the lower floors
   it is handed to, never imported by them).
-- Only `loop/store/layout.py` builds a path of the run store: no other module of loop/ or flows/ holds a string with
-  one of the store's names (step.json, data/seed-, steps/, ...). reports/ and flows/ still read a few of them
-  themselves, listed in STORE_PATHS_PENDING: they move to the layout with the reports' rework (issue 23, item 3).
+- Only `loop/store/layout.py` builds a path of the run store: no other module of loop/, flows/ or reports/ holds a
+  string with one of the store's names (step.json, data/seed-, steps/, ...), but the few reports/ modules listed in
+  STORE_PATHS_PENDING (they read the store themselves; moving them to the layout is the next step), a list that only
+  shrinks.
 - Every module has a docstring."""
 
 import ast
@@ -33,14 +34,13 @@ ALLOWED = {"strategies": {"loop.plugins"}}
 STORE_NAMES = ("step.json", "run.json", "manifest.json", "config.yaml", "summary.json", "report.json",
                "examples.parquet", "contamination.parquet", "generated.parquet", "tau_curve.parquet",
                "data/seed", "signals/seed", "steps/", "analysis/seed", "/round-", "/run-")
-# Files outside loop/store/layout.py that still build store paths, and which names: the reports' rework (issue 23,
-# item 3: summary.json parsed once, in reports/) takes them to the layout. Shrink this list; never grow it.
+# Files outside loop/store/layout.py that still build store paths, and which names (reports/ reads the store on its
+# own; summary.json is read back once, in reports/digest.py, and written once, in reports/page.py). Shrink this list
+# as they move to loop.store.layout; never grow it.
 STORE_PATHS_PENDING = {
-    "flows/analysis.py": {"summary.json"},
-    "flows/cli.py": {"summary.json"},
-    "flows/curation.py": {"summary.json"},
-    "reports/analysis.py": {"analysis/seed", "/run-", "summary.json"},
-    "reports/render.py": {"summary.json"},
+    "reports/analysis.py": {"analysis/seed", "/run-"},
+    "reports/digest.py": {"summary.json"},
+    "reports/page.py": {"summary.json"},
     "reports/run.py": {"data/seed", "examples.parquet", "steps/", "/round-", "step.json", "config.yaml"},
 }
 

@@ -6,7 +6,8 @@ rise_r ~ U(0, 0.25) (x over [0.1, 0.7]); y_rj = a + b * x_rj + u_r + e_rj, run e
 e_rj ~ N(0, s_e^2). Cases (a, b, s_u, s_e): identity (0, 1, 0.04, 0.02), true R^2 0.8789 in both forms;
 affine (-0.1, 1.3, 0.04, 0.02), true identity R^2 0.8753 < fitted 0.9246; strong run effect (0, 1, 0.08, 0.01),
 true 0.6906. Truth: the pooled statistic's limit with infinitely many runs, in closed form (`truth`), checked
-against a 200,000-run draw here and a 2,000,000-run draw in bench/validate_r2_bootstrap.py.
+against a 200,000-run draw here and a 2,000,000-run draw in bench/validate_r2_bootstrap.py, where the process
+(`simulate`, `truth`, `CASES`) is written once and imported from.
 
 Measured here (160 studies per case, n_boot 300; coverage se about 0.025): 95% intervals cover 0.875-0.906 of
 the time; the fitted R^2 is unbiased (-0.005, +0.004, se 0.005), the identity R^2 a little low (-0.029, -0.010).
@@ -22,49 +23,13 @@ a little short of nominal, and the assertions below hold it to what it measurabl
 import numpy as np
 import pytest
 
+from bench.validate_r2_bootstrap import CASES, simulate, truth
 from loop.metrics.prediction import bootstrap_over_runs, r2_fit, r2_identity
 
 RUNS = 12
 TRIALS = 160
 NAIVE_TRIALS = 120
 N_BOOT = 300
-LEVEL = (0.10, 0.45)
-RISE_MAX = 0.25
-CHECKPOINTS = (2, 6)
-
-# name: (a, b, s_u, s_e)
-CASES = {
-    "identity": (0.0, 1.0, 0.04, 0.02),
-    "affine": (-0.1, 1.3, 0.04, 0.02),
-    "strong": (0.0, 1.0, 0.08, 0.01),
-}
-
-
-def simulate(n_runs, a, b, s_u, s_e, rng):
-    """(x, y, run) of one study: J_r ~ U{2..6} checkpoints at t = j/(J_r-1), x = L_r + rise_r t,
-    y = a + b x + u_r + e."""
-    j = rng.integers(CHECKPOINTS[0], CHECKPOINTS[1] + 1, n_runs)
-    run = np.repeat(np.arange(n_runs), j)
-    first = np.repeat(np.cumsum(j) - j, j)
-    t = (np.arange(run.size) - first) / np.repeat(j - 1, j)
-    level = rng.uniform(*LEVEL, n_runs)
-    rise = rng.uniform(0.0, RISE_MAX, n_runs)
-    x = level[run] + rise[run] * t
-    y = a + b * x + rng.normal(0.0, s_u, n_runs)[run] + rng.normal(0.0, s_e, run.size)
-    return x, y, run
-
-
-def truth(a, b, s_u, s_e):
-    """Population (identity R^2, fitted R^2): the pooled statistics' limit with infinitely many runs, where a run of
-    J = k checkpoints contributes k points (so k is drawn with weight k / 20) and t is uniform on {0, 1/(k-1), .., 1}
-    (E t = 1/2, E t^2 = (2k-1) / (6(k-1)))."""
-    ks = np.arange(CHECKPOINTS[0], CHECKPOINTS[1] + 1)
-    et2 = float(np.sum(ks / ks.sum() * (2 * ks - 1) / (6 * (ks - 1))))
-    mean_x = sum(LEVEL) / 2 + RISE_MAX / 4
-    var_x = (LEVEL[1] - LEVEL[0]) ** 2 / 12 + RISE_MAX**2 / 3 * et2 - (RISE_MAX / 4) ** 2
-    var_y = b * b * var_x + s_u**2 + s_e**2
-    mse = (a + (b - 1) * mean_x) ** 2 + (b - 1) ** 2 * var_x + s_u**2 + s_e**2
-    return 1 - mse / var_y, b * b * var_x / var_y
 
 
 def study_estimates(case, statistic, trials, seed, point_level=False):
@@ -86,15 +51,15 @@ def coverage(est, true):
 @pytest.mark.parametrize("case", list(CASES))
 def test_truth_closed_form_matches_a_large_draw(case):
     x, y, _ = simulate(200_000, *CASES[case], np.random.default_rng(99))
-    identity, fit = truth(*CASES[case])
-    assert abs(r2_identity(x, y) - identity) < 3e-3
-    assert abs(r2_fit(x, y) - fit) < 3e-3
+    true = truth(*CASES[case])
+    assert abs(r2_identity(x, y) - true["identity"]) < 3e-3
+    assert abs(r2_fit(x, y) - true["fit"]) < 3e-3
 
 
 @pytest.mark.parametrize("case", ["identity", "affine"])
 def test_run_bootstrap_bias_and_coverage(case):
-    t_id, t_fit = truth(*CASES[case])
-    for name, stat, true in (("identity", r2_identity, t_id), ("fit", r2_fit, t_fit)):
+    t = truth(*CASES[case])
+    for name, stat, true in (("identity", r2_identity, t["identity"]), ("fit", r2_fit, t["fit"])):
         est = study_estimates(case, stat, TRIALS, seed=1 + (case == "affine"))
         bias = est[:, 0].mean() - true
         width = np.mean(est[:, 2] - est[:, 1])
@@ -111,7 +76,7 @@ def test_run_bootstrap_bias_and_coverage(case):
 def test_point_bootstrap_undercovers_where_runs_do_not():
     """Under a strong run effect, resampling points (the mistake the run-level bootstrap exists to avoid) gives
     intervals half as wide that miss the truth far more often; measured 0.642 against 0.858."""
-    true, _ = truth(*CASES["strong"])
+    true = truth(*CASES["strong"])["identity"]
     runs = study_estimates("strong", r2_identity, NAIVE_TRIALS, seed=3)
     points = study_estimates("strong", r2_identity, NAIVE_TRIALS, seed=3, point_level=True)
     c_runs, c_points = coverage(runs, true), coverage(points, true)

@@ -75,24 +75,10 @@ def task():
 
 
 @pytest.fixture(scope="module")
-def untied_base(tmp_path_factory) -> Path:
-    """The embedded base with its LM head untied from its embeddings (a copy of them): vLLM reloads the weights of
-    such a model in place (a tied one restarts: `reloads_weights`)."""
-    cfg = build_config("smoke")
-    model = load_base(cfg.model, torch.device("cpu"))
-    model.config.tie_word_embeddings = False
-    model.lm_head.weight = torch.nn.Parameter(model.get_input_embeddings().weight.detach().clone())
-    out = tmp_path_factory.mktemp("untied-base")
-    model.save_pretrained(out)
-    load_tokenizer(cfg.model).save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def full(tmp_path_factory, untied_base):
-    """A backend serving the embedded base (untied), full fine-tuning (new weights reloaded in place)."""
-    cfg = config(tmp_path_factory.mktemp("vllm-full"), f"model.name_or_path={untied_base}",
-                 "dynamics.nll_engine=vllm", "vllm.weight_update=reload")
+def full(tmp_path_factory):
+    """A backend serving the embedded base, full fine-tuning (new weights reloaded in place). The base ties its LM
+    head to its embeddings, so the server holds untied copies of it and of every checkpoint."""
+    cfg = config(tmp_path_factory.mktemp("vllm-full"), "dynamics.nll_engine=vllm", "vllm.weight_update=reload")
     tok = load_tokenizer(cfg.model)
     backend = VLLMBackend(cfg, tok, DEVICE, Path(cfg.out_dir) / "backend")
     yield cfg, tok, backend
@@ -161,14 +147,17 @@ def test_seeded_sampling_is_reproducible_and_greedy_equals_the_decode_loop(full,
     assert sum("####" in c[0] for c in greedy) >= len(questions) // 2  # the base really answers
 
 
-def test_a_model_with_tied_embeddings_restarts_on_new_weights():
-    """vLLM's in-place reload leaves a tied LM head stale: such a model restarts whatever weight_update says; LoRA
-    never swaps the base; auto reloads on a GPU only."""
+def test_a_model_with_tied_embeddings_reloads_an_untied_copy_unless_its_server_is_not_the_loop_s():
+    """vLLM's in-place reload leaves a tied LM head stale: the loop's own server reloads an untied copy of such a
+    model, a server at vllm.url (started on the tied model) cannot; LoRA never swaps the base; auto reloads on a GPU
+    only."""
     from loop.model.vllm.backend import reloads_weights
 
     cfg = build_config("smoke", overrides=["vllm.weight_update=reload"])
     assert reloads_weights(cfg, "cuda", False)[0] and reloads_weights(cfg, "cpu", False)[0]
-    assert not reloads_weights(cfg, "cuda", True)[0]
+    assert reloads_weights(cfg, "cuda", True)[0]
+    at_url = build_config("smoke", overrides=["vllm.weight_update=reload", "vllm.url=http://127.0.0.1:1"])
+    assert not reloads_weights(at_url, "cuda", True)[0] and reloads_weights(at_url, "cuda", False)[0]
     lora = build_config("smoke", overrides=["model.lora={r: 8, alpha: 16}"])
     assert not reloads_weights(lora, "cuda", False)[0]
     auto = build_config("smoke")
@@ -186,6 +175,7 @@ def test_retrained_weights_are_served_after_a_reload_and_after_a_restart(full, t
     enc = encode_examples(tok, seeds, eos=cfg.model.eos_closes_target)
     server = backend.server
     base = load_base(cfg.model, DEVICE)
+    assert base.config.tie_word_embeddings and backend.untie  # the tied base, served as an untied copy
     with backend.bind(base, tag="base"):
         pass
     trained = [train_round(cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": epochs})}), tok,

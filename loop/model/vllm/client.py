@@ -34,14 +34,17 @@ class VLLMSampler:
         self.server, self.name, self.tokenizer, self.cfg, self.vcfg, self.fmt = server, name, tokenizer, cfg, vcfg, fmt
         self.extra: dict = {}  # more request fields (a benchmark fixes lengths: ignore_eos, min_tokens)
 
-    def _one(self, args) -> list[str]:
-        index, ids, n, seed = args
+    def request(self, index: int, ids: list[int], n: int, seed: int) -> dict:
+        """The /v1/completions body for question `index` (token ids `ids`) of a call under `seed`."""
         payload = {"model": self.name, "prompt": ids, "n": n, "temperature": self.cfg.temperature,
                    "top_p": self.cfg.top_p if self.cfg.temperature > 0 else 1.0, "max_tokens": self.cfg.max_new_tokens,
                    "stop": [STOP_TEXT], "skip_special_tokens": True, **self.extra}
         if self.vcfg.seeds == "per_request":
             payload["seed"] = request_seed(seed, index)
-        choices = sorted(self.server.post("/v1/completions", payload)["choices"], key=lambda c: c["index"])
+        return payload
+
+    def _one(self, args) -> list[str]:
+        choices = sorted(self.server.post("/v1/completions", self.request(*args))["choices"], key=lambda c: c["index"])
         return [cut_at_stop(c["text"]) for c in choices]
 
     def sample(self, questions: list[str], n: int, *, seed: int, answer_prefix: str = "") -> list[list[str]]:

@@ -55,6 +55,14 @@ def vllm_python(cfg: VLLMConfig) -> str:
             "variable CURATION_LOOP_VLLM_PYTHON), or vllm.url for a running server. Install one with: "
             "python3 -m venv .venv-vllm && .venv-vllm/bin/pip install vllm==0.26.0 (the release built for torch 2.11; the "
             "README pairs releases with torch versions)")
+    # The server starts in its own working folder (the run's backend/), so a path relative to where the user ran
+    # the loop (`vllm.python=.venv-vllm/bin/python`, as the README shows) is made absolute here; a bare command
+    # name is left to PATH.
+    if os.sep in python:
+        path = Path(python).expanduser().absolute()
+        if not path.exists():
+            raise VLLMServerError(f"vllm.python {python!r}: no such file ({path})")
+        return str(path)
     return python
 
 
