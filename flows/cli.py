@@ -4,6 +4,7 @@ re-render a report, serve the deployments."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from contextlib import contextmanager
@@ -81,12 +82,17 @@ def _run(args: argparse.Namespace) -> int:
 
 def _strategies(_: argparse.Namespace) -> int:
     import strategies.registry as registry
+    from loop.control.controller import AUTO, DESCRIPTION, AutoParams
 
     for name in registry.names():
         item = registry.resolve(name)
         needs = item.needs_for({})
         reads = f" [reads: {', '.join(needs)}]" if needs else ""
         print(f"{name:<16} {item.description}{reads}")
+    # auto is no registered strategy but the controller choosing among them: `{name: auto, params: {...}}`
+    print(f"{AUTO:<16} {DESCRIPTION} Params, with their defaults:")
+    for key, default in AutoParams.options().items():
+        print(f"{'':<18}{key}: {json.dumps(default)}")  # as a config file writes it (JSON is YAML)
     return 0
 
 

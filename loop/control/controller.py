@@ -13,6 +13,7 @@ r - 1 (`loop.run.plan.step_inputs`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -24,6 +25,8 @@ from loop.control.policy import POLICIES, choose
 from loop.seeds import derived_seed
 
 AUTO = "auto"
+DESCRIPTION = ("The agent: per round, which arm fills the budget (a bandit over each arm's dev-accuracy gains), "
+               "premem's threshold, the budget, where new items come from and when to stop.")
 HISTORY_SCHEMA = {"round": pl.Int64, "arm": pl.String, "reward": pl.Float64}
 
 
@@ -60,6 +63,13 @@ class AutoParams:
         if key in self.__dataclass_fields__:
             return getattr(self, key)
         return self.rule_params.get(key, stopping.rule_params()[key])
+
+    @classmethod
+    def options(cls) -> dict:
+        """Every param `auto` takes, with its default: the fields above and those the stopping rules declare."""
+        defaults = {name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+                    for name, f in cls.__dataclass_fields__.items() if name != "rule_params"}
+        return {**defaults, **{k: v for k, v in stopping.rule_params().items() if k not in defaults}}
 
     @classmethod
     def parse(cls, params: dict) -> AutoParams:

@@ -162,3 +162,24 @@ def test_vetting_rejects_wrong_answers_duplicates_and_test_overlap():
     assert accepted["id"].to_list() == ["g0"]
     assert counts == {"generated": 5, "failed_verification": 1, "duplicate": 2, "contaminated": 1, "accepted": 1}
     assert ("them", "how", "many", "apples", "does", "she", "have", "now") in ngrams(test_q, 8)
+
+
+def test_curation_loop_strategies_lists_auto_with_every_param_it_takes(capsys):
+    """A user who asks which strategies exist sees `auto` and every param it takes, with the default a config gets:
+    its own fields and those each registered stopping rule declares."""
+    import json
+
+    from flows.cli import main
+    from loop.control.controller import AutoParams
+    from loop.control.stopping import rule_params
+
+    options = AutoParams.options()
+    assert {"arms", "policy", "discount", "reward", "generate", "grow_budget"} <= set(options)
+    assert set(rule_params()) <= set(options) and "rule_params" not in options
+    assert main(["strategies"]) == 0
+    out = capsys.readouterr().out
+    auto = out[out.index("\nauto "):]
+    assert "random " in out[:out.index("\nauto ")]  # the registered strategies come first
+    for key, default in options.items():
+        assert f"{key}: {json.dumps(default)}" in auto
+    assert AutoParams.parse(dict(options)) == AutoParams.parse({})  # the listed defaults are the defaults
