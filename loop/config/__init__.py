@@ -5,7 +5,7 @@ errors everywhere (`extra="forbid"`), so a typo stops the run before any trainin
 A config may name a `preset` (a file in `loop/presets/`): its values are applied first and every key
 given alongside it overrides them.
 
-One module per section (data, model, train, sampling, dynamics, selection, analysis, scale), the whole in `run`,
+One module per section (data, model, train, sampling, dynamics, selection, analysis, scale, tracking), the whole in `run`,
 presets and override parsing in `presets`. The config is the flow's parameter and the CLI's (README), so its
 classes and `build_config` are named here too: `from loop.config import RunConfig` is the public way in.
 """
@@ -21,10 +21,11 @@ from loop.config.run import RunConfig, build_config
 from loop.config.sampling import SamplingConfig, VLLMConfig
 from loop.config.scale import ScaleConfig, ScoringShardsConfig
 from loop.config.selection import SelectionConfig, StrategyConfig
+from loop.config.tracking import TRACKERS, TrackingConfig
 from loop.config.train import TrainConfig
 
 __all__ = ["PRESET_DIR", "ROLES", "SOURCE_FIELDS", "SOURCE_TASK", "AnalysisConfig", "ColumnsConfig", "DataConfig",
            "DataSource", "DynamicsConfig", "EvalConfig", "LoraSettings", "ModelConfig", "PoolSourceConfig",
            "RobustnessConfig", "RunConfig", "SamplingConfig", "ScaleConfig", "ScoringShardsConfig", "SelectionConfig",
-           "SplitsConfig", "Strict", "StrategyConfig", "SweepRunConfig", "TauGrid", "TrainConfig", "VLLMConfig",
-           "build_config", "deep_merge", "load_preset", "parse_override", "read_yaml"]
+           "SplitsConfig", "Strict", "StrategyConfig", "SweepRunConfig", "TRACKERS", "TauGrid", "TrackingConfig",
+           "TrainConfig", "VLLMConfig", "build_config", "deep_merge", "load_preset", "parse_override", "read_yaml"]

@@ -19,6 +19,7 @@ from loop.config.presets import deep_merge, load_preset, parse_override, read_ya
 from loop.config.sampling import SamplingConfig, VLLMConfig
 from loop.config.scale import ScaleConfig
 from loop.config.selection import SelectionConfig
+from loop.config.tracking import TrackingConfig
 from loop.config.train import TrainConfig
 
 
@@ -54,6 +55,9 @@ class RunConfig(Strict):
         "strategy still run in order. On a small CPU, 2 workers x 1 torch thread beat 1 x 2.",
     )
     scale: ScaleConfig = ScaleConfig()
+    tracking: TrackingConfig = Field(
+        TrackingConfig(), description="experiment trackers (TensorBoard, W&B, MLflow) for training logs and per-round "
+        "figures; not part of the run's stored config")
     save_models: bool = Field(False, description="keep each round's model/adapter in the run store")
     keep_models: Literal["all", "last_and_best"] = Field(
         "all", description="with save_models: all = every round's model; last_and_best = per (replicate, strategy) "

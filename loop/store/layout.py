@@ -12,6 +12,8 @@
                                            checkpoint), robustness, timings (.parquet), run.json
     backend/                               what a backend writes (a vLLM server's log, checkpoints it serves)
     report/                                index.html, curves.png, summary.json
+    tracking/STRATEGY/seed-S/round-R/      TensorBoard event files of each round (tracking.report_to; the default
+                                           tracking.dir), never read by the loop and never pushed to a remote location
 
 Paths are relative to the store's root (strings, for the store's read and write calls) unless a function takes the
 root; the glob patterns name every committed folder or file of a kind."""
@@ -26,6 +28,7 @@ STEP_RECORD = "step.json"  # a step folder's record, written last: the folder is
 RUN_RECORD = "run.json"  # an analysis run's record
 BACKEND = "backend"
 REPORT = "report"
+TRACKING = "tracking"  # offline experiment trackers' folder (tracking.dir's default)
 SUMMARY = "summary.json"
 
 # the tables of a step folder (each NAME.parquet)
@@ -107,6 +110,11 @@ def strategy_of(path: Path) -> str:
 def is_step_or_run(folder: Path) -> bool:
     """Whether `folder` is a step folder or an analysis run's (what a damaged file's hint names to remove)."""
     return folder.name.startswith("round-") or folder.name.startswith("run-")
+
+
+def tracking_run(strategy: str, seed: int, round_: int) -> str:
+    """A round's experiment-tracker run: its name in every tracker and its folder under `TRACKING` (or tracking.dir)."""
+    return f"{strategy}/seed-{seed}/round-{round_}"
 
 
 def analysis_run_dir(seed: int, index: int) -> str:

@@ -16,8 +16,9 @@ class ResumeMismatchError(ValueError):
 # What a resume must share with the first start: anything else (the machine, the time) may change.
 RESUME_KEYS = ("versions", "model", "model_weights_sha256", "precision", "sampling_engine", "data_per_replicate",
                "examples")
-# Config fields that say how to run, not what was run: a run store may be moved (out_dir) and resumed there.
-NOT_STORED = {"preset", "allow_resume_changes", "out_dir", "scale"}
+# Config fields that say how to run, not what was run: a run store may be moved (out_dir) and resumed there, and
+# resumed with other trackers watching it (tracking).
+NOT_STORED = {"preset", "allow_resume_changes", "out_dir", "scale", "tracking"}
 
 
 def diff(a: Any, b: Any, path: str = "") -> list[str]:

@@ -155,6 +155,11 @@ class RunStore:
         path = self.root / relative
         return read_frame(path) if path.exists() else None
 
+    def tracking_dir(self) -> Path:
+        """Where offline experiment trackers write when tracking.dir is not set: local, never pushed to a remote
+        location (a tracker's files are for watching a run, not part of its results)."""
+        return self.root / layout.TRACKING
+
     # -- steps -----------------------------------------------------------------------------------
     def step_dir(self, seed: int, strategy: str, round_: int) -> Path:
         return self.root / layout.step_dir(seed, strategy, round_)
