@@ -23,6 +23,7 @@ from trl import SFTConfig, SFTTrainer
 from loop.config import RunConfig
 from loop.model.formatting import encode_for
 from loop import faults
+from loop.model import trackers
 from loop.model.loading import load_base
 from loop.model.memory import ModelShape, needs_checkpointing
 from loop.model.precision import Precision, enable_tf32, resolve_precision
@@ -91,8 +92,9 @@ def _optimizer(cfg: RunConfig, device: torch.device) -> str:
 
 
 def train_round(cfg: RunConfig, tokenizer, examples: pl.DataFrame, *, seed: int, device: torch.device,
-                tracker=None):
-    """Train from the base on `examples` (columns question, solution); returns (model, train seconds)."""
+                tracker=None, tracker_run: trackers.TrackerRun | None = None):
+    """Train from the base on `examples` (columns question, solution); returns (model, train seconds).
+    `tracker_run`: the experiment trackers' run this round's training logs go to (None = none)."""
     started = time.perf_counter()
     precision = resolve_precision(cfg.model, cfg.train, device)
     if device.type == "cuda":
@@ -109,6 +111,7 @@ def train_round(cfg: RunConfig, tokenizer, examples: pl.DataFrame, *, seed: int,
     # transformers renamed gradient_checkpointing to activation_checkpointing (5.2x); take the release's own name.
     ckpt_field = "activation_checkpointing" if "activation_checkpointing" in SFTConfig.__dataclass_fields__ \
         else "gradient_checkpointing"
+    trackers.start_round(tracker_run)
     with tempfile.TemporaryDirectory(prefix="curation-train-") as tmp:
         args = SFTConfig(
             output_dir=tmp, num_train_epochs=t.epochs, learning_rate=t.learning_rate,
@@ -120,8 +123,8 @@ def train_round(cfg: RunConfig, tokenizer, examples: pl.DataFrame, *, seed: int,
             max_length=None if t.padding_free and not t.packing else t.max_length,
             train_sampling_strategy=t.batch_order, **{ckpt_field: checkpointing},
             padding_free=t.padding_free, packing=t.packing, packing_strategy="bfd",
-            completion_only_loss=True, save_strategy="no", report_to="none", optim=_optimizer(cfg, device),
-            logging_strategy="no", disable_tqdm=True, use_cpu=device.type == "cpu",
+            completion_only_loss=True, save_strategy="no", optim=_optimizer(cfg, device),
+            **trackers.trainer_arguments(tracker_run), disable_tqdm=True, use_cpu=device.type == "cpu",
             bf16=precision.compute == torch.bfloat16, fp16=precision.compute == torch.float16,
             dataloader_num_workers=0, full_determinism=cfg.deterministic,
         )
@@ -130,6 +133,7 @@ def train_round(cfg: RunConfig, tokenizer, examples: pl.DataFrame, *, seed: int,
             callbacks=[_FaultPoint()] + ([_EpochHook(tracker)] if tracker is not None else []),
         )
         trainer.remove_callback(PrinterCallback)  # per-round metrics go to the run store, not stdout
+        trackers.attach(trainer, tracker_run)
         trainer.train()
         model = trainer.model
     model.eval()

@@ -19,6 +19,7 @@ from loop.data.checks import check_examples
 from loop.data.load import load_data
 from loop.model.backends import sampling_engine
 from loop.model.lengths import check_lengths, context_size
+from loop.model import trackers
 from loop.model.loading import resolve_path, weights_file
 from loop.model.precision import resolve_precision
 from loop.run.context import RunContext
@@ -32,6 +33,7 @@ from loop.store.files import file_sha256
 def prepare(ctx: RunContext) -> None:
     """Validate config + data, open the store, write each replicate's examples and base signals. Idempotent."""
     cfg = ctx.cfg
+    trackers.check_available(cfg)  # a missing tracker package stops the run here, before any training
     for spec in cfg.selection.strategies:
         # an unknown strategy (or arm, or auto param, or a strategy's selector) stops the run here, before training
         for name in AutoParams.parse(spec.params).arms if spec.name == AUTO else (spec.name,):

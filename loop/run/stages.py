@@ -20,6 +20,7 @@ from loop.dynamics.ledger import premem_accuracy
 from loop.dynamics.threshold import calibrate_round, calibration_record, flag_memorized
 from loop.dynamics.tracking import DynamicsTracker
 from loop.evaluation import evaluate
+from loop.model import trackers
 from loop.model.training import train_round
 from loop.run.context import RunContext
 from loop.run.plan import Step, matched_epochs, matched_examples, rounds_of
@@ -56,7 +57,9 @@ class StepRecord:
 @dataclass
 class Trained:
     """What training a step's model left: the model, the rows it saw (`examples`) and trained on (`train`), the
-    dynamics ledger flagged under the step's threshold `tau`, the tracker, and the checkpoint signals it gathered."""
+    dynamics ledger flagged under the step's threshold `tau`, the tracker, the checkpoint signals it gathered, and
+    the experiment trackers' run of the round (`tracker_run`, None without tracking.report_to), which the commit
+    logs the round's figures to."""
 
     model: object
     examples: pl.DataFrame
@@ -67,6 +70,7 @@ class Trained:
     tracker: DynamicsTracker
     per_checkpoint: dict
     calibration: object | None
+    tracker_run: trackers.TrackerRun | None = None
 
 
 def tag(step: Step) -> str:
@@ -127,7 +131,8 @@ def train_and_track(ctx: RunContext, step: Step, used: list[str], batch: list[st
         # Stands at the number of examples whose optimizer steps it took (the seed set trained longer).
         n_examples = matched_examples(ctx.cfg, ctx.n_seeds(step.seed), step.round)
         record.info["epochs"] = matched_epochs(ctx.cfg, ctx.n_seeds(step.seed), step.round)
-    model, ledger, tracker, train_seconds, per_checkpoint = _train(ctx, step, train)
+    tracker_run = trackers.round_run(ctx.cfg, ctx.store.tracking_dir(), step.strategy, step.seed, step.round)
+    model, ledger, tracker, train_seconds, per_checkpoint = _train(ctx, step, train, tracker_run)
     record.timings += [("train", train_seconds), *tracker.stage_seconds.items()]
     calibration = None
     if calibrates(ctx, step):
@@ -135,11 +140,11 @@ def train_and_track(ctx: RunContext, step: Step, used: list[str], batch: list[st
         record.info["tau_calibration"] = calibration_record(ctx.cfg, calibration)
     tau = ctx.tau(step.seed, calibration.shift if calibration else None)
     return Trained(model, examples, train, n_examples, flag_memorized(ledger, tau), tau, tracker, per_checkpoint,
-                   calibration)
+                   calibration, tracker_run)
 
 
-def _train(ctx: RunContext, step: Step, train: pl.DataFrame):
-    """Train with the tracker attached; (model, unflagged ledger, tracker, train seconds, checkpoint signals)."""
+def _train(ctx: RunContext, step: Step, train: pl.DataFrame, tracker_run: trackers.TrackerRun | None):
+    """Train with the tracker and `tracker_run` attached; (model, unflagged ledger, tracker, train seconds, signals)."""
     cfg = ctx.cfg
     tracked = train.filter(pl.col("split") == "seed") if cfg.dynamics.track == "seeds" else train
     next_round = ctx.next_signals(step)
@@ -159,7 +164,7 @@ def _train(ctx: RunContext, step: Step, train: pl.DataFrame):
                               tag=tag(step), sample=sample or calibrating, sample_all=calibrating,
                               held_out=held_out, on_checkpoint=measure)
     model, train_seconds = train_round(cfg, ctx.tokenizer, train, seed=train_seed % (2**31),
-                                       device=ctx.device, tracker=tracker)
+                                       device=ctx.device, tracker=tracker, tracker_run=tracker_run)
     ledger = tracker.ledger().with_columns(
         strategy=pl.lit(step.strategy), seed=pl.lit(step.seed), round=pl.lit(step.round))
     return model, ledger, tracker, train_seconds, per_checkpoint
@@ -195,7 +200,8 @@ def summarize(record: StepRecord, trained: Trained, batch: list[str], scores: di
 
 def commit(ctx: RunContext, step: Step, record: StepRecord, trained: Trained, batch: list[str], signal_frame,
            scores: dict, generated: pl.DataFrame | None) -> None:
-    """Write the step folder atomically (its tables, step.json last); prune kept models where asked."""
+    """Write the step folder atomically (its tables, step.json last); prune kept models where asked; then the round's
+    figures go to the experiment trackers."""
     evals = pl.DataFrame([{"strategy": step.strategy, "seed": step.seed, "round": step.round,
                            "n_examples": trained.n_examples,
                            **{k: v for k, v in scores.items() if k != "unparseable"}}])
@@ -213,6 +219,9 @@ def commit(ctx: RunContext, step: Step, record: StepRecord, trained: Trained, ba
         record.info, model_writer=writer)
     if writer is not None and ctx.cfg.keep_models == "last_and_best":
         ctx.store.prune_models(step.seed, step.strategy)
+    # After the commit: a tracker never shows a round the run store lacks (a step killed before its commit is
+    # trained again, and its tracker run with it).
+    trackers.log_round(trained.tracker_run, record.info)
 
 
 def commit_stopped(ctx: RunContext, step: Step, record: StepRecord) -> dict:
