@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
-
 from loop.config import RunConfig
 from loop.store import layout
 
@@ -93,20 +91,22 @@ def start_round(run: TrackerRun | None) -> None:
             wandb.finish()
 
 
-class _RunIds(TrainerCallback):
-    """Keeps the id of the MLflow run transformers' MLflowCallback opened (it ends it with the training), so that
-    `log_round` writes the round's figures into that same run."""
+def _run_ids(run: TrackerRun):
+    """A callback that keeps the id of the MLflow run transformers' MLflowCallback opened (it ends it with the
+    training), so that `log_round` writes the round's figures into that same run. transformers (and torch with it) is
+    imported here, where a round trains, so that this module imports without them (the unit tests)."""
+    from transformers import TrainerCallback
 
-    def __init__(self, run: TrackerRun):
-        self.run = run
+    class RunIds(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            if "mlflow" in run.report_to:
+                import mlflow
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        if "mlflow" in self.run.report_to:
-            import mlflow
+                active = mlflow.active_run()
+                if active is not None:
+                    run.ids["mlflow"] = active.info.run_id
 
-            active = mlflow.active_run()
-            if active is not None:
-                self.run.ids["mlflow"] = active.info.run_id
+    return RunIds()
 
 
 def attach(trainer, run: TrackerRun | None) -> None:
@@ -114,7 +114,7 @@ def attach(trainer, run: TrackerRun | None) -> None:
     the output_dir, a temporary folder here, so its callback is given a writer on the run's folder instead."""
     if run is None:
         return
-    trainer.add_callback(_RunIds(run))
+    trainer.add_callback(_run_ids(run))
     if "tensorboard" in run.report_to:
         from transformers.integrations import TensorBoardCallback
 
