@@ -69,3 +69,17 @@ def test_the_iid_curve_extends_to_its_reach_in_two_geometric_rounds():
     assert SelectionConfig(budgets=[24], iid_extra_budgets=[5, 7]).extension(999) == [5, 7]
     with pytest.raises(ValidationError, match="the i.i.d. extension"):
         build_config("default", overrides=["data.pool_per_seed=5"])  # 16 x 5 = 80 pool items < 32 + 96
+
+
+def test_tracking_names_known_trackers_and_is_not_stored():
+    from loop.store import NOT_STORED
+
+    assert build_config("smoke").tracking.report_to == []  # default: no tracker, as before the section existed
+    assert build_config("smoke", overrides=["tracking.report_to=tensorboard"]).tracking.report_to == ["tensorboard"]
+    with pytest.raises(ValidationError, match=r"tracking\.report_to(.|\n)*'tensorbord'(.|\n)*known: tensorboard"):
+        build_config("smoke", overrides=["tracking.report_to=[tensorbord]"])
+    with pytest.raises(ValidationError, match="twice"):
+        build_config("smoke", overrides=["tracking.report_to=[wandb, wandb]"])
+    with pytest.raises(ValidationError, match="logging_steps"):
+        build_config("smoke", overrides=["tracking.logging_steps=0"])
+    assert "tracking" in NOT_STORED  # trackers watch a run: a resume may name others
