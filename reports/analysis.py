@@ -24,7 +24,7 @@ from pathlib import Path
 import polars as pl
 
 from loop.analysis.results import SweepTables, analysis_results, heatmap_data
-from loop.store import RunStore
+from loop.store import RunStore, layout
 from reports.analysis_sections import ANALYSIS_SECTIONS, FIGURE_NAMES, AnalysisData
 from reports.page import num, write_page
 from reports.sections import assemble
@@ -35,7 +35,7 @@ def build_analysis_summary(root: Path) -> tuple[dict, SweepTables, dict]:
     """The summary dict (schema above), with the sweep's tables and results it was read from."""
     tables = SweepTables(root)
     results = analysis_results(tables)
-    timings = pl.concat([pl.read_parquet(p) for p in sorted(root.glob("analysis/seed-*/run-*/timings.parquet"))])
+    timings = pl.concat([pl.read_parquet(p) for p in sorted(root.glob(layout.analysis_tables(layout.TIMINGS)))])
     by_stage = timings.group_by("stage").agg(pl.col("seconds").sum()).sort("stage")
     cfg = tables.cfg
     summary = {

@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from loop.store.layout import SUMMARY
+
 ANALYSIS_KIND = "predict-generalization"
 
 
@@ -28,7 +30,7 @@ class Artifact:
 
 def read_summary(index: str | Path) -> dict:
     """The summary.json beside a report's index.html."""
-    return json.loads((Path(index).parent / "summary.json").read_text())
+    return json.loads((Path(index).parent / SUMMARY).read_text())
 
 
 def verdict_lines(summary: dict) -> list[str]:

@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from loop.store.layout import SUMMARY
 from reports.files import atomic_write_bytes, atomic_write_text
 from reports.sections import Figure, Section, Table, Text
 
@@ -80,5 +81,5 @@ def write_page(out: Path, summary: dict, sections: Sequence[Section], *, figure_
         (out / name).unlink(missing_ok=True)
     for figure in figures:
         atomic_write_bytes(out / figure.name, figure.png)
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return atomic_write_text(out / "index.html", render_page(summary["title"], sections))

@@ -15,28 +15,28 @@ import polars as pl
 import yaml
 
 from loop.schema import SHARED_STRATEGY
-from loop.store import RunStore
+from loop.store import RunStore, layout
 from reports.render import write_report
 
 
 def _examples(root: Path) -> pl.DataFrame | None:
     """Every replicate's examples, with a `replicate` column (the seed whose draw they are)."""
-    files = sorted(root.glob("data/seed-*/examples.parquet"))
+    files = sorted(root.glob(layout.EXAMPLE_FILES))
     if not files:
         return None
-    return pl.concat([pl.read_parquet(f).with_columns(replicate=pl.lit(int(f.parent.name.split("-")[1])))
+    return pl.concat([pl.read_parquet(f).with_columns(replicate=pl.lit(layout.replicate_seed(f)))
                       for f in files], how="diagonal_relaxed")
 
 
 def _step_records(root: Path) -> pl.DataFrame:
-    rows = [json.loads(p.read_text()) for p in sorted(root.glob("steps/seed-*/*/round-*/step.json"))]
+    rows = [json.loads(p.read_text()) for p in sorted(root.glob(layout.step_records()))]
     return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
 
 
 def _calibrated(root: Path) -> dict[int, dict]:
     """Replicate -> the threshold its round 0 calibrated on dev (step.json `tau_calibration`), where it did."""
     out = {}
-    for path in sorted(root.glob(f"steps/seed-*/{SHARED_STRATEGY}/round-0/step.json")):
+    for path in sorted(root.glob(layout.step_records(strategy=SHARED_STRATEGY, round_="0"))):
         info = json.loads(path.read_text())
         if info.get("tau_calibration"):
             out[int(info["seed"])] = info["tau_calibration"]
@@ -97,7 +97,7 @@ def selection_composition(root: Path) -> dict | None:
     """Share of each strategy's selected pool items per value of a metadata column (steps, level, ...),
     next to the pool's own shares: what a strategy concentrates on."""
     examples = _examples(root)
-    files = sorted(root.glob("steps/seed-*/*/round-*/selected.parquet"))
+    files = sorted(root.glob(layout.step_tables(layout.SELECTED)))
     if examples is None or not files:
         return None
     column = next((c for c in GROUP_COLUMNS if c in examples.columns), None)
@@ -153,7 +153,7 @@ def decision_table(root: Path) -> dict | None:
     """The auto controller's decision log: per replicate and round, the arm chosen, the budget, the premem
     threshold, the arm probabilities, the last round's realized reward and the stopping verdict."""
     rows = []
-    for path in sorted(root.glob("steps/seed-*/*/round-*/step.json")):
+    for path in sorted(root.glob(layout.step_records())):
         info = json.loads(path.read_text())
         decision = info.get("decision")
         if not decision:
@@ -170,7 +170,7 @@ def decision_table(root: Path) -> dict | None:
             "caption": "Per replicate and round: the arm that filled the round (drawn with the probabilities shown, each "
                        "kept at or above the floor), its budget and premem threshold, the previous round's reward "
                        "(dev gain per doubling of the data) and the first stopping rule that fired. Every check and "
-                       "its evidence is in the step's step.json under decision.",
+                       f"its evidence is in the step's {layout.STEP_RECORD} under decision.",
             "columns": ["strategy", "seed", "round", "arm", "budget", "threshold", "P(arm) after the last reward",
                         "last reward", "stopped by", "dev accuracy"], "rows": rows}
 
@@ -191,7 +191,7 @@ def write_run_report(run_dir: str | Path, cache_dir: str | Path | None = None) -
 
 def _write_run_report(store: RunStore) -> Path:
     root = store.root
-    config = yaml.safe_load((root / "config.yaml").read_text())
+    config = yaml.safe_load((root / layout.CONFIG).read_text())
     evals = store.evaluations()
     if not evals.height:
         raise FileNotFoundError(f"{root} holds no finished step to report on")

@@ -13,9 +13,8 @@
   dependency), less those under `if TYPE_CHECKING:` (annotations only: the run context is named by the lower floors
   it is handed to, never imported by them).
 - Only `loop/store/layout.py` builds a path of the run store: no other module of loop/, flows/ or reports/ holds a
-  string with one of the store's names (step.json, data/seed-, steps/, ...), but the few reports/ modules listed in
-  STORE_PATHS_PENDING (they read the store themselves; moving them to the layout is the next step), a list that only
-  shrinks.
+  string with one of the store's names (step.json, data/seed-, steps/, ...); the reports read the store through
+  loop.store.layout too.
 - Every module has a docstring."""
 
 import ast
@@ -34,15 +33,6 @@ ALLOWED = {"strategies": {"loop.plugins"}}
 STORE_NAMES = ("step.json", "run.json", "manifest.json", "config.yaml", "summary.json", "report.json",
                "examples.parquet", "contamination.parquet", "generated.parquet", "tau_curve.parquet",
                "data/seed", "signals/seed", "steps/", "analysis/seed", "/round-", "/run-")
-# Files outside loop/store/layout.py that still build store paths, and which names (reports/ reads the store on its
-# own; summary.json is read back once, in reports/digest.py, and written once, in reports/page.py). Shrink this list
-# as they move to loop.store.layout; never grow it.
-STORE_PATHS_PENDING = {
-    "reports/analysis.py": {"analysis/seed", "/run-"},
-    "reports/digest.py": {"summary.json"},
-    "reports/page.py": {"summary.json"},
-    "reports/run.py": {"data/seed", "examples.parquet", "steps/", "/round-", "step.json", "config.yaml"},
-}
 
 
 def _type_checking_nodes(tree: ast.AST) -> set[int]:
@@ -188,14 +178,7 @@ def test_only_the_store_layout_builds_store_paths():
                 continue
             relative = str(path.relative_to(ROOT))
             found = {name for s in _code_strings(path) for name in STORE_NAMES if name in s}
-            extra = found - STORE_PATHS_PENDING.get(relative, set())
-            assert not extra, f"{relative} builds run-store paths ({sorted(extra)}): use loop.store.layout"
-
-
-def test_the_pending_list_holds_only_what_is_still_there():
-    for relative, names in STORE_PATHS_PENDING.items():
-        found = {name for s in _code_strings(ROOT / relative) for name in STORE_NAMES if name in s}
-        assert names <= found, f"{relative} no longer builds {sorted(names - found)}: take it off STORE_PATHS_PENDING"
+            assert not found, f"{relative} builds run-store paths ({sorted(found)}): use loop.store.layout"
 
 
 def test_every_module_has_a_docstring():
