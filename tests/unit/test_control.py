@@ -183,3 +183,32 @@ def test_curation_loop_strategies_lists_auto_with_every_param_it_takes(capsys):
     for key, default in options.items():
         assert f"{key}: {json.dumps(default)}" in auto
     assert AutoParams.parse(dict(options)) == AutoParams.parse({})  # the listed defaults are the defaults
+
+
+def _pick_after(means: dict[str, float], sd: float, rounds: int, trial: int) -> str:
+    """The arm the default policy holds most likely best after `rounds` simulated rounds: each round it draws an arm
+    with its probabilities and sees that arm's reward, drawn around the arm's true mean gain with noise `sd`."""
+    import numpy as np
+    import polars as pl
+
+    from loop.control.controller import HISTORY_SCHEMA
+    from loop.control.policy import DiscountedThompson, choose
+
+    policy, rng, rows = DiscountedThompson(), np.random.default_rng(trial), []
+    for r in range(1, rounds + 1):
+        p = policy.probabilities(pl.DataFrame(rows, schema=HISTORY_SCHEMA), list(means), seed=trial * 1000 + r)
+        arm = choose(p, seed=trial * 7919 + r)
+        rows.append({"round": r, "arm": arm, "reward": float(rng.normal(means[arm], sd))})
+    p = policy.probabilities(pl.DataFrame(rows, schema=HISTORY_SCHEMA), list(means), seed=trial * 1000 + rounds + 1)
+    return max(p, key=p.get)
+
+
+@pytest.mark.parametrize(("gap_in_sd", "rounds"), [(2.0, 4), (1.0, 12)])
+def test_the_agent_finds_the_best_arm_within_the_stated_rounds_in_80_percent_of_trials(gap_in_sd, rounds):
+    """Simulated rounds with a known best arm (loss gains 0.05 a doubling more than random and premem; reward noise
+    sd = 0.05 / gap): the default policy names the best arm after 4 rounds where the gap is 2 noise sds, after 12
+    where it is 1 (200 trials each). With the presets' 2 selection rounds it names it in about 64% and 52% of trials:
+    why `auto` has not matched its best arm there (issue 24)."""
+    means = {"random": 0.0, "premem": 0.0, "loss": 0.05}
+    found = sum(_pick_after(means, 0.05 / gap_in_sd, rounds, trial) == "loss" for trial in range(200)) / 200
+    assert found >= 0.8, found
