@@ -47,7 +47,7 @@ import torch  # noqa: E402
 from bench.shapes import SHAPES, VOCAB, random_text, word_tokenizer  # noqa: E402
 from loop.config import SamplingConfig, VLLMConfig  # noqa: E402
 from loop.model.formatting import encode_prompt  # noqa: E402
-from loop.model.vllm.client import NLL_BATCH, VLLMSampler, VLLMScorer, request_seed  # noqa: E402
+from loop.model.vllm.client import NLL_BATCH, VLLMSampler, VLLMScorer  # noqa: E402
 from loop.model.vllm.server import VLLMServer  # noqa: E402
 
 SEED = 0

@@ -82,9 +82,8 @@ class CardMemory:
         self._thread.join()
 
 
-def reference_tokens(data: Path, tok) -> float:
-    """Mean tokens of GSM8K train's reference solutions under `tok`."""
-    rows = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines() if line.strip()]
+def reference_tokens(rows: list[dict], tok) -> float:
+    """Mean tokens of the reference solutions of `rows` (GSM8K train) under `tok`."""
     return sum(len(tok(r["answer"])["input_ids"]) for r in rows) / len(rows)
 
 
@@ -135,7 +134,7 @@ def main() -> int:
     stages = dict(zip(frame["stage"].to_list(), frame["seconds"].to_list()))
     factor = args.seeds / run_seeds
     scaled = {s: x * (factor if s in PER_SEED_STAGES else 1.0) for s, x in stages.items()}
-    ref = reference_tokens(args.data, tok)
+    ref = reference_tokens(texts, tok)
     real = {s: x * (min(ref, args.tokens) / args.tokens if s in SAMPLING_STAGES else 1.0) for s, x in scaled.items()}
     result = {
         "shape": args.shape, "lora": args.lora, "engine": cfg.sampling.engine, "seeds": args.seeds,

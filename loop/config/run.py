@@ -4,7 +4,6 @@ overrides, validated once."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Literal
 
