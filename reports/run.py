@@ -28,22 +28,22 @@ def _examples(root: Path) -> pl.DataFrame | None:
                       for f in files], how="diagonal_relaxed")
 
 
-def _step_records(root: Path) -> pl.DataFrame:
-    rows = [json.loads(p.read_text()) for p in sorted(root.glob(layout.step_records()))]
-    return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
+def _step_records(root: Path) -> list[dict]:
+    """Every finished step's step.json, in path order (read once per report)."""
+    return [json.loads(p.read_text()) for p in sorted(root.glob(layout.step_records()))]
 
 
-def _calibrated(root: Path) -> dict[int, dict]:
+def _step_frame(records: list[dict]) -> pl.DataFrame:
+    return pl.DataFrame(records, infer_schema_length=None) if records else pl.DataFrame()
+
+
+def _calibrated(records: list[dict]) -> dict[int, dict]:
     """Replicate -> the threshold its round 0 calibrated on dev (step.json `tau_calibration`), where it did."""
-    out = {}
-    for path in sorted(root.glob(layout.step_records(strategy=SHARED_STRATEGY, round_="0"))):
-        info = json.loads(path.read_text())
-        if info.get("tau_calibration"):
-            out[int(info["seed"])] = info["tau_calibration"]
-    return out
+    return {int(r["seed"]): r["tau_calibration"] for r in records
+            if r["strategy"] == SHARED_STRATEGY and r["round"] == 0 and r.get("tau_calibration")}
 
 
-def threshold_note(root: Path, config: dict, examples: pl.DataFrame | None) -> str:
+def threshold_note(records: list[dict], config: dict, examples: pl.DataFrame | None) -> str:
     """The memorization rule the run used, in the config's own terms: a fixed tau or floor_scale, or the value each
     replicate's round 0 calibrated on dev (`auto`), listed per replicate."""
     dyn = config.get("dynamics", {})
@@ -51,7 +51,7 @@ def threshold_note(root: Path, config: dict, examples: pl.DataFrame | None) -> s
     name = "floor_scale" if style else "tau"
     setting = dyn.get(name)
     if setting == "auto":
-        found = _calibrated(root)
+        found = _calibrated(records)
         values = ", ".join(f"seed {s}: {c['value']:.4g}" for s, c in sorted(found.items())) or "none finished yet"
         rule = ("target NLL < floor_scale x the example's phrasing floor" if style else
                 "log(log PPL) < tau (mean target NLL < e^tau)")
@@ -67,10 +67,10 @@ def threshold_note(root: Path, config: dict, examples: pl.DataFrame | None) -> s
     return note
 
 
-def dynamics_notes(root: Path, config: dict) -> list[str]:
+def dynamics_notes(records: list[dict], config: dict, examples: pl.DataFrame | None) -> list[str]:
     """Plain-language facts about memorization and selection, read from step.json records and the data."""
-    notes = [threshold_note(root, config, _examples(root))]
-    steps = _step_records(root)
+    notes = [threshold_note(records, config, examples)]
+    steps = _step_frame(records)
     if steps.height and "memorized_last_epoch" in steps.columns:
         r0 = steps.filter(pl.col("round") == 0)
         if r0.height:
@@ -93,10 +93,9 @@ def dynamics_notes(root: Path, config: dict) -> list[str]:
 GROUP_COLUMNS = ("steps", "level", "subject")  # example metadata worth breaking selections down by
 
 
-def selection_composition(root: Path) -> dict | None:
+def selection_composition(root: Path, examples: pl.DataFrame | None) -> dict | None:
     """Share of each strategy's selected pool items per value of a metadata column (steps, level, ...),
     next to the pool's own shares: what a strategy concentrates on."""
-    examples = _examples(root)
     files = sorted(root.glob(layout.step_tables(layout.SELECTED)))
     if examples is None or not files:
         return None
@@ -104,8 +103,8 @@ def selection_composition(root: Path) -> dict | None:
     if column is None:
         return None
     # Each replicate selects from its own pool: selections join their replicate's examples.
-    selected = pl.concat([pl.read_parquet(f).with_columns(strategy=pl.lit(f.parts[-3]),
-                                                          replicate=pl.lit(int(f.parts[-4].split("-")[1])))
+    selected = pl.concat([pl.read_parquet(f).with_columns(strategy=pl.lit(layout.strategy_of(f)),
+                                                          replicate=pl.lit(layout.replicate_seed(f)))
                           for f in files])
     if not selected.height:
         return None
@@ -128,9 +127,9 @@ def _shares(frame: pl.DataFrame, column: str, values: list) -> list[float]:
     return [found.get(v, 0.0) for v in values]
 
 
-def dynamics_table(root: Path) -> dict | None:
+def dynamics_table(records: list[dict]) -> dict | None:
     """Per strategy and round, means over seeds of the step records: train/test accuracy, premem, memorized."""
-    steps = _step_records(root)
+    steps = _step_frame(records)
     if not steps.height or "memorized_last_epoch" not in steps.columns:
         return None
     wanted = ["memorized_last_epoch", "train_accuracy_last_epoch", "premem_mean", "accuracy"]
@@ -149,12 +148,11 @@ def dynamics_table(root: Path) -> dict | None:
             "columns": ["strategy", "round", "n_examples", *[names[c] for c in present], "seeds"], "rows": rows}
 
 
-def decision_table(root: Path) -> dict | None:
+def decision_table(records: list[dict]) -> dict | None:
     """The auto controller's decision log: per replicate and round, the arm chosen, the budget, the premem
     threshold, the arm probabilities, the last round's realized reward and the stopping verdict."""
     rows = []
-    for path in sorted(root.glob(layout.step_records())):
-        info = json.loads(path.read_text())
+    for info in records:
         decision = info.get("decision")
         if not decision:
             continue
@@ -201,10 +199,12 @@ def _write_run_report(store: RunStore) -> Path:
                 "iid_extra_budgets": config["selection"]["iid_extra_budgets"],
                 "iid_reach": config["selection"].get("iid_reach"),
                 "strategies": [s.get("label") or s["name"] for s in config["selection"]["strategies"]]}
-    tables = [t for t in (dynamics_table(root), selection_composition(root), decision_table(root)) if t is not None]
+    records, examples = _step_records(root), _examples(root)  # each read once, for every table and note below
+    tables = [t for t in (dynamics_table(records), selection_composition(root, examples), decision_table(records))
+              if t is not None]
     disk = store.disk_usage()
     summary["disk_bytes"] = disk
-    notes = [*dynamics_notes(root, config),
+    notes = [*dynamics_notes(records, config, examples),
              f"Run store: {disk['total'] / 1e6:.1f} MB on disk, of which kept models {disk['models'] / 1e6:.1f} MB "
              f"and backend files {disk['backend'] / 1e6:.1f} MB (save_models, keep_models)."]
     return write_report(evals, store.timings(), root / "report", title=f"curation-loop: {config.get('name', root.name)}",
