@@ -25,7 +25,7 @@ case "$1" in
     # The out-of-memory test fills the card: left out while other runs share it.
     time python3 -m pytest -q -p no:cacheprovider tests/vllm tests/gpu --durations=10 -k "not nearly_full" ;;
   vllm-0.5b)
-    time python3 bench/bench_vllm.py --shape qwen2.5-0.5b --out "$out" --reload ;;
+    time python3 bench/bench_vllm.py --shape qwen2.5-0.5b --out "$out" --reload --gpu-memory-utilization 0.2 ;;
   vllm-8b)
     time python3 bench/bench_vllm.py --shape llama-3.1-8b --out "$out" --reload --gpu-memory-utilization 0.5 ;;
   paper-8b-lora)  # micro-batch 8 x 4 keeps the effective batch of 32 beside a vLLM server on a 78 GiB card
