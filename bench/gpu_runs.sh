@@ -11,6 +11,8 @@
 #                              sampling, on 100 seeds scaled to 1,000 (GSM8K carried to /tmp/gsm8k by `keep`)
 #   paper-1.5b-full            the same for a Qwen2.5-1.5B shape, full fine-tuning
 #   paper-8b-lora-decode       the 8B round with the decode loop sampling, on 20 seeds
+#   levers                     bench/bench_gpu.py: the training-step levers one by one, NLL heads, 1/2/4 workers
+#   levers-tests               tests/gpu (the new training step against the old one on the card)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=/tmp/site-loop:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -37,6 +39,12 @@ case "$1" in
   paper-1.5b-full)
     time python3 bench/paper_round.py --shape qwen2.5-1.5b --data /tmp/gsm8k --out "$out" --run-seeds 100 \
       vllm.gpu_memory_utilization=0.35 ;;
+  levers)
+    time python3 bench/bench_gpu.py --out "$out" --sections peak,nll,training,workers --examples 2048 \
+      --train-runs preset_32x1,lean_32x1,lean_liger_32x1,lean_compile_32x1,lean_liger_compile_32x1 \
+      --workers 1,2,4 --worker-examples 1024 --results "$out/results.json" ;;
+  levers-tests)
+    time python3 -m pytest -q -p no:cacheprovider tests/gpu --durations=5 ;;
   *)
     echo "unknown run $1" >&2; exit 2 ;;
 esac

@@ -3,7 +3,8 @@
 # files are removed by the next call that does not name them, and the machine keeps nothing once given back).
 #
 #   bash bench/gpu_session.sh keep                 # each carrying call: copy the carried parts to /tmp/parts
-#   bash bench/gpu_session.sh install              # assemble and install both wheel sets, write /tmp/vllm-python
+#   bash bench/gpu_session.sh install [SET...]     # assemble and install the wheel sets (default: loop vllm), write
+#                                                  # /tmp/vllm-python where vllm is among them
 #   bash bench/gpu_session.sh background CHAIN...  # runs of bench/gpu_runs.sh in the background (setsid), from a
 #                                                  # copy of the repo in /tmp/repo, logs in /tmp/runs/NAME.log; a
 #                                                  # CHAIN is one name or several ("a b": b after a), chains at once
@@ -21,18 +22,22 @@ case "${1:-}" in
     if [ -d .device/gsm8k ]; then cp -r .device/gsm8k /tmp/; fi  # for paper-round runs: carry .device/gsm8k once
     ls -la /tmp/parts ;;
   install)
-    for set in loop vllm; do
+    shift
+    sets="${*:-loop vllm}"
+    for set in $sets; do
       mkdir -p "/tmp/wheels-$set"
       cat /tmp/parts/"$set".tar.part* | tar -x -C "/tmp/wheels-$set"
       python3 -m pip install -q --no-index --no-deps --no-compile --target "/tmp/site-$set" /tmp/wheels-"$set"/*.whl
     done
-    # The server launcher drops PYTHONPATH from the server's environment: a wrapper puts vLLM's packages back.
-    # flashinfer is not carried: its sampler is switched off (vLLM's PyTorch/Triton sampler serves).
-    printf '%s\n' '#!/bin/sh' 'export VLLM_USE_FLASHINFER_SAMPLER=0' \
-      "PYTHONPATH=/tmp/site-vllm exec $(command -v python3) \"\$@\"" > /tmp/vllm-python
-    chmod +x /tmp/vllm-python
-    /tmp/vllm-python -c "import vllm.entrypoints.openai.api_server, vllm; print('vllm', vllm.__version__)"
-    PYTHONPATH=/tmp/site-loop:$PWD python3 -c "import trl, polars, loop.engine; print('trl', trl.__version__)"
+    if [[ " $sets " == *" vllm "* ]]; then
+      # The server launcher drops PYTHONPATH from the server's environment: a wrapper puts vLLM's packages back.
+      # flashinfer is not carried: its sampler is switched off (vLLM's PyTorch/Triton sampler serves).
+      printf '%s\n' '#!/bin/sh' 'export VLLM_USE_FLASHINFER_SAMPLER=0' \
+        "PYTHONPATH=/tmp/site-vllm exec $(command -v python3) \"\$@\"" > /tmp/vllm-python
+      chmod +x /tmp/vllm-python
+      /tmp/vllm-python -c "import vllm.entrypoints.openai.api_server, vllm; print('vllm', vllm.__version__)"
+    fi
+    PYTHONPATH=/tmp/site-loop:$PWD python3 -c "import trl, polars, loop.run.engine; print('trl', trl.__version__)"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ;;
   background)
     shift

@@ -33,6 +33,15 @@ class TrainConfig(Strict):
     packing: bool = Field(False, description="pack examples into rows of max_length (trl bfd packing, padding-free)")
     optimizer: Literal["auto", "adamw_torch", "adamw_torch_fused"] = Field(
         "auto", description="auto = fused AdamW on a GPU (same update, one kernel), adamw_torch on CPU")
+    token_metrics: bool | Literal["auto"] = Field(
+        "auto", description="trl's per-step entropy and token accuracy, read back from the GPU every step (a host "
+        "wait each): auto = on only where experiment trackers are on (tracking.report_to), the metrics' one reader")
+    kernels: Literal["auto", "torch", "liger"] = Field(
+        "auto", description="liger = Liger's Triton RMSNorm and SwiGLU on the trained model (CUDA, package "
+        "liger-kernel); auto = liger on a GPU where it is installed, the model's own kernels otherwise")
+    compile: bool | Literal["auto"] = Field(
+        "auto", description="torch.compile each decoder layer (dynamic sequence length): fewer launches per step, "
+        "a compile per process; auto = the measured choice for the device (off on CPU)")
     batch_order: Literal["random", "group_by_length"] = Field(
         "group_by_length",
         description="group_by_length batches examples of similar length (transformers' LengthGroupedSampler, "

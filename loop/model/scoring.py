@@ -8,6 +8,8 @@ target NLL (= log PPL of the target); with `score_from` = 1, the NLL of the whol
   chunks of positions, so the full-vocabulary logits of every position never exist (at MATH lengths and a 150k
   vocabulary they would take tens of GB in float32);
 - log-softmax in float32 over each chunk's logits, whatever dtype the matmuls ran in;
+- or, with `head_kernel="trl"`, trl's tiled log-probability kernel (`trl.kernels.ChunkedLogProbFunction`: the
+  same float32 log-sum-exp folded tile by tile in Triton, so no float32 logits are written at all);
 - on CUDA out of memory, a batch is halved and retried (`loop.model.oom`).
 Models that post-process logits are handled (final soft-capping, logit scales); the first call on a model checks
 the fast path against the model's own full forward and falls back to it, logged, when they disagree.
@@ -32,6 +34,16 @@ from loop.model.oom import halve_on_oom
 log = logging.getLogger(__name__)
 
 HEAD_CHUNK_BYTES = 1 << 28  # float32 logits of one head chunk: 256 MiB
+TRL_VOCAB_TILE = 32768  # vocabulary columns per tile of trl's kernel (trl's own SFT setting)
+HEAD_KERNELS = ("auto", "chunked", "trl")
+
+
+def resolve_head_kernel(kernel: str, device: torch.device) -> str:
+    """`auto`: the loop's chunked head everywhere until trl's kernel is measured faster on the card
+    (bench/bench_gpu.py, nll section). trl's kernel is Triton on a GPU and plain torch ops elsewhere."""
+    if kernel not in HEAD_KERNELS:
+        raise ValueError(f"head_kernel must be one of {HEAD_KERNELS}, not {kernel!r}")
+    return "chunked" if kernel == "auto" else kernel
 
 
 def _hf(model):
@@ -71,8 +83,15 @@ class _Head:
             out = torch.tanh(out / self.softcap) * self.softcap
         return out
 
-    def token_nll(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """NLL of `labels` [n] given hidden states [n, d], the head applied chunk by chunk."""
+    def token_nll(self, hidden: torch.Tensor, labels: torch.Tensor, kernel: str = "chunked") -> torch.Tensor:
+        """NLL of `labels` [n] given hidden states [n, d], the head applied chunk by chunk (`kernel` "chunked")
+        or through trl's tiled kernel ("trl")."""
+        if kernel == "trl" and hidden.shape[0]:
+            from trl.kernels import ChunkedLogProbFunction
+
+            log_probs = ChunkedLogProbFunction.apply(hidden, self.head.weight, self.head.bias, labels, 1.0,
+                                                     TRL_VOCAB_TILE, self.softcap, self.scale, ())[0]
+            return -log_probs
         parts = []
         for start in range(0, hidden.shape[0], self.chunk):
             logits = self.logits(hidden[start : start + self.chunk])
@@ -103,13 +122,14 @@ def _targets(sequences: Sequence[list[int]], score_from: Sequence[int], device):
     return torch.cat(rows).to(device), torch.cat(positions).to(device), counts
 
 
-def _batch_nll(head: _Head, sequences, score_from, pad_id: int, device, use_fast: bool) -> np.ndarray:
+def _batch_nll(head: _Head, sequences, score_from, pad_id: int, device, use_fast: bool,
+               kernel: str = "chunked") -> np.ndarray:
     ids, mask = _pad(sequences, pad_id, device)
     rows, positions, counts = _targets(sequences, score_from, device)
     labels = ids[rows, positions + 1]
     if use_fast:
         hidden = head.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
-        token_nll = head.token_nll(hidden[rows, positions], labels)
+        token_nll = head.token_nll(hidden[rows, positions], labels, kernel)
     else:  # the model's own forward; its logits stay in the matmul dtype until gathered
         logits = head.model(input_ids=ids, attention_mask=mask).logits
         token_nll = _gathered_nll(logits, rows, positions, labels, head.chunk)
@@ -165,11 +185,13 @@ def default_batch_tokens(device: torch.device) -> int:
 def mean_nll(
     model, sequences: Sequence[list[int]], score_from: Sequence[int], *, pad_id: int, batch_size: int = 64,
     batch_tokens: int | None = None, autocast: contextlib.AbstractContextManager | None = None,
+    head_kernel: str = "auto",
 ) -> np.ndarray:
     """Mean NLL (nats per token) over tokens [score_from[i], len) of each sequence, in input order.
 
     A batch holds at most `batch_size` sequences and `batch_tokens` tokens (padding included; default 16k on
     CPU, 64k on a GPU). `autocast`: the region the forward passes run in (the run's precision).
+    `head_kernel`: how the LM head and log-softmax are computed (`resolve_head_kernel`).
     """
     if len(sequences) != len(score_from):
         raise ValueError("one score_from per sequence is needed")
@@ -177,6 +199,7 @@ def mean_nll(
     if not sequences:
         return out
     device = next(model.parameters()).device
+    kernel = resolve_head_kernel(head_kernel, device)
     budget = batch_tokens or default_batch_tokens(device)
     was_training = model.training
     model.eval()
@@ -188,7 +211,7 @@ def mean_nll(
             def run(part: np.ndarray) -> None:
                 faults.reached("nll.batch")
                 out[part] = _batch_nll(head, [sequences[i] for i in part], [score_from[i] for i in part],
-                                       pad_id, device, use_fast)
+                                       pad_id, device, use_fast, kernel)
 
             for idx in batches_by_tokens([len(s) for s in sequences], batch_size, budget):
                 halve_on_oom(run, idx, what="teacher-forced NLL")

@@ -27,6 +27,7 @@ from loop.model import trackers
 from loop.model.loading import load_base
 from loop.model.memory import ModelShape, needs_checkpointing
 from loop.model.precision import Precision, enable_tf32, resolve_precision
+from loop.model.training_levers import LeanSFTTrainer, apply_model_levers, resolve_levers
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,9 @@ def train_round(cfg: RunConfig, tokenizer, examples: pl.DataFrame, *, seed: int,
     dataset = build_dataset(tokenizer, examples, cfg.model, t.max_length)
     longest = max(len(ids) for ids in dataset["input_ids"])
     checkpointing = use_checkpointing(cfg, model, precision, longest, device)
+    levers = resolve_levers(t, device, trackers_on=tracker_run is not None, checkpointing=checkpointing)
+    log.info("training step levers: %s", levers.describe())
+    apply_model_levers(model, levers)
     # transformers renamed gradient_checkpointing to activation_checkpointing (5.2x); take the release's own name.
     ckpt_field = "activation_checkpointing" if "activation_checkpointing" in SFTConfig.__dataclass_fields__ \
         else "gradient_checkpointing"
@@ -128,7 +132,8 @@ def train_round(cfg: RunConfig, tokenizer, examples: pl.DataFrame, *, seed: int,
             bf16=precision.compute == torch.bfloat16, fp16=precision.compute == torch.float16,
             dataloader_num_workers=0, full_determinism=cfg.deterministic,
         )
-        trainer = SFTTrainer(
+        trainer_class = SFTTrainer if levers.token_metrics else LeanSFTTrainer
+        trainer = trainer_class(
             model=model, args=args, processing_class=tokenizer, peft_config=peft_config, train_dataset=dataset,
             callbacks=[_FaultPoint()] + ([_EpochHook(tracker)] if tracker is not None else []),
         )

@@ -1,5 +1,5 @@
-"""The fast teacher-forced NLL (target positions only, chunked head, token-budget batches) against the plain
-float32 definition, on the embedded base and on other architectures: within 1e-4 nats, memorized flags alike."""
+"""The fast teacher-forced NLL (target positions only, chunked head or trl's tiled kernel, token-budget batches)
+against the plain float32 definition, on the embedded base and on other architectures: within 1e-4 nats, memorized flags alike."""
 
 import numpy as np
 import polars as pl
@@ -47,15 +47,17 @@ def tiny(kind: str, vocab: int):
                                           final_logit_softcapping=2.0, **common)).eval()
 
 
+@pytest.mark.parametrize("head_kernel", ["chunked", "trl"])
 @pytest.mark.parametrize("kind", ["embedded", "qwen2", "gpt2", "gemma2-softcap"])
-def test_the_fast_path_is_the_definition(kind, tok, items):
+def test_the_fast_path_is_the_definition(kind, head_kernel, tok, items):
     model = load_base(ModelConfig(), CPU) if kind == "embedded" else tiny(kind.split("-")[0], len(tok))
     sequences, score_from = items
     reference = mean_nll_reference(model, sequences, score_from)
     # Small token budgets force many batches and several head chunks per batch.
     scoring.HEAD_CHUNK_BYTES, saved = 4 * len(tok) * 37, scoring.HEAD_CHUNK_BYTES
     try:
-        fast = mean_nll(model, sequences, score_from, pad_id=tok.pad_token_id, batch_size=8, batch_tokens=900)
+        fast = mean_nll(model, sequences, score_from, pad_id=tok.pad_token_id, batch_size=8, batch_tokens=900,
+                        head_kernel=head_kernel)
     finally:
         scoring.HEAD_CHUNK_BYTES = saved
     assert np.abs(fast - reference).max() < 1e-4
@@ -65,7 +67,7 @@ def test_the_fast_path_is_the_definition(kind, tok, items):
     assert 0 < flags.sum() < len(flags)
     assert flags.equals(memorized_flags(ledger.with_columns(nll=pl.Series(fast)), tau)["memorized"])
     # Whole-text NLL (reference-model perplexity) takes the same path from position 1.
-    whole = mean_nll(model, sequences, [1] * len(sequences), pad_id=tok.pad_token_id)
+    whole = mean_nll(model, sequences, [1] * len(sequences), pad_id=tok.pad_token_id, head_kernel=head_kernel)
     assert np.abs(whole - mean_nll_reference(model, sequences, [1] * len(sequences))).max() < 1e-4
 
 

@@ -1,0 +1,127 @@
+"""The training-step levers of issue 22 as bench_gpu.py measures them: which runs, a per-step clock, a profile
+of a few steps (host time against device time), and several training workers sharing one card.
+
+Each run is one `train_round` of the same examples at the presets' 32 examples per optimizer step, differing only
+in `train.token_metrics`, `train.kernels` and `train.compile` (loop.model.training_levers). The step clock reads
+the wall time at each optimizer step's end without synchronising (a sync would itself change what is measured),
+so the steady rate is taken over the steps after the first WARM_STEPS (compilation and allocator warm-up).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+WARM_STEPS = 8
+PROFILE_STEPS = (12, 16)  # profiled optimizer steps [start, end)
+STEP_SPAN = "curation.train_step"
+
+# label -> (micro-batch, overrides); the first is the step as it ran before the levers.
+LEVER_RUNS = {
+    "preset_32x1": (32, ["train.token_metrics=true", "train.kernels=torch", "train.compile=false"]),
+    "lean_32x1": (32, ["train.token_metrics=false", "train.kernels=torch", "train.compile=false"]),
+    "lean_liger_32x1": (32, ["train.token_metrics=false", "train.kernels=liger", "train.compile=false"]),
+    "lean_compile_32x1": (32, ["train.token_metrics=false", "train.kernels=torch", "train.compile=true"]),
+    "lean_liger_compile_32x1": (32, ["train.token_metrics=false", "train.kernels=liger", "train.compile=true"]),
+    "micro_batch_64x1": (64, ["train.token_metrics=true", "train.kernels=torch", "train.compile=false"]),
+    "micro_batch_128x1": (128, ["train.token_metrics=true", "train.kernels=torch", "train.compile=false"]),
+}
+
+
+class StepClock(TrainerCallback):
+    """Wall time at every optimizer step's end, and a torch.profiler over PROFILE_STEPS when asked."""
+
+    def __init__(self, profile: bool):
+        self.ends: list[float] = []
+        self.start = time.perf_counter()
+        self.profile = profile
+        self.prof = None
+        self.profiled: dict = {}
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.profile and state.global_step == PROFILE_STEPS[0]:
+            import torch
+            from torch.profiler import ProfilerActivity, profile
+
+            activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+            self.prof = profile(activities=activities)
+            self.prof.__enter__()
+        if self.prof is not None:
+            from torch.autograd.profiler import record_function
+
+            self.span = record_function(STEP_SPAN)
+            self.span.__enter__()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.ends.append(time.perf_counter())
+        if self.prof is not None:
+            self.span.__exit__(None, None, None)
+            if state.global_step >= PROFILE_STEPS[1]:
+                self.prof.__exit__(None, None, None)
+                self.profiled = host_and_device(self.prof, PROFILE_STEPS[1] - PROFILE_STEPS[0])
+                self.prof = None
+
+    def steady_seconds_per_step(self) -> float | None:
+        gaps = [b - a for a, b in zip(self.ends[WARM_STEPS:], self.ends[WARM_STEPS + 1 :])]
+        skip = set(range(PROFILE_STEPS[0] - WARM_STEPS - 1, PROFILE_STEPS[1] - WARM_STEPS + 1)) if self.profile else set()
+        gaps = [g for i, g in enumerate(gaps) if i not in skip]
+        return statistics.median(gaps) if gaps else None
+
+
+def host_and_device(prof, steps: int) -> dict:
+    """Per step: host time (the span from a step's start to its end on the host, waits included), the host's
+    waits on the card (synchronize calls), kernel time (the device's own events, each counted once), and the
+    top kernels."""
+    from torch.autograd import DeviceType
+
+    events = prof.key_averages()
+    host = sum(e.cpu_time_total for e in events if e.key == STEP_SPAN) / steps / 1e3
+    kernels = [e for e in events if e.device_type == DeviceType.CUDA]
+    device = sum(e.self_device_time_total for e in kernels) / steps / 1e3
+    syncs = [e for e in events if e.key in ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpyAsync")]
+    top = sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)[:12]
+    return {"host_ms_per_step": host, "device_ms_per_step": device,
+            "sync_calls_per_step": sum(e.count for e in syncs) / steps,
+            "sync_wait_ms_per_step": sum(e.cpu_time_total for e in syncs) / steps / 1e3,
+            "top_kernels_ms_per_step": {e.key[:70]: e.self_device_time_total / steps / 1e3 for e in top}}
+
+
+def run_workers(script: Path, out: Path, counts: list[int], label: str, examples: int, shape: str,
+                device: str = "cuda") -> dict:
+    """N processes of bench_gpu.py's training section, started together on the same card: their aggregate
+    tokens/s over the span from the first train call's start to the last one's end (a conservative aggregate:
+    processes do not start their train calls at the same instant)."""
+    result = {}
+    for n in counts:
+        procs = []
+        for i in range(n):
+            dest = out / f"workers-{n}" / f"w{i}"
+            dest.mkdir(parents=True, exist_ok=True)
+            cmd = [sys.executable, str(script), "--out", str(dest), "--sections", "training", "--shape", shape,
+                   "--train-runs", label, "--examples", str(examples), "--no-profile", "--device", device]
+            with open(dest / "worker.log", "w") as log:
+                procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
+        codes = [p.wait() for p in procs]
+        runs = []
+        for i in range(n):
+            path = out / f"workers-{n}" / f"w{i}" / "bench_gpu.json"
+            data = json.loads(path.read_text()) if path.exists() else {}
+            run = data.get("training", {}).get(label)
+            if run:
+                runs.append(run)
+        if len(runs) < n:
+            result[str(n)] = {"failed": n - len(runs), "exit_codes": codes}
+            continue
+        span = max(r["train_call_end_unix"] for r in runs) - min(r["train_call_start_unix"] for r in runs)
+        tokens = sum(r["tokens"] for r in runs)
+        result[str(n)] = {"tokens_per_s": tokens / span, "span_seconds": span,
+                          "per_worker_tokens_per_s": [r["train_call_tokens_per_s"] for r in runs],
+                          "mfu_datasheet": 6 * runs[0]["params"] * tokens / span / 989e12,
+                          "peak_memory_gb": [r["peak_memory_gb"] for r in runs]}
+    return result

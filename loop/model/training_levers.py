@@ -1,0 +1,129 @@
+"""The training step's speed levers: the same loss and updates, computed with less host time per step.
+
+A round's step on a small model is host-bound on a GPU (bench/gpu/2026-12-01-h200-profile.txt: 235 ms of host
+work against 36 ms of kernels for 32 examples of a 0.5B model). Three levers cut the host side; none changes
+what is computed, only how (checked by tests/integration/test_training_levers.py on CPU and
+tests/gpu/test_cuda_paths.py on a card):
+
+- `token_metrics` off (`LeanSFTTrainer`): trl's SFTTrainer scores every step's entropy and token accuracy and
+  reads them, and its token count, back with `.item()`, which makes the host wait for the card three times a
+  step. The lean trainer computes the same loss (summed target log-probabilities over the step's target tokens,
+  trl's own fused head) and nothing else. The metrics only ever fed the experiment trackers, so `auto` keeps
+  them where trackers are on.
+- `kernels: liger`: Liger's Triton RMSNorm and SwiGLU replace a dozen element-wise launches per layer with
+  two, on this model instance only. RoPE stays the model's own (Liger patches it module-wide, which would
+  reach every other model in the process).
+- `compile`: each decoder layer is compiled with dynamic sequence length (one graph for every batch length,
+  where compiling per shape recompiled at every batch), which fuses the layer's element-wise work and casts.
+
+Each lever is resolved for the device at hand by `resolve_levers`; on a CPU every `auto` resolves to off, so
+the CPU path and its figures stay exactly as they were.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+
+import torch
+from trl import SFTTrainer
+from trl.trainer.utils import add_fused_lm_head
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Levers:
+    """The levers one round's training uses, resolved for its device (recorded in the step's timings)."""
+
+    token_metrics: bool
+    kernels: str  # "torch" | "liger"
+    compile: bool
+
+    def describe(self) -> str:
+        return f"token_metrics={'on' if self.token_metrics else 'off'} kernels={self.kernels} " \
+               f"compile={'on' if self.compile else 'off'}"
+
+
+def liger_available() -> bool:
+    return importlib.util.find_spec("liger_kernel") is not None and importlib.util.find_spec("triton") is not None
+
+
+def resolve_levers(train_cfg, device: torch.device, *, trackers_on: bool, checkpointing: bool) -> Levers:
+    """train.token_metrics / kernels / compile with `auto` resolved: on a GPU, the fastest choice measured
+    (bench/bench_gpu.py --sections levers); on a CPU, the step as it always ran."""
+    cuda = device.type == "cuda"
+    metrics = train_cfg.token_metrics
+    token_metrics = trackers_on if metrics == "auto" else bool(metrics)
+    kernels = train_cfg.kernels
+    if kernels == "auto":
+        kernels = "liger" if cuda and liger_available() else "torch"
+    elif kernels == "liger" and not (cuda and liger_available()):
+        raise ValueError("train.kernels=liger needs a CUDA device and the liger-kernel package "
+                         "(pip install liger-kernel); use train.kernels=torch or auto")
+    compile_ = train_cfg.compile
+    if compile_ == "auto":
+        compile_ = False  # measured on the card before it becomes a default (bench/RESULTS.md, issue 22)
+    if compile_ and checkpointing:
+        # A checkpointed layer recomputes its forward in the backward pass outside the compiled region.
+        log.info("train.compile is off for this round: gradient checkpointing is on")
+        compile_ = False
+    return Levers(token_metrics=token_metrics, kernels=kernels, compile=bool(compile_))
+
+
+def decoder_layers(model) -> list[torch.nn.Module]:
+    """The repeated blocks of a causal LM (the ModuleList whose members are all one class, and the longest)."""
+    best: list[torch.nn.Module] = []
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) > len(best) \
+                and len({type(m) for m in module}) == 1:
+            best = list(module)
+    return best
+
+
+def apply_model_levers(model, levers: Levers) -> None:
+    """Liger kernels and compiled layers on this model instance (before peft wraps it)."""
+    if levers.kernels == "liger":
+        from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+        _apply_liger_kernel_to_instance(model=model, rope=False, rms_norm=True, swiglu=True, cross_entropy=False,
+                                        fused_linear_cross_entropy=False)
+    if levers.compile:
+        for layer in decoder_layers(model):
+            layer.compile(dynamic=True)
+
+
+class LeanSFTTrainer(SFTTrainer):
+    """SFTTrainer whose training loss never reads a value back from the card.
+
+    loss = -(sum over the micro-batch's target tokens of log p(token)) / N, with N the number of target tokens
+    of the whole optimizer step (transformers' `num_items_in_batch`; the micro-batch's own count when absent),
+    exactly trl's "nll" loss through its fused LM head. The head is rebuilt to compute log-probabilities
+    alone (trl's computes entropy and top-1 hits as well, for the metrics).
+    Anything but that plain case (evaluation, returned outputs, MoE auxiliary loss, custom or smoothed losses,
+    sequence parallelism) takes trl's own path.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        target = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        add_fused_lm_head(target, outputs=("log_probs",))
+
+    def _plain(self, return_outputs: bool) -> bool:
+        sequence_parallel = getattr(getattr(self.accelerator, "parallelism_config", None), "sp_enabled", False)
+        return (self.model.training and not return_outputs and not self.aux_loss_enabled
+                and self.compute_loss_func is None and self.label_smoother is None
+                and self.args.loss_type == "nll" and not sequence_parallel)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self._plain(return_outputs):
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        inputs["use_cache"] = False
+        outputs = model(**inputs, fused_lm_head=True)
+        tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+        loss = -outputs.log_probs.sum() / torch.as_tensor(tokens).clamp(min=1)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+        return loss

@@ -1,0 +1,50 @@
+"""The training-step levers on a real card: the lean loss, Liger's kernels (where installed) and compiled layers
+train the embedded model to the same place as the step they replace, within bf16 noise, and `auto` takes them.
+Skipped where torch sees no CUDA device (tests/integration/test_training_levers.py covers the CPU path)."""
+
+import polars as pl
+import pytest
+import torch
+
+from loop.config import build_config
+from loop.embedded.task import make_task
+from loop.model.formatting import encode_examples
+from loop.model.loading import load_base, load_tokenizer
+from loop.model.precision import resolve_precision
+from loop.model.scoring import mean_nll
+from loop.model.training import train_round
+from loop.model.training_levers import liger_available
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
+CUDA = torch.device("cuda")
+OLD = ["train.token_metrics=true", "train.kernels=torch", "train.compile=false"]
+NEW = ["train.token_metrics=false", f"train.kernels={'liger' if liger_available() else 'torch'}",
+       "train.compile=true"]
+
+
+def test_the_new_step_trains_where_the_old_one_does_within_bf16_noise(tiny_model_dir):
+    seeds = make_task(n_seeds=96, pool_per_seed=1, n_dev=0, n_test=2, seed=7).filter(pl.col("split") == "seed")
+    common = [f"model.name_or_path={tiny_model_dir}", "device=cuda", "train.epochs=2", "train.learning_rate=3e-3",
+              "train.batch_size=8", "train.gradient_accumulation_steps=2"]
+    trained, nll = {}, {}
+    for name, levers in (("old", OLD), ("new", NEW), ("old-again", OLD)):
+        cfg = build_config("smoke", overrides=common + levers)
+        tok = load_tokenizer(cfg.model)
+        model, _ = train_round(cfg, tok, seeds, seed=3, device=CUDA)
+        trained[name] = {k: v.detach().float().clone() for k, v in model.named_parameters()}
+        encoded = encode_examples(tok, seeds, eos=True)
+        nll[name] = mean_nll(model, [e.input_ids for e in encoded], [e.n_prompt for e in encoded],
+                             pad_id=tok.pad_token_id,
+                             autocast=resolve_precision(cfg.model, cfg.train, CUDA).autocast()).mean()
+    base_model = load_base(build_config("smoke", overrides=common).model, CUDA)
+    base = {k: v.float() for k, v in base_model.named_parameters()}
+    encoded = encode_examples(tok, seeds, eos=True)
+    base_nll = mean_nll(base_model, [e.input_ids for e in encoded], [e.n_prompt for e in encoded],
+                        pad_id=tok.pad_token_id).mean()
+    moved = sum(float((trained["old"][k] - base[k]).norm()) for k in base)
+    new_apart = sum(float((trained["new"][k] - trained["old"][k]).norm()) for k in base)
+    noise = sum(float((trained["old-again"][k] - trained["old"][k]).norm()) for k in base)
+    # The two paths end within a few percent of the distance training moved, and the training loss agrees.
+    assert new_apart < 0.05 * moved, (new_apart, moved, noise)
+    assert abs(nll["new"] - nll["old"]) < 0.02 * nll["old"], nll
+    assert nll["old"] < base_nll - 0.2  # the round trained: its loss fell well beyond that tolerance

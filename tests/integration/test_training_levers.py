@@ -1,0 +1,89 @@
+"""The training step's speed levers change how a step is computed, never what: the lean trainer (no per-step
+token metrics, no host waits) trains to the same weights as trl's SFTTrainer, under the same effective batch,
+examples per epoch and optimizer; and the levers resolve as documented on each device."""
+
+import polars as pl
+import pytest
+import torch
+
+from loop.config import build_config
+from loop.embedded.task import make_task
+from loop.model.loading import load_base, load_tokenizer
+from loop.model.training import train_round
+from loop.model.training_levers import decoder_layers, resolve_levers
+
+pytestmark = pytest.mark.integration
+CPU = torch.device("cpu")
+
+
+def config(model_dir, *extra):
+    return build_config("smoke", overrides=[f"model.name_or_path={model_dir}", "train.epochs=2",
+                                            "train.learning_rate=3e-3", "train.batch_size=3",
+                                            "train.gradient_accumulation_steps=2", *extra])
+
+
+@pytest.fixture(scope="module")
+def seeds():
+    return make_task(n_seeds=14, pool_per_seed=1, n_dev=0, n_test=2, seed=3).filter(pl.col("split") == "seed")
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_the_lean_step_trains_the_same_weights_as_trl(tiny_model_dir, seeds, lora):
+    extra = ["model.lora.r=4", "model.lora.target_modules=[q_proj,v_proj]"] if lora else []
+    trained = {}
+    for metrics in (True, False):
+        cfg = config(tiny_model_dir, f"train.token_metrics={str(metrics).lower()}", *extra)
+        tok = load_tokenizer(cfg.model)
+        model, _ = train_round(cfg, tok, seeds, seed=5, device=CPU)
+        trained[metrics] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    base = load_base(config(tiny_model_dir).model, CPU).state_dict()
+    moved = 0
+    for name, weights in trained[True].items():
+        lean = trained[False][name]
+        # float32 on a CPU: the same kernels in the same order, so the same bits (bf16 rounding is the GPU's
+        # allowance, tests/gpu).
+        assert torch.equal(weights, lean), f"{name}: largest difference {(weights - lean).abs().max():.3g}"
+        if "lora_B" in name:  # peft starts B at zero
+            moved += bool(weights.abs().max() > 0)
+        elif name in base:
+            moved += not torch.equal(base[name], weights)
+    assert moved > 0  # the round trained: equal weights are not both the untouched base
+
+
+def test_levers_resolve_to_the_old_step_on_a_cpu_and_by_trackers_for_metrics(tiny_model_dir):
+    t = config(tiny_model_dir).train
+    levers = resolve_levers(t, CPU, trackers_on=False, checkpointing=False)
+    assert (levers.token_metrics, levers.kernels, levers.compile) == (False, "torch", False)
+    assert resolve_levers(t, CPU, trackers_on=True, checkpointing=False).token_metrics is True
+    with pytest.raises(ValueError, match="train.kernels=liger needs a CUDA device"):
+        resolve_levers(config(tiny_model_dir, "train.kernels=liger").train, CPU, trackers_on=False,
+                       checkpointing=False)
+    compiled = config(tiny_model_dir, "train.compile=true").train
+    assert resolve_levers(compiled, CPU, trackers_on=False, checkpointing=False).compile is True
+    assert resolve_levers(compiled, CPU, trackers_on=False, checkpointing=True).compile is False
+
+
+def test_the_decoder_layers_are_the_models_repeated_blocks(tiny_model_dir):
+    model = load_base(config(tiny_model_dir).model, CPU)
+    layers = decoder_layers(model)
+    assert len(layers) == model.config.num_hidden_layers
+    assert all(type(layer).__name__.endswith("DecoderLayer") for layer in layers)
+
+
+def test_compiled_layers_train_the_same_weights_within_rounding(tiny_model_dir, seeds):
+    """torch.compile fuses each layer's element-wise work, which reorders float sums: equal within float32
+    rounding on a CPU, the round's data, batches and optimizer unchanged."""
+    trained = {}
+    for compiled in ("false", "true"):
+        cfg = config(tiny_model_dir, f"train.compile={compiled}")
+        model, _ = train_round(cfg, load_tokenizer(cfg.model), seeds, seed=5, device=CPU)
+        trained[compiled] = model.state_dict()
+    base = load_base(config(tiny_model_dir).model, CPU).state_dict()
+    for name, eager in trained["false"].items():
+        compiled = trained["true"][name]
+        assert torch.allclose(eager, compiled, rtol=1e-4, atol=1e-4), \
+            f"{name}: largest difference {(eager - compiled).abs().max():.3g}"
+    # The training moved the weights far more than the two paths differ.
+    step = max((trained["false"][k] - base[k]).abs().max().item() for k in base if base[k].is_floating_point())
+    apart = max((trained["false"][k] - trained["true"][k]).abs().max().item() for k in base)
+    assert step > 100 * apart
