@@ -40,9 +40,9 @@ case "$1" in
     time python3 bench/paper_round.py --shape qwen2.5-1.5b --data /tmp/gsm8k --out "$out" --run-seeds 100 \
       vllm.gpu_memory_utilization=0.35 ;;
   levers)
-    time python3 bench/bench_gpu.py --out "$out" --sections peak,nll,training,workers --examples 2048 \
+    time python3 bench/bench_gpu.py --out "$out" --sections peak,nll,training,workers --examples 1536 \
       --train-runs preset_32x1,lean_32x1,lean_liger_32x1,lean_compile_32x1,lean_liger_compile_32x1 \
-      --workers 1,2,4 --worker-examples 1024 --results "$out/results.json" ;;
+      --workers 1,2,4 --worker-examples 768 --results "$out/results.json" ;;
   levers-tests)
     time python3 -m pytest -q -p no:cacheprovider tests/gpu --durations=5 ;;
   *)
