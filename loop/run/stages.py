@@ -47,6 +47,12 @@ class StepRecord:
         yield
         self.timings.append((stage, time.perf_counter() - started))
 
+    def split_off(self, stage: str, part: str, seconds: float) -> None:
+        """Book `seconds` of `stage`'s time as their own stage `part` (a stage that ran other work inside it)."""
+        if seconds <= 0:
+            return
+        self.timings = [(s, t - seconds if s == stage else t) for s, t in self.timings] + [(part, seconds)]
+
     def timing_frame(self) -> pl.DataFrame:
         step = self.step
         return pl.DataFrame({"strategy": step.strategy, "seed": step.seed, "round": step.round,
@@ -107,6 +113,12 @@ def select(ctx: RunContext, step: Step, used: list[str], info: dict) -> tuple[li
     info |= {"budget": budget, "n_candidates": cands.height, "score_mean_all": float(scores.mean()),
              "score_mean_selected": float(scores.filter(cands["id"].is_in(batch)).mean())}
     return batch, generated
+
+
+def book_lookahead(record: StepRecord) -> None:
+    """The auto controller's lookahead ran inside the select stage: its probes' seconds become the `lookahead` stage,
+    so the compute table counts the extra fine-tunes on their own line and select keeps only its own time."""
+    record.split_off("select", "lookahead", auto_rounds.lookahead_seconds(record.info))
 
 
 # -- train and track ---------------------------------------------------------------------------------

@@ -20,11 +20,13 @@ def cfg(model_dir, out, params="{arms: [premem, loss]}"):
         f"selection.strategies=[random, {{name: auto, params: {params}}}]"])
 
 
-def decisions(out):
-    """The decision records, less the compute check's evidence (wall seconds, which no seed fixes)."""
-    made = [json.loads(p.read_text())["decision"] for p in sorted(out.glob("steps/seed-0/auto/round-*/step.json"))]
+def decisions(out, strategy="auto"):
+    """The decision records, less the wall seconds no seed fixes: the compute check's evidence and the lookahead's."""
+    made = [json.loads(p.read_text())["decision"]
+            for p in sorted(out.glob(f"steps/seed-0/{strategy}/round-*/step.json"))]
     for d in made:
         d["checks"] = [c for c in d["checks"] if c["rule"] != "compute_seconds"]
+        d["evidence"].get("lookahead", {}).get("cost", {}).pop("seconds", None)
     return made
 
 
