@@ -25,10 +25,13 @@ case "$1" in
   smollm2-embedded|default-gpu)
     time python3 bench/run_engine.py --preset "$1" --out "$out" ;;
   default-gpu-auto)
+    arms='arms: [premem, loss, perplexity]'
     time python3 bench/run_engine.py --preset default-gpu --out "$out" selection.compute_matched=false \
-      'selection.strategies=[random, premem, loss, perplexity, {name: auto, params: {arms: [premem, loss, perplexity]}}, {name: auto, label: auto_bandit, params: {arms: [premem, loss, perplexity], lookahead: false}}]' ;;
+      "selection.strategies=[random, premem, loss, perplexity, {name: auto, params: {$arms}},
+        {name: auto, label: auto_bandit, params: {$arms, lookahead: false}}]" ;;
   smollm2-embedded-auto)
-    time python3 bench/run_engine.py --preset smollm2-embedded --out "$out" 'seeds=[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]' \
+    time python3 bench/run_engine.py --preset smollm2-embedded --out "$out" \
+      'seeds=[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]' \
       'selection.strategies=[random, premem, loss, {name: auto, params: {arms: [premem, loss]}}]' ;;
   analyze-smollm2-embedded)
     time python3 bench/run_engine.py --analyze --preset "$1" --out "$out" ;;

@@ -55,7 +55,8 @@ def look_ahead(ctx: RunContext, step, used: list[str], cands: pl.DataFrame, deci
     """Probe every arm's batch for this round (`loop.control.probe`) and commit to the arm the probes and the bandit
     favour together (`loop.control.lookahead`). The decision keeps the bandit's draw, and gains each arm's evidence
     (its probe's dev measurement, gain over random with its standard error, P(best) from the probes, the bandit and
-    combined, and the batch probed) and the probes' cost under evidence["lookahead"]."""
+    combined, and the batch probed) and the probes' cost under evidence["lookahead"]. The probes score pool batches;
+    where the chosen arm's eligible items then run short, the generator tops them up after the choice (`select`)."""
     budget = min(decision.budget, cands.height)
     params = {arm: arm_params(arm, cands, budget, auto) for arm in auto.arms}
     batches = {arm: choose_batch(cands, arm, params[arm], budget, replicate=step.seed, round_=step.round,

@@ -38,7 +38,8 @@ CASES = {
         "selection.budgets=[6, 4]", "selection.compute_matched=true", "dynamics.floor_scale=auto",
         "selection.strategies=[random, premem, difficulty, early_loss, ifd, length, random_per_seed, "
         "{name: auto, params: {arms: [premem], floor: 0.0, generate: embedded, generate_per_seed: 3, "
-        "threshold_range: [0.0, 0.0], lookahead: false}}, {name: auto, label: auto_lookahead, params: {arms: [premem]}}]"]),
+        "threshold_range: [0.0, 0.0], lookahead: false}}, "
+        "{name: auto, label: auto_lookahead, params: {arms: [premem]}}]"]),
 }
 
 
