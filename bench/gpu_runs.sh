@@ -5,6 +5,11 @@
 #   smollm2-embedded           the real-model comparison preset (8 replicates)
 #   analyze-smollm2-embedded   the paper's analyses on the same model and task (4 replicates)
 #   default-gpu                the embedded comparison at the size that separates strategies (16 replicates)
+#   default-gpu-auto           default-gpu with auto (lookahead on, the default) over premem, loss and perplexity,
+#                              every fixed arm it chooses from, and auto_bandit (the same auto, lookahead off: what
+#                              the probes add), 16 replicates, compute-matched off as in the 2026-12-01 auto runs
+#   smollm2-embedded-auto      the real-model preset at 16 replicates with auto (lookahead) over premem and loss,
+#                              beside both fixed arms (issue 24's second comparison)
 #   vllm-tests                 tests/vllm and tests/gpu against the GPU build of vLLM
 #   vllm-0.5b, vllm-8b         bench/bench_vllm.py on the Qwen2.5-0.5B and Llama-3.1-8B shapes (with --reload)
 #   paper-8b-lora              bench/paper_round.py: one paper-settings round of a Llama-3.1-8B shape with LoRA, vLLM
@@ -21,6 +26,15 @@ out=/tmp/runs/$1
 case "$1" in
   smollm2-embedded|default-gpu)
     time python3 bench/run_engine.py --preset "$1" --out "$out" ;;
+  default-gpu-auto)
+    arms='arms: [premem, loss, perplexity]'
+    time python3 bench/run_engine.py --preset default-gpu --out "$out" selection.compute_matched=false \
+      "selection.strategies=[random, premem, loss, perplexity, {name: auto, params: {$arms}},
+        {name: auto, label: auto_bandit, params: {$arms, lookahead: false}}]" ;;
+  smollm2-embedded-auto)
+    time python3 bench/run_engine.py --preset smollm2-embedded --out "$out" \
+      'seeds=[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]' \
+      'selection.strategies=[random, premem, loss, {name: auto, params: {arms: [premem, loss]}}]' ;;
   analyze-smollm2-embedded)
     time python3 bench/run_engine.py --analyze --preset "$1" --out "$out" ;;
   vllm-tests)

@@ -11,7 +11,9 @@ import hashlib
 import numpy as np
 import polars as pl
 
+import strategies.registry as registry
 from loop.plugins import PluginRegistry
+from loop.seeds import derived_seed
 
 # Selectors by name (a strategy names its own: `strategies.registry.strategy(selector=...)`); a third party adds
 # one under the entry-point group curation_loop.selectors: fn(candidates, scores, k, *, salt) -> ids.
@@ -60,3 +62,18 @@ def select_proportional(candidates: pl.DataFrame, scores: pl.Series, k: int, *, 
         keys = np.log(values) + gumbel
     order = np.argsort(-keys, kind="stable")
     return candidates["id"].gather(order[:k]).to_list()
+
+
+def choose_batch(candidates: pl.DataFrame, name: str, params: dict, budget: int, *, replicate: int, round_: int,
+                 selected_before: tuple[str, ...] = (), n_seeds: int = 0) -> tuple[list[str], pl.Series]:
+    """The ids registered strategy `name` (with `params`) picks from `candidates` at round `round_` of replicate
+    `replicate`, and its scores. A round of that strategy selects this, and the auto controller's lookahead probes
+    it for each arm: one function, so the lookahead scores exactly the batch the arm would take. The strategy's seed
+    is derived from (replicate, round), and the tie-break salt `replicate:round` is shared by all strategies of the
+    round (paired draws)."""
+    chosen = registry.resolve(name)
+    context = registry.StrategyContext(round=round_, budget=budget, selected_before=tuple(selected_before),
+                                       n_seeds=n_seeds)
+    scores = chosen(candidates, seed=derived_seed(replicate, round_), context=context, **params)
+    batch = SELECTORS.resolve(chosen.selector)(candidates, scores, budget, salt=f"{replicate}:{round_}")
+    return batch, scores

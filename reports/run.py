@@ -158,19 +158,47 @@ def decision_table(records: list[dict]) -> dict | None:
             continue
         probs = ", ".join(f"{a} {p:.2f}" for a, p in decision["probabilities_after"].items())
         reward = decision.get("realized_reward_last")
+        look = (decision.get("evidence") or {}).get("lookahead")
+        probes = "–" if not look else ", ".join(
+            f"{a} {e['p_look']:.2f} ({e['gain_vs_random']:+.3f})" for a, e in look["arms"].items())
         rows.append([info["strategy"], info["seed"], info["round"], decision["arm"] or "–", decision["budget"],
-                     _fmt(decision.get("threshold")), probs, _fmt(reward),
+                     _fmt(decision.get("threshold")), probs, probes, look["bandit_draw"] if look else "–",
+                     _fmt(look["cost"]["seconds"] if look else None), _fmt(reward),
                      decision["stop_reason"] or "", _fmt(info.get("dev_accuracy"))])
     if not rows:
         return None
     rows.sort(key=lambda r: (r[0], r[1], r[2]))
     return {"title": "Decisions of the auto controller",
-            "caption": "Per replicate and round: the arm that filled the round (drawn with the probabilities shown, each "
-                       "kept at or above the floor), its budget and premem threshold, the previous round's reward "
-                       "(dev gain per doubling of the data) and the first stopping rule that fired. Every check and "
-                       f"its evidence is in the step's {layout.STEP_RECORD} under decision.",
+            "caption": "Per replicate and round: the arm that filled the round, its budget and premem threshold, the "
+                       "bandit's probabilities (each kept at or above the floor), and with the lookahead each arm's "
+                       "probe: P(best) from a short fine-tune on its batch scored on dev, with its dev gain over "
+                       "random (minus dev NLL, or dev accuracy), the arm the bandit alone would have drawn and the "
+                       "probes' seconds; the round takes the arm of highest P(best) x P(arm) (without the lookahead, "
+                       "the bandit's draw). Then the previous round's reward (dev gain per doubling of the data) and "
+                       "the first stopping rule that fired. Every check and its evidence, the batches probed and the "
+                       f"probes' cost, is in the step's {layout.STEP_RECORD} under decision.",
             "columns": ["strategy", "seed", "round", "arm", "budget", "threshold", "P(arm) after the last reward",
-                        "last reward", "stopped by", "dev accuracy"], "rows": rows}
+                        "probes: P(best) (dev gain)", "bandit draw", "probe s", "last reward", "stopped by",
+                        "dev accuracy"], "rows": rows}
+
+
+def lookahead_note(records: list[dict], config: dict) -> str | None:
+    """What the auto controller's lookahead cost beside the whole comparison: fine-tunes, examples x epochs trained,
+    seconds, and their shares of the comparison's (every step's training and seconds, the probes' included)."""
+    looks = [d["evidence"]["lookahead"] for d in (r.get("decision") or {} for r in records)
+             if (d.get("evidence") or {}).get("lookahead")]
+    if not looks:
+        return None
+    finetunes = sum(x["cost"]["finetunes"] for x in looks)
+    passes = sum(x["cost"]["examples_trained"] for x in looks)
+    seconds = sum(x["cost"]["seconds"] for x in looks)
+    total_seconds = sum(r.get("seconds", 0.0) for r in records)
+    epochs = config["train"]["epochs"]  # a step records its own only where it differs (compute-matched)
+    total_passes = passes + sum(r.get("n_trained", 0) * r.get("epochs", epochs) for r in records)
+    return (f"The auto controller's lookahead ran {finetunes} short fine-tunes over {len(looks)} decisions: "
+            f"{passes:,} examples x epochs ({passes / max(total_passes, 1):.1%} of the comparison's training) and "
+            f"{seconds:.1f} s ({seconds / max(total_seconds, 1e-9):.1%} of the comparison's step seconds); the "
+            "compute table books the seconds as auto's lookahead stage.")
 
 
 def _fmt(value) -> str:
@@ -204,7 +232,7 @@ def _write_run_report(store: RunStore) -> Path:
               if t is not None]
     disk = store.disk_usage()
     summary["disk_bytes"] = disk
-    notes = [*dynamics_notes(records, config, examples),
+    notes = [*dynamics_notes(records, config, examples), *filter(None, [lookahead_note(records, config)]),
              f"Run store: {disk['total'] / 1e6:.1f} MB on disk, of which kept models {disk['models'] / 1e6:.1f} MB "
              f"and backend files {disk['backend'] / 1e6:.1f} MB (save_models, keep_models)."]
     return write_report(evals, store.timings(), root / "report", title=f"curation-loop: {config.get('name', root.name)}",

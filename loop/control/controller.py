@@ -9,6 +9,13 @@ at the same round of the same replicate,
 which removes the gain every strategy makes from more data and the replicate's own noise; `reward: own`: the chain's
 own gain (dev_r - dev_{r-1}) / log2(n_r / n_{r-1}). The paired reward makes round r of auto wait for random's round
 r - 1 (`loop.run.plan.step_inputs`).
+
+With `lookahead` on (the default), the arm drawn here is only the bandit's proposal: before the round commits, each
+arm's batch is probed by a short fine-tune scored on dev, and the round takes the arm the probes and the bandit favour
+together (`loop.control.lookahead`, `loop.control.probe`; the glue is `loop.control.rounds.look_ahead`).
+
+Each replicate decides from its own history and probes only: no evidence is pooled across the replicates of a
+comparison (a user has one run, and pooling would break the independence that the report's intervals assume).
 """
 
 from __future__ import annotations
@@ -21,12 +28,14 @@ import numpy as np
 import polars as pl
 
 from loop.control import stopping
+from loop.control.lookahead import METRICS
 from loop.control.policy import POLICIES, choose
 from loop.seeds import derived_seed
 
 AUTO = "auto"
-DESCRIPTION = ("The agent: per round, which arm fills the budget (a bandit over each arm's dev-accuracy gains), "
-               "premem's threshold, the budget, where new items come from and when to stop.")
+DESCRIPTION = ("The agent: per round, which arm fills the budget (a bandit over each arm's dev-accuracy gains, and a "
+               "lookahead that probes each arm's batch with a short fine-tune scored on dev), premem's threshold, the "
+               "budget, where new items come from and when to stop.")
 HISTORY_SCHEMA = {"round": pl.Int64, "arm": pl.String, "reward": pl.Float64}
 
 
@@ -56,6 +65,10 @@ class AutoParams:
     teacher_samples: int = 4  # solutions sampled per new question; kept where min_agreement of them agree
     teacher_min_agreement: float = 0.75
     teacher_api_key_env: str | None = None  # the environment variable holding the key (never stored)
+    lookahead: bool = True  # probe every arm's batch with a short fine-tune scored on dev before committing
+    lookahead_epochs: int | None = None  # the probes' epochs; null = half the round's, rounded up
+    lookahead_metric: str = "loss"  # "loss": dev target NLL (no sampling); "accuracy": sampled dev accuracy
+    lookahead_draws: int = 2000  # bootstrap draws of the dev items behind P(arm is best)
     rule_params: dict = field(default_factory=dict)  # params only a registered stopping rule reads
 
     def param(self, key: str):
@@ -92,6 +105,10 @@ class AutoParams:
             raise ValueError("strategy auto: reward must be 'paired' or 'own'")
         if values.get("policy", cls.policy) not in POLICIES:
             raise ValueError(f"strategy auto: policy must be one of {sorted(POLICIES)}")
+        if values.get("lookahead_metric", cls.lookahead_metric) not in METRICS:
+            raise ValueError(f"strategy auto: lookahead_metric must be one of {list(METRICS)}")
+        if values.get("lookahead_epochs") is not None and int(values["lookahead_epochs"]) < 1:
+            raise ValueError("strategy auto: lookahead_epochs must be >= 1 or null")
         from loop.control.generation import GENERATORS
 
         if values.get("generate") is not None and values["generate"] not in GENERATORS:
@@ -164,6 +181,14 @@ def adaptive_threshold(candidates: pl.DataFrame, budget: int, params: AutoParams
     return float(min(max(values[want - 1], low), high))
 
 
+def arm_params(arm: str, candidates: pl.DataFrame, budget: int, params: AutoParams) -> dict:
+    """The params `arm` runs this round with: premem's adaptive threshold where that is on, else none."""
+    if arm != "premem" or not params.adapt_threshold:
+        return {}
+    threshold = adaptive_threshold(candidates, budget, params)
+    return {} if threshold is None else {"threshold": threshold}
+
+
 def decide(params: AutoParams, records: list[RoundRecord], candidates: pl.DataFrame, default_budget: int, *,
            seed: int, round_: int) -> Decision:
     """The decision for round `round_` of the auto chain, after `records` (round 0 first, then its own rounds)."""
@@ -191,7 +216,7 @@ def decide(params: AutoParams, records: list[RoundRecord], candidates: pl.DataFr
     if any(r.stopped for r in records):
         fired = stopping.StopCheck("stopped_before", True, {"round": next(r.round for r in records if r.stopped)})
     arm = None if fired else choose(after, seed=derived_seed("auto-choice", seed, round_))
-    threshold = adaptive_threshold(candidates, budget, params) if (arm == "premem" and params.adapt_threshold) else None
+    threshold = arm_params(arm, candidates, budget, params).get("threshold") if arm else None
     post = policy.posterior(history, arms) if hasattr(policy, "posterior") else {}
     return Decision(
         round=round_, arm=arm, budget=0 if fired else budget, threshold=threshold, probabilities_before=before,

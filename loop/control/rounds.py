@@ -1,18 +1,22 @@
 """What a round of the `auto` strategy does inside the engine: read its history from the run store, decide
-(`loop.control.controller.decide`), generate and vet new items where the chosen seeds' unused items run short, and
-commit a round the controller stopped before. The select stage (`loop.run.stages.select`) calls `select`
-in place of a fixed strategy's scoring."""
+(`loop.control.controller.decide`), look ahead (probe each arm's batch and commit to the best-supported arm), generate
+and vet new items where the chosen seeds' unused items run short, and commit a round the controller stopped before.
+The select stage (`loop.run.stages.select`) calls `select` in place of a fixed strategy's scoring."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 import polars as pl
 
-from loop.control.controller import AutoParams, RoundRecord, decide
+from loop.control.controller import AutoParams, Decision, RoundRecord, arm_params, decide
 from loop.control.generation import GENERATORS, vet
+from loop.control.lookahead import combine, item_scores, paired_gains, probability_best
+from loop.control.probe import probe_arms, probe_epochs
 from loop.schema import EVAL_SCHEMA, SHARED_STRATEGY
 from loop.seeds import derived_seed
+from loop.selection import choose_batch
 
 if TYPE_CHECKING:  # the run context is handed down; this floor never imports the run's
     from loop.run.context import RunContext
@@ -25,6 +29,8 @@ def select(ctx: RunContext, step, used: list[str], cands: pl.DataFrame, budget: 
     auto = AutoParams.parse(params)
     decision = decide(auto, records(ctx.store, step), cands, budget, seed=derived_seed("auto", step.seed),
                       round_=step.round)
+    if auto.lookahead and not decision.stop and min(decision.budget, cands.height) > 0 and len(auto.arms) > 1:
+        decision = look_ahead(ctx, step, used, cands, decision, auto)
     info["decision"] = decision.record()
     if decision.stop:
         return None
@@ -42,6 +48,43 @@ def select(ctx: RunContext, step, used: list[str], cands: pl.DataFrame, budget: 
             info["decision"] |= {"stop": True, "stop_reason": "pool_and_generator_exhausted", "arm": None, "budget": 0}
             return None
     return decision.arm, arm_params, min(budget, cands.height), cands, generated
+
+
+def look_ahead(ctx: RunContext, step, used: list[str], cands: pl.DataFrame, decision: Decision,
+               auto: AutoParams) -> Decision:
+    """Probe every arm's batch for this round (`loop.control.probe`) and commit to the arm the probes and the bandit
+    favour together (`loop.control.lookahead`). The decision keeps the bandit's draw, and gains each arm's evidence
+    (its probe's dev measurement, gain over random with its standard error, P(best) from the probes, the bandit and
+    combined, and the batch probed) and the probes' cost under evidence["lookahead"]. The probes score pool batches;
+    where the chosen arm's eligible items then run short, the generator tops them up after the choice (`select`)."""
+    budget = min(decision.budget, cands.height)
+    params = {arm: arm_params(arm, cands, budget, auto) for arm in auto.arms}
+    batches = {arm: choose_batch(cands, arm, params[arm], budget, replicate=step.seed, round_=step.round,
+                                 selected_before=tuple(used), n_seeds=ctx.n_seeds(step.seed))[0]
+               for arm in auto.arms}
+    epochs = probe_epochs(ctx.cfg.train.epochs, auto.lookahead_epochs)
+    measured, cost = probe_arms(ctx, step, used, batches, epochs=epochs, metric=auto.lookahead_metric)
+    scores = {arm: item_scores(auto.lookahead_metric, values) for arm, values in measured.items()}
+    p_look = probability_best(scores, seed=derived_seed("auto-lookahead", step.seed, step.round),
+                              n_draws=auto.lookahead_draws)
+    arm, combined = combine(p_look, decision.probabilities_after)
+    gains = paired_gains(scores, "random" if "random" in scores else next(iter(scores)))
+    measure = "dev_loss" if auto.lookahead_metric == "loss" else "dev_accuracy"
+    arms = {a: {measure: float(measured[a].mean()), "gain_vs_random": gains[a][0],
+                "gain_se": gains[a][1] if gains[a][1] == gains[a][1] else None,  # NaN (one dev item) -> null
+                "p_look": p_look[a], "p_bandit": decision.probabilities_after[a], "p_combined": combined[a],
+                **params[a], "batch": batches[a]} for a in auto.arms}
+    evidence = {"metric": auto.lookahead_metric, "epochs": epochs, "bandit_draw": decision.arm, "arms": arms,
+                "cost": cost.record()}
+    mean = decision.evidence.get("posterior", {}).get(arm, {}).get("mean")
+    return dataclasses.replace(decision, arm=arm, threshold=params[arm].get("threshold"), expected_reward=mean,
+                               evidence={**decision.evidence, "lookahead": evidence})
+
+
+def lookahead_seconds(info: dict) -> float:
+    """The seconds a step's lookahead spent (0 without one): the engine books them as their own stage."""
+    return float(((info.get("decision") or {}).get("evidence", {}).get("lookahead") or {}).get("cost", {})
+                 .get("seconds", 0.0))
 
 
 def generate(ctx: RunContext, step, auto: AutoParams, eligible: pl.DataFrame, cands: pl.DataFrame):

@@ -51,6 +51,7 @@ class Engine:
         with record.timed("select"):
             used = ctx.selected_before(step)
             batch, generated = stages.select(ctx, step, used, record.info)
+        stages.book_lookahead(record)
         if record.info.get("decision", {}).get("stop"):
             return stages.commit_stopped(ctx, step, record)
         trained = stages.train_and_track(ctx, step, used, batch, generated, record)

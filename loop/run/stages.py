@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 import polars as pl
 
 import loop.control.rounds as auto_rounds
-import strategies.registry as registry
 from loop import faults
 from loop.control.controller import AUTO
 from loop.dynamics.ledger import premem_accuracy
@@ -26,7 +25,7 @@ from loop.run.context import RunContext
 from loop.run.plan import Step, matched_epochs, matched_examples, rounds_of
 from loop.schema import COMPUTE_MATCHED
 from loop.seeds import derived_seed
-from loop.selection import SELECTORS
+from loop.selection import choose_batch
 from loop.signals import compute as signal_store
 from loop.store import layout
 
@@ -47,6 +46,12 @@ class StepRecord:
         started = time.perf_counter()
         yield
         self.timings.append((stage, time.perf_counter() - started))
+
+    def split_off(self, stage: str, part: str, seconds: float) -> None:
+        """Book `seconds` of `stage`'s time as their own stage `part` (a stage that ran other work inside it)."""
+        if seconds <= 0:
+            return
+        self.timings = [(s, t - seconds if s == stage else t) for s, t in self.timings] + [(part, seconds)]
 
     def timing_frame(self) -> pl.DataFrame:
         step = self.step
@@ -103,15 +108,17 @@ def select(ctx: RunContext, step: Step, used: list[str], info: dict) -> tuple[li
         if chosen_round is None:
             return [], None
         name, params, budget, cands, generated = chosen_round
-    chosen = registry.resolve(name)
-    context = registry.StrategyContext(round=step.round, budget=budget, selected_before=tuple(used),
-                                       n_seeds=ctx.n_seeds(step.seed))
-    scores = chosen(cands, seed=derived_seed(step.seed, step.round), context=context, **params)
-    # The tie-break salt is shared by all strategies of a (seed, round): paired draws.
-    batch = SELECTORS.resolve(chosen.selector)(cands, scores, budget, salt=f"{step.seed}:{step.round}")
+    batch, scores = choose_batch(cands, name, params, budget, replicate=step.seed, round_=step.round,
+                                 selected_before=tuple(used), n_seeds=ctx.n_seeds(step.seed))
     info |= {"budget": budget, "n_candidates": cands.height, "score_mean_all": float(scores.mean()),
              "score_mean_selected": float(scores.filter(cands["id"].is_in(batch)).mean())}
     return batch, generated
+
+
+def book_lookahead(record: StepRecord) -> None:
+    """The auto controller's lookahead ran inside the select stage: its probes' seconds become the `lookahead` stage,
+    so the compute table counts the extra fine-tunes on their own line and select keeps only its own time."""
+    record.split_off("select", "lookahead", auto_rounds.lookahead_seconds(record.info))
 
 
 # -- train and track ---------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """`auto` decides from the dev split and its own history, never from a test-set row: a run whose test rows say
 something else (other questions and answers) and whose test evaluation reports other accuracies decides exactly as
-the original does, arm, threshold, budget, stop and the rewards it saw, and selects the same items."""
+the original does, arm, threshold, budget, stop, the rewards it saw and the lookahead's evidence (each probe trains on
+seed and pool rows and is scored on dev), and selects the same items."""
 
 import json
 
@@ -51,4 +52,6 @@ def test_auto_decides_the_same_whatever_the_test_set_says(tiny_model_dir, tmp_pa
     assert accuracy != [json.loads(p.read_text())["accuracy"]
                         for p in sorted(original.glob("steps/seed-0/*/round-*/step.json"))]  # it took effect
     assert decisions(tampered) == decisions(original)
+    # The lookahead (on by default) ran and is part of what is compared: its probes' dev losses, P(best), batches.
+    assert all(d["evidence"]["lookahead"]["arms"] for d in decisions(original))
     assert selections(tampered) == selections(original) and selections(original)

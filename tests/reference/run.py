@@ -28,7 +28,8 @@ from tests.reference.tables import collect, differences  # noqa: E402
 HERE = Path(__file__).resolve().parent
 # name -> (preset, overrides). smoke and default are the presets as shipped; smoke-paths reaches what they do not: every
 # strategy (so every signal scope: static, base, round, checkpoint), the auto controller with a generator and paired
-# rewards, the compute-matched reference and a threshold calibrated on dev.
+# rewards (its lookahead off: the generator is reached only where premem, the arm it is pinned to, fills the round),
+# the auto controller's lookahead (auto_lookahead), the compute-matched reference and a threshold calibrated on dev.
 CASES = {
     "smoke": ("smoke", []),
     "default": ("default", []),
@@ -37,7 +38,8 @@ CASES = {
         "selection.budgets=[6, 4]", "selection.compute_matched=true", "dynamics.floor_scale=auto",
         "selection.strategies=[random, premem, difficulty, early_loss, ifd, length, random_per_seed, "
         "{name: auto, params: {arms: [premem], floor: 0.0, generate: embedded, generate_per_seed: 3, "
-        "threshold_range: [0.0, 0.0]}}]"]),
+        "threshold_range: [0.0, 0.0], lookahead: false}}, "
+        "{name: auto, label: auto_lookahead, params: {arms: [premem]}}]"]),
 }
 
 

@@ -3,7 +3,8 @@
 Per step: the selected ids, the dynamics ledger, the signals and score tables, the evaluation, and step.json without
 its wall-clock fields; per replicate: the examples' hash and size and the round-independent signals; the manifest's
 resume keys but its machine and time. Wall-clock timings (timings.parquet, step.json's `seconds`, the timings table's
-checksum, the auto controller's compute-seconds check) differ from run to run and are left out; nothing else is."""
+checksum, the auto controller's compute-seconds check and its lookahead's seconds) differ from run to run and are
+left out; nothing else is."""
 
 from __future__ import annotations
 
@@ -41,9 +42,10 @@ def collect(root: str | Path) -> dict[str, pl.DataFrame]:
         record = json.loads((folder / "step.json").read_text())
         for key in CLOCK_KEYS:
             record.pop(key, None)
-        if "decision" in record:  # the auto controller's compute check reads the chain's wall seconds
+        if "decision" in record:  # the auto controller's compute check and its lookahead's cost read wall seconds
             record["decision"]["checks"] = [c for c in record["decision"].get("checks", [])
                                             if c.get("rule") != "compute_seconds"]
+            record["decision"].get("evidence", {}).get("lookahead", {}).get("cost", {}).pop("seconds", None)
         record["checksums"] = {k: v for k, v in record.get("checksums", {}).items() if k not in CLOCK_TABLES}
         records.append({"_seed": seed, "_strategy": strategy, "_round": round_,
                         "record": json.dumps(record, sort_keys=True, default=str)})

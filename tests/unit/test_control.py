@@ -174,7 +174,8 @@ def test_curation_loop_strategies_lists_auto_with_every_param_it_takes(capsys):
     from loop.control.stopping import rule_params
 
     options = AutoParams.options()
-    assert {"arms", "policy", "discount", "reward", "generate", "grow_budget"} <= set(options)
+    assert {"arms", "policy", "discount", "reward", "generate", "grow_budget", "lookahead", "lookahead_epochs",
+            "lookahead_metric"} <= set(options)
     assert set(rule_params()) <= set(options) and "rule_params" not in options
     assert main(["strategies"]) == 0
     out = capsys.readouterr().out

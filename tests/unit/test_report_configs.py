@@ -68,4 +68,5 @@ def test_every_kind_of_ratio_at_every_replicate_count(tmp_path, replicates, flat
             assert (first["mean"], first["ci_low"], first["ci_high"], first["flagged"]) == (
                 pytest.approx(1.0), pytest.approx(1.0), pytest.approx(1.0), False)
     decisions = next(t for t in summary["tables"] if t["title"].startswith("Decisions"))
-    assert {row[8] for row in decisions["rows"]} == {"", "plateau"}  # the stopped round is in the decision table
+    stopped_by = decisions["columns"].index("stopped by")
+    assert {row[stopped_by] for row in decisions["rows"]} == {"", "plateau"}  # the stopped round is in the table

@@ -1,0 +1,97 @@
+"""The lookahead's probes: for each arm's candidate batch, a short fine-tune from the base on what the round would
+train on (the seeds, every item selected before, the batch), scored on the dev split, and what that cost.
+
+Why this shape. A round retrains from the base on seeds + everything selected so far (the paper's protocol), so the
+probe trains on exactly that set: what it measures is the round the arm would run, not the batch in isolation. It
+trains `epochs` (default: half the round's epochs, rounded up) with the warmup scaled by the same factor and the
+round's own training seed, which every strategy shares (paired training noise), so arms differ by their data alone.
+`loss` (the default) reads each dev item's mean target NLL: teacher-forced, no sampling, so cheap and free of
+sampling noise; `accuracy` samples the dev questions as the round's dev evaluation does. Arms that picked the same
+batch share one probe. Only seed and pool rows are trained on and only dev rows are scored: no probe reads a test
+row. Each probe is counted (fine-tunes, epochs, examples x epochs, optimizer steps, dev items and samples, seconds)
+and the engine books the seconds as the step's `lookahead` stage.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+
+from loop.evaluation import sample_counts
+from loop.model.formatting import encode_for
+from loop.model.training import train_round
+from loop.seeds import derived_seed
+
+if TYPE_CHECKING:  # the run context is handed down; this floor never imports the run's
+    from loop.run.context import RunContext
+
+
+@dataclass
+class ProbeCost:
+    """What the probes of one decision spent, beside the round they decide."""
+
+    finetunes: int = 0
+    epochs: int = 0
+    examples_trained: int = 0  # sum over probes of (examples x epochs): training compute in example-passes
+    optimizer_steps: int = 0
+    dev_items_scored: int = 0
+    dev_samples: int = 0
+    seconds: float = 0.0
+
+    def record(self) -> dict:
+        return asdict(self)
+
+
+def probe_epochs(round_epochs: int, lookahead_epochs: int | None) -> int:
+    """The probe's epochs: as configured, else half the round's, rounded up."""
+    return lookahead_epochs if lookahead_epochs is not None else max(1, math.ceil(round_epochs / 2))
+
+
+def probe_config(cfg, epochs: int):
+    """The run config a probe trains under: `epochs`, and the warmup shortened in proportion (a probe that spent
+    its few steps warming up would measure the warmup)."""
+    warmup = round(cfg.train.warmup_steps * epochs / cfg.train.epochs)
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": epochs, "warmup_steps": warmup})})
+
+
+def probe_arms(ctx: RunContext, step, used: list[str], batches: dict[str, list[str]], *, epochs: int,
+               metric: str) -> tuple[dict[str, np.ndarray], ProbeCost]:
+    """Per arm, the per-dev-item measurement of its probe (mean target NLL, or share of correct samples; dev items
+    in id order), and the cost of all probes."""
+    started = time.perf_counter()
+    cfg = probe_config(ctx.cfg, epochs)
+    rows = ctx.rows(step)
+    dev = ctx.split(step.seed, "dev").sort("id")
+    per_batch: dict[tuple[str, ...], np.ndarray] = {}
+    cost = ProbeCost(epochs=epochs)
+    out = {}
+    for arm, batch in batches.items():
+        key = tuple(sorted(batch))
+        if key not in per_batch:
+            train = rows.filter((pl.col("split") == "seed") | pl.col("id").is_in(set(used) | set(batch)))
+            per_batch[key] = _probe(ctx, step, cfg, train, dev, metric, len(per_batch))
+            t = cfg.train
+            cost.finetunes += 1
+            cost.examples_trained += train.height * epochs
+            cost.optimizer_steps += math.ceil(train.height / (t.batch_size * t.gradient_accumulation_steps)) * epochs
+            cost.dev_items_scored += dev.height
+            cost.dev_samples += dev.height * cfg.evaluation.n_samples if metric == "accuracy" else 0
+        out[arm] = per_batch[key]
+    cost.seconds = time.perf_counter() - started
+    return out, cost
+
+
+def _probe(ctx: RunContext, step, cfg, train: pl.DataFrame, dev: pl.DataFrame, metric: str, index: int) -> np.ndarray:
+    train_seed = derived_seed("train", step.seed)  # the round's own: paired training noise across arms
+    model, _ = train_round(cfg, ctx.tokenizer, train, seed=train_seed % (2**31), device=ctx.device)
+    with ctx.backend.bind(model, tag=f"s{step.seed}-{step.strategy}-r{step.round}-probe{index}") as bound:
+        if metric == "accuracy":
+            counts = sample_counts(cfg, bound.sampler, dev, cfg.evaluation.n_samples,
+                                   seed=derived_seed("dev", step.seed, step.round))
+            return (counts["n_correct"] / counts["n_samples"]).to_numpy().astype(float)
+        return np.asarray(bound.scorer.mean_nll(encode_for(cfg.model, ctx.tokenizer, dev)), dtype=float)
