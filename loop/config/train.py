@@ -38,7 +38,8 @@ class TrainConfig(Strict):
         "wait each): auto = on only where experiment trackers are on (tracking.report_to), the metrics' one reader")
     kernels: Literal["auto", "torch", "liger"] = Field(
         "auto", description="liger = Liger's Triton RMSNorm and SwiGLU on the trained model (CUDA, package "
-        "liger-kernel); auto = liger on a GPU where it is installed, the model's own kernels otherwise")
+        "liger-kernel); auto = the choice measured fastest on a GPU (loop.model.training_levers.GPU_DEFAULTS), "
+        "the model's own kernels on a CPU")
     compile: bool | Literal["auto"] = Field(
         "auto", description="torch.compile each decoder layer (dynamic sequence length): fewer launches per step, "
         "a compile per process; auto = the measured choice for the device (off on CPU)")

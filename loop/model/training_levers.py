@@ -33,6 +33,11 @@ from trl.trainer.utils import add_fused_lm_head
 log = logging.getLogger(__name__)
 
 
+# What `auto` takes on a GPU: a lever becomes a default only once bench/bench_gpu.py has measured it faster on a
+# card (bench/RESULTS.md). The lean loss computes what trl's does and is on wherever no tracker reads the metrics.
+GPU_DEFAULTS = {"kernels": "torch", "compile": False}
+
+
 @dataclass(frozen=True)
 class Levers:
     """The levers one round's training uses, resolved for its device (recorded in the step's timings)."""
@@ -58,13 +63,13 @@ def resolve_levers(train_cfg, device: torch.device, *, trackers_on: bool, checkp
     token_metrics = trackers_on if metrics == "auto" else bool(metrics)
     kernels = train_cfg.kernels
     if kernels == "auto":
-        kernels = "liger" if cuda and liger_available() else "torch"
+        kernels = "liger" if cuda and GPU_DEFAULTS["kernels"] == "liger" and liger_available() else "torch"
     elif kernels == "liger" and not (cuda and liger_available()):
         raise ValueError("train.kernels=liger needs a CUDA device and the liger-kernel package "
                          "(pip install liger-kernel); use train.kernels=torch or auto")
     compile_ = train_cfg.compile
     if compile_ == "auto":
-        compile_ = False  # measured on the card before it becomes a default (bench/RESULTS.md, issue 22)
+        compile_ = cuda and GPU_DEFAULTS["compile"]
     if compile_ and checkpointing:
         # A checkpointed layer recomputes its forward in the backward pass outside the compiled region.
         log.info("train.compile is off for this round: gradient checkpointing is on")
