@@ -17,6 +17,7 @@
 #   paper-1.5b-full            the same for a Qwen2.5-1.5B shape, full fine-tuning
 #   paper-8b-lora-decode       the 8B round with the decode loop sampling, on 20 seeds
 #   levers                     bench/bench_gpu.py: the training-step levers one by one, NLL heads, 1/2/4 workers
+#   levers-short               the training levers alone on 1,024 examples (no NLL, no workers)
 #   levers-tests               tests/gpu (the new training step against the old one on the card)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -57,6 +58,9 @@ case "$1" in
     time python3 bench/bench_gpu.py --out "$out" --sections peak,nll,training,workers --examples 1536 \
       --train-runs preset_32x1,lean_32x1,lean_liger_32x1,lean_compile_32x1,lean_liger_compile_32x1 \
       --workers 1,2,4 --worker-examples 768 --results "$out/results.json" ;;
+  levers-short)  # the training levers alone, for a lease with a few minutes left
+    time python3 bench/bench_gpu.py --out "$out" --sections training --examples 1024 \
+      --train-runs preset_32x1,lean_32x1,lean_liger_32x1,lean_compile_32x1,lean_liger_compile_32x1 ;;
   levers-tests)
     time python3 -m pytest -q -p no:cacheprovider tests/gpu --durations=5 ;;
   *)
