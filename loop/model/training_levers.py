@@ -3,21 +3,22 @@
 A round's step on a small model is host-bound on a GPU (bench/gpu/2026-12-01-h200-profile.txt: 235 ms of host
 work against 36 ms of kernels for 32 examples of a 0.5B model). Three levers cut the host side; none changes
 what is computed, only how (checked by tests/integration/test_training_levers.py on CPU and
-tests/gpu/test_cuda_paths.py on a card):
+tests/gpu/test_training_levers_cuda.py on a card):
 
 - `token_metrics` off (`LeanSFTTrainer`): trl's SFTTrainer scores every step's entropy and token accuracy and
   reads them, and its token count, back with `.item()`, which makes the host wait for the card three times a
   step. The lean trainer computes the same loss (summed target log-probabilities over the step's target tokens,
   trl's own fused head) and nothing else. The metrics only ever fed the experiment trackers, so `auto` keeps
-  them where trackers are on.
+  them where trackers are on. One wait remains per micro-batch: trl's head gathers the target positions with a
+  boolean mask, whose size the host must read.
 - `kernels: liger`: Liger's Triton RMSNorm and SwiGLU replace a dozen element-wise launches per layer with
   two, on this model instance only. RoPE stays the model's own (Liger patches it module-wide, which would
   reach every other model in the process).
 - `compile`: each decoder layer is compiled with dynamic sequence length (one graph for every batch length,
   where compiling per shape recompiled at every batch), which fuses the layer's element-wise work and casts.
 
-Each lever is resolved for the device at hand by `resolve_levers`; on a CPU every `auto` resolves to off, so
-the CPU path and its figures stay exactly as they were.
+Each lever is resolved for the device at hand by `resolve_levers`. On a CPU, kernels and compile resolve to off
+and the lean loss trains bit-identical weights to trl's, so the CPU path's figures stay exactly as they were.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ GPU_DEFAULTS = {"kernels": "torch", "compile": False}
 
 @dataclass(frozen=True)
 class Levers:
-    """The levers one round's training uses, resolved for its device (recorded in the step's timings)."""
+    """The levers one round's training uses, resolved for its device (logged for each round)."""
 
     token_metrics: bool
     kernels: str  # "torch" | "liger"
@@ -57,7 +58,7 @@ def liger_available() -> bool:
 
 def resolve_levers(train_cfg, device: torch.device, *, trackers_on: bool, checkpointing: bool) -> Levers:
     """train.token_metrics / kernels / compile with `auto` resolved: on a GPU, the fastest choice measured
-    (bench/bench_gpu.py --sections levers); on a CPU, the step as it always ran."""
+    (bench/bench_gpu.py, training section; GPU_DEFAULTS); on a CPU, the step as it always ran."""
     cuda = device.type == "cuda"
     metrics = train_cfg.token_metrics
     token_metrics = trackers_on if metrics == "auto" else bool(metrics)
