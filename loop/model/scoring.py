@@ -38,7 +38,7 @@ TRL_VOCAB_TILE = 32768  # vocabulary columns per tile of trl's kernel (trl's own
 HEAD_KERNELS = ("auto", "chunked", "trl")
 
 
-def resolve_head_kernel(kernel: str, device: torch.device) -> str:
+def resolve_head_kernel(kernel: str) -> str:
     """`auto`: the loop's chunked head everywhere until trl's kernel is measured faster on the card
     (bench/bench_gpu.py, nll section). trl's kernel is Triton on a GPU and plain torch ops elsewhere."""
     if kernel not in HEAD_KERNELS:
@@ -199,7 +199,7 @@ def mean_nll(
     if not sequences:
         return out
     device = next(model.parameters()).device
-    kernel = resolve_head_kernel(head_kernel, device)
+    kernel = resolve_head_kernel(head_kernel)
     budget = batch_tokens or default_batch_tokens(device)
     was_training = model.training
     model.eval()
