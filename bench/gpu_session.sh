@@ -8,7 +8,7 @@
 #   bash bench/gpu_session.sh background CHAIN...  # runs of bench/gpu_runs.sh in the background (setsid), from a
 #                                                  # copy of the repo in /tmp/repo, logs in /tmp/runs/NAME.log; a
 #                                                  # CHAIN is one name or several ("a b": b after a), chains at once
-#   bash bench/gpu_session.sh wait SECONDS         # until every background run ended (or SECONDS passed)
+#   bash bench/gpu_session.sh wait SECONDS [NAME]  # until every background run (or run NAME) ended, or SECONDS passed
 #   bash bench/gpu_session.sh collect              # run stores (models left out) and logs as tars into $OUT
 #
 # The parts are built here by `python3 bench/device_wheels.py` (.device/parts/, git-ignored); each call carries one
@@ -41,23 +41,26 @@ case "${1:-}" in
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ;;
   background)
     shift
-    rm -rf /tmp/repo && cp -r "$PWD" /tmp/repo && mkdir -p /tmp/runs
+    # One copy a session: a later call must not replace the code under runs still going (their workers import it).
+    if [ ! -d /tmp/repo ]; then cp -r "$PWD" /tmp/repo && rm -rf /tmp/repo/.device; fi
+    mkdir -p /tmp/runs
     for chain in "$@"; do
       setsid nohup bash -c 'for name in $0; do bash /tmp/repo/bench/gpu_runs.sh "$name" > "/tmp/runs/$name.log" 2>&1; done' \
         "$chain" < /dev/null > /dev/null 2>&1 &
       echo "started: $chain"
     done ;;
   wait)
-    deadline=$(( $(date +%s) + ${2:-540} ))
-    while pgrep -f bench/gpu_runs.sh > /dev/null && [ "$(date +%s)" -lt "$deadline" ]; do sleep 10; done
+    deadline=$(( $(date +%s) + ${2:-540} )) pattern="bench/gpu_runs.sh ${3:-}"
+    while pgrep -f "$pattern" > /dev/null && [ "$(date +%s)" -lt "$deadline" ]; do sleep 10; done
     for log in /tmp/runs/*.log; do echo "== $log"; tail -n 4 "$log"; done
     pgrep -f bench/gpu_runs.sh > /dev/null && echo "STILL RUNNING" || echo "ALL ENDED" ;;
   collect)  # one tar a run (a file that comes back is at most 16 MiB), weights left out
     mkdir -p "$OUT"
     for dir in /tmp/runs/*/; do
       name=$(basename "$dir")
-      tar -C /tmp/runs -czf "$OUT/$name.tgz" --exclude='*.safetensors' --exclude='*.gguf' "$name" "$name.log"
+      tar -C /tmp/runs -czf "$OUT/$name.tgz" --exclude='*.safetensors' --exclude='*.gguf' "$name"
     done
+    cp /tmp/runs/*.log "$OUT/"  # every run's log, test runs (which keep no store) included
     ls -la "$OUT" ;;
   *)
     echo "usage: $0 keep|install|background NAME...|wait SECONDS|collect" >&2; exit 2 ;;
