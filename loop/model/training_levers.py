@@ -12,10 +12,17 @@ tests/gpu/test_training_levers_cuda.py on a card):
   them where trackers are on. One wait remains per micro-batch: trl's head gathers the target positions with a
   boolean mask, whose size the host must read.
 - `kernels: liger`: Liger's Triton RMSNorm and SwiGLU replace a dozen element-wise launches per layer with
-  two, on this model instance only. RoPE stays the model's own (Liger patches it module-wide, which would
-  reach every other model in the process).
+  two, on this model instance only. Liger's apply functions also swap the modeling module's classes for every
+  model built later in the process (`modeling_qwen2.Qwen2RMSNorm = LigerRMSNorm`), so `instance_only` puts the
+  module back once the instance is patched. RoPE stays the model's own (Liger has no instance patch for it).
 - `compile`: each decoder layer is compiled with dynamic sequence length (one graph for every batch length,
   where compiling per shape recompiled at every batch), which fuses the layer's element-wise work and casts.
+  It does not combine with Liger: torch 2.11's dynamo cannot trace Liger's autograd functions (an
+  AssertionError in its autograd.Function tracing, seen on an H200 on 2026-12-06), so that pair is refused.
+
+Measured on one H200 (bench/bench_gpu.py, Qwen2.5-0.5B shape, 32 examples per step, steady state, 2026-12-06):
+the preset step 31.1k tokens/s (9.3% MFU), the lean loss 49.7k (14.9%, 1.60x), the lean loss with Liger 44.8k
+(13.4%: slower, so not a default). Compiled layers were not measured (that run took Liger's leaked classes).
 
 Each lever is resolved for the device at hand by `resolve_levers`. On a CPU, kernels and compile resolve to off
 and the lean loss trains bit-identical weights to trl's, so the CPU path's figures stay exactly as they were.
@@ -25,6 +32,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -35,7 +44,8 @@ log = logging.getLogger(__name__)
 
 
 # What `auto` takes on a GPU: a lever becomes a default only once bench/bench_gpu.py has measured it faster on a
-# card (bench/RESULTS.md). The lean loss computes what trl's does and is on wherever no tracker reads the metrics.
+# card (bench/RESULTS.md). The lean loss computes what trl's does and is on wherever no tracker reads the metrics
+# (1.60x the step's tokens/s on an H200). Liger measured slower (0.90x the lean step); compile is unmeasured.
 GPU_DEFAULTS = {"kernels": "torch", "compile": False}
 
 
@@ -75,6 +85,9 @@ def resolve_levers(train_cfg, device: torch.device, *, trackers_on: bool, checkp
         # A checkpointed layer recomputes its forward in the backward pass outside the compiled region.
         log.info("train.compile is off for this round: gradient checkpointing is on")
         compile_ = False
+    if compile_ and kernels == "liger":
+        raise ValueError("train.kernels=liger and train.compile=true do not combine: torch.compile cannot trace "
+                         "Liger's Triton autograd functions; set one of them to torch / false")
     return Levers(token_metrics=token_metrics, kernels=kernels, compile=bool(compile_))
 
 
@@ -88,13 +101,38 @@ def decoder_layers(model) -> list[torch.nn.Module]:
     return best
 
 
+def instance_only(model, patch: Callable[[torch.nn.Module], None]) -> None:
+    """Run `patch(model)`, then undo whatever it changed in the model's modeling modules (their globals and the
+    attributes of the classes they define), so that only this instance keeps the patch."""
+    modules = {sys.modules[cls.__module__] for cls in type(model).__mro__
+               if cls.__module__.startswith("transformers.models.") and cls.__module__ in sys.modules}
+    saved = {module: dict(vars(module)) for module in modules}
+    classes = {cls: dict(vars(cls)) for attrs in saved.values() for cls in attrs.values()
+               if isinstance(cls, type) and cls.__module__ in {m.__name__ for m in modules}}
+    try:
+        patch(model)
+    finally:
+        for module, attrs in saved.items():
+            for name in [name for name in vars(module) if name not in attrs]:
+                delattr(module, name)
+            for name, value in attrs.items():
+                if vars(module).get(name) is not value:
+                    setattr(module, name, value)
+        for cls, attrs in classes.items():
+            for name in [name for name in vars(cls) if name not in attrs]:
+                delattr(cls, name)
+            for name, value in attrs.items():
+                if name not in ("__dict__", "__weakref__") and vars(cls).get(name) is not value:
+                    setattr(cls, name, value)
+
+
 def apply_model_levers(model, levers: Levers) -> None:
     """Liger kernels and compiled layers on this model instance (before peft wraps it)."""
     if levers.kernels == "liger":
         from liger_kernel.transformers import _apply_liger_kernel_to_instance
 
-        _apply_liger_kernel_to_instance(model=model, rope=False, rms_norm=True, swiglu=True, cross_entropy=False,
-                                        fused_linear_cross_entropy=False)
+        instance_only(model, lambda m: _apply_liger_kernel_to_instance(
+            model=m, rope=False, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=False))
     if levers.compile:
         for layer in decoder_layers(model):
             layer.compile(dynamic=True)

@@ -88,3 +88,12 @@ def test_batches_respect_rows_and_padded_tokens():
     assert [7 - 1] in [list(b) for b in batches]  # the 120-token sequence alone: it exceeds the budget itself
     # Similar lengths share a batch: the short ones together, the long ones together.
     assert {frozenset(b) for b in batches} >= {frozenset({7, 0, 4})}
+
+
+def test_the_head_kernel_auto_is_trls_on_a_gpu_and_the_chunked_head_elsewhere():
+    assert scoring.resolve_head_kernel("auto", CPU) == "chunked"
+    assert scoring.resolve_head_kernel("auto", torch.device("cuda")) == "trl"
+    assert scoring.resolve_head_kernel("trl", CPU) == "trl"
+    assert scoring.resolve_head_kernel("chunked", torch.device("cuda")) == "chunked"
+    with pytest.raises(ValueError, match="head_kernel must be one of"):
+        scoring.resolve_head_kernel("fast", CPU)

@@ -10,7 +10,7 @@ from loop.config import build_config
 from loop.embedded.task import make_task
 from loop.model.loading import load_base, load_tokenizer
 from loop.model.training import train_round
-from loop.model.training_levers import decoder_layers, resolve_levers
+from loop.model.training_levers import decoder_layers, instance_only, resolve_levers
 
 pytestmark = pytest.mark.integration
 CPU = torch.device("cpu")
@@ -61,6 +61,33 @@ def test_levers_resolve_to_the_old_step_on_a_cpu_and_by_trackers_for_metrics(tin
     compiled = config(tiny_model_dir, "train.compile=true").train
     assert resolve_levers(compiled, CPU, trackers_on=False, checkpointing=False).compile is True
     assert resolve_levers(compiled, CPU, trackers_on=False, checkpointing=True).compile is False
+
+
+def test_a_patch_applied_instance_only_leaves_later_models_as_they_were(tiny_model_dir):
+    """Liger's apply functions swap the modeling module's classes (and may swap a class's forward) for every
+    model built later; instance_only keeps the patch on the instance and undoes the rest. The patch here does
+    what Liger's does, with a subclass standing in for its kernel module (Liger needs a GPU)."""
+    import sys
+
+    model = load_base(config(tiny_model_dir).model, CPU)
+    modeling = sys.modules[type(model).__module__]
+    norm_cls = type(model.model.norm)
+    norm_name = norm_cls.__name__
+    causal_forward = type(model).forward
+    patched_norm = type("PatchedNorm", (norm_cls,), {})
+
+    def patch(m):
+        setattr(modeling, norm_name, patched_norm)
+        type(m).forward = lambda self, *a, **k: None
+        modeling.LEFT_BEHIND = True
+        m.model.norm.__class__ = patched_norm
+
+    instance_only(model, patch)
+    assert type(model.model.norm) is patched_norm  # the instance keeps its patch
+    assert getattr(modeling, norm_name) is norm_cls and not hasattr(modeling, "LEFT_BEHIND")
+    assert type(model).forward is causal_forward
+    later = load_base(config(tiny_model_dir).model, CPU)
+    assert type(later.model.norm) is norm_cls
 
 
 def test_the_decoder_layers_are_the_models_repeated_blocks(tiny_model_dir):
