@@ -13,21 +13,25 @@ from loop.model.loading import load_base, load_tokenizer
 from loop.model.precision import resolve_precision
 from loop.model.scoring import mean_nll
 from loop.model.training import train_round
-from loop.model.training_levers import liger_available
+from loop.model.training_levers import apply_model_levers, liger_available, resolve_levers
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 CUDA = torch.device("cuda")
 OLD = ["train.token_metrics=true", "train.kernels=torch", "train.compile=false"]
-NEW = ["train.token_metrics=false", f"train.kernels={'liger' if liger_available() else 'torch'}",
-       "train.compile=true"]
+LEAN = ["train.token_metrics=false", "train.kernels=torch", "train.compile=false"]
+# Each lever beside the lean loss (Liger and compile do not combine: resolve_levers refuses the pair).
+NEW = {"lean": LEAN, "lean+compile": [*LEAN[:2], "train.compile=true"]}
+if liger_available():
+    NEW["lean+liger"] = [LEAN[0], "train.kernels=liger", LEAN[2]]
 
 
-def test_the_new_step_trains_where_the_old_one_does_within_bf16_noise(tiny_model_dir):
+@pytest.mark.parametrize("new", list(NEW))
+def test_the_new_step_trains_where_the_old_one_does_within_bf16_noise(tiny_model_dir, new):
     seeds = make_task(n_seeds=96, pool_per_seed=1, n_dev=0, n_test=2, seed=7).filter(pl.col("split") == "seed")
     common = [f"model.name_or_path={tiny_model_dir}", "device=cuda", "train.epochs=2", "train.learning_rate=3e-3",
               "train.batch_size=8", "train.gradient_accumulation_steps=2"]
     trained, nll = {}, {}
-    for name, levers in (("old", OLD), ("new", NEW), ("old-again", OLD)):
+    for name, levers in (("old", OLD), ("new", NEW[new]), ("old-again", OLD)):
         cfg = build_config("smoke", overrides=common + levers)
         tok = load_tokenizer(cfg.model)
         model, _ = train_round(cfg, tok, seeds, seed=3, device=CUDA)
@@ -48,3 +52,19 @@ def test_the_new_step_trains_where_the_old_one_does_within_bf16_noise(tiny_model
     assert new_apart < 0.05 * moved, (new_apart, moved, noise)
     assert abs(nll["new"] - nll["old"]) < 0.02 * nll["old"], nll
     assert nll["old"] < base_nll - 0.2  # the round trained: its loss fell well beyond that tolerance
+
+
+@pytest.mark.skipif(not liger_available(), reason="liger-kernel is not installed")
+def test_liger_patches_the_trained_instance_only_and_refuses_compile(tiny_model_dir):
+    cfg = build_config("smoke", overrides=[f"model.name_or_path={tiny_model_dir}", "device=cuda",
+                                           "train.kernels=liger"])
+    levers = resolve_levers(cfg.train, CUDA, trackers_on=False, checkpointing=False)
+    model = load_base(cfg.model, CUDA)
+    norm_cls = type(model.model.norm)
+    apply_model_levers(model, levers)
+    assert type(model.model.norm).__module__.startswith("liger_kernel")
+    assert type(load_base(cfg.model, CUDA).model.norm) is norm_cls  # a later model is the model's own
+    with pytest.raises(ValueError, match="do not combine"):
+        resolve_levers(build_config("smoke", overrides=[f"model.name_or_path={tiny_model_dir}",
+                                                        "train.kernels=liger", "train.compile=true"]).train,
+                       CUDA, trackers_on=False, checkpointing=False)
