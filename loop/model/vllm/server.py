@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -35,6 +36,8 @@ from loop.config import VLLMConfig
 
 log = logging.getLogger(__name__)
 ENTRYPOINT = "vllm.entrypoints.openai.api_server"
+# A Python exception's last line ("ValueError: ...", "torch.OutOfMemoryError: ..."), behind vLLM's process prefix.
+ERROR_LINE = re.compile(r"\b\w*(Error|Exception)\b: ")
 
 
 class VLLMServerError(RuntimeError):
@@ -87,6 +90,9 @@ class VLLMServer:
         # adapters loaded now: name -> (folder, how to write the folder again should it vanish)
         self.adapters: dict[str, tuple[str, Callable[[], None] | None]] = {}
         self._recovering = threading.RLock()  # one restart at a time, whichever request thread saw the death
+        # One reload of a forgotten adapter at a time: the sampler's request threads all see the same 404, and two
+        # rewriting its files while the server reads them, or loading it twice, fail (seen on a GPU server).
+        self._reloading = threading.Lock()
         self.client = httpx.Client(timeout=httpx.Timeout(600.0, connect=10.0))
 
     @property
@@ -194,10 +200,16 @@ class VLLMServer:
         self.process = None
 
     def log_tail(self, lines: int = 40) -> str:
+        """The log's last `lines`, after the error lines above them: the engine process logs its root cause
+        (out of memory, say) well before the API server's own traceback fills the tail."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            text = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return "(no log)"
+        tail = text[-lines:]
+        causes = [line for line in text[:-lines] if ERROR_LINE.search(line)][-8:]
+        return "\n".join(([f"(error lines above the tail, from {self.log_path})", *causes, "(the tail)"]
+                          if causes else []) + tail)
 
     def post(self, path: str, payload: dict) -> dict:
         """POST `payload`; a dropped request is sent again after a restart, a forgotten adapter after a reload."""
@@ -211,8 +223,7 @@ class VLLMServer:
                 continue
             model = payload.get("model")
             if response.status_code == 404 and model in self.adapters and not reloaded:
-                log.warning("vLLM no longer knows adapter %s: loading it again", model)
-                self._load(model)
+                self._reload_forgotten(model)
                 reloaded = True
                 continue
             if response.status_code != 200:
@@ -251,6 +262,13 @@ class VLLMServer:
             self.start(self.model_path, self.served_name)
             for name, (folder, restore) in adapters.items():
                 self.load_adapter(name, folder, restore=restore)
+
+    def _reload_forgotten(self, name: str) -> None:
+        with self._reloading:
+            if name in self.models():  # another request thread loaded it again already
+                return
+            log.warning("vLLM no longer knows adapter %s: loading it again", name)
+            self._load(name)
 
     def _load(self, name: str) -> None:
         folder, restore = self.adapters[name]
