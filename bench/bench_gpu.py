@@ -46,7 +46,7 @@ N_TRAIN = 4096
 DEVICE = "cuda"  # --device cpu with --shape tiny: a dry run of the script's logic on a machine without a GPU
 TRAIN_RUNS = ["preset_32x1"]
 PROFILE = True
-PROFILED_RUNS = ("preset_32x1", "lean_32x1", "lean_liger_compile_32x1")
+PROFILED_RUNS = ("preset_32x1", "lean_32x1", "lean_liger_32x1", "lean_compile_32x1")
 
 
 def synchronize() -> None:

@@ -28,7 +28,6 @@ LEVER_RUNS = {
     "lean_32x1": (32, ["train.token_metrics=false", "train.kernels=torch", "train.compile=false"]),
     "lean_liger_32x1": (32, ["train.token_metrics=false", "train.kernels=liger", "train.compile=false"]),
     "lean_compile_32x1": (32, ["train.token_metrics=false", "train.kernels=torch", "train.compile=true"]),
-    "lean_liger_compile_32x1": (32, ["train.token_metrics=false", "train.kernels=liger", "train.compile=true"]),
     "micro_batch_64x1": (64, ["train.token_metrics=true", "train.kernels=torch", "train.compile=false"]),
     "micro_batch_128x1": (128, ["train.token_metrics=true", "train.kernels=torch", "train.compile=false"]),
 }

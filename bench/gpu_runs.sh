@@ -56,11 +56,11 @@ case "$1" in
       vllm.gpu_memory_utilization=0.35 ;;
   levers)
     time python3 bench/bench_gpu.py --out "$out" --sections peak,nll,training,workers --examples 1536 \
-      --train-runs preset_32x1,lean_32x1,lean_liger_32x1,lean_compile_32x1,lean_liger_compile_32x1 \
+      --train-runs preset_32x1,lean_32x1,lean_liger_32x1,lean_compile_32x1 \
       --workers 1,2,4 --worker-examples 768 --results "$out/results.json" ;;
   levers-short)  # the training levers alone, for a lease with a few minutes left
     time python3 bench/bench_gpu.py --out "$out" --sections training --examples 1024 \
-      --train-runs preset_32x1,lean_32x1,lean_liger_32x1,lean_compile_32x1,lean_liger_compile_32x1 ;;
+      --train-runs preset_32x1,lean_32x1,lean_liger_32x1,lean_compile_32x1 ;;
   levers-tests)
     time python3 -m pytest -q -p no:cacheprovider tests/gpu --durations=5 ;;
   *)
