@@ -330,7 +330,7 @@ def main() -> int:
 
 
 def summarize(r: dict) -> dict:
-    nll = r.get("nll", {}).get("fp32_master_bf16_autocast", {})
+    nll = r.get("nll", {}).get(default_nll_variant(), {})
     samp = r.get("sampling", {}).get("decode_loop_graphs", {})
     nll_heads = {k: v for k, v in r.get("nll", {}).items() if isinstance(v, dict) and "fraction_of_datasheet_peak" in v}
     best_nll = max(nll_heads, key=lambda k: nll_heads[k]["fraction_of_datasheet_peak"], default=None)
@@ -351,6 +351,16 @@ def summarize(r: dict) -> dict:
                                         if best and "preset_32x1" in runs else None),
             "train_mfu_aggregate": {k: v["mfu_datasheet"] for k, v in workers.items()},
             "sampling_speedup_vs_batched_generate": samp.get("speedup_vs_generate")}
+
+
+def default_nll_variant() -> str:
+    """The NLL variant the loop runs on a GPU: fp32 master weights under autocast, with `head_kernel: auto`'s head."""
+    import torch
+
+    from loop.model.scoring import resolve_head_kernel
+
+    trl = resolve_head_kernel("auto", torch.device("cuda")) == "trl"
+    return "fp32_master_bf16_autocast" + ("_trl_head" if trl else "")
 
 
 def default_run_label() -> str | None:
