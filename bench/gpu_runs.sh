@@ -23,6 +23,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=/tmp/site-loop:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 export CURATION_LOOP_VLLM_PYTHON=/tmp/vllm-python
+LEVER_RUNS=preset_32x1,lean_32x1,lean_liger_32x1,lean_compile_32x1  # the step before the levers, then each lever
 out=/tmp/runs/$1
 case "$1" in
   smollm2-embedded|default-gpu)
@@ -56,11 +57,11 @@ case "$1" in
       vllm.gpu_memory_utilization=0.35 ;;
   levers)
     time python3 bench/bench_gpu.py --out "$out" --sections peak,nll,training,workers --examples 1536 \
-      --train-runs preset_32x1,lean_32x1,lean_liger_32x1,lean_compile_32x1 \
+      --train-runs $LEVER_RUNS \
       --workers 1,2,4 --worker-examples 768 --results "$out/results.json" ;;
   levers-short)  # the training levers alone, for a lease with a few minutes left
     time python3 bench/bench_gpu.py --out "$out" --sections training --examples 1024 \
-      --train-runs preset_32x1,lean_32x1,lean_liger_32x1,lean_compile_32x1 ;;
+      --train-runs $LEVER_RUNS ;;
   levers-tests)
     time python3 -m pytest -q -p no:cacheprovider tests/gpu --durations=5 ;;
   *)
