@@ -265,8 +265,11 @@ class VLLMServer:
 
     def _reload_forgotten(self, name: str) -> None:
         with self._reloading:
-            if name in self.models():  # another request thread loaded it again already
-                return
+            try:
+                if name in self.models():  # another request thread loaded it again already
+                    return
+            except httpx.HTTPError:
+                pass  # a server that does not answer: _load's request restarts it
             log.warning("vLLM no longer knows adapter %s: loading it again", name)
             self._load(name)
 
