@@ -9,7 +9,7 @@
 #                                                  # copy of the repo in /tmp/repo, logs in /tmp/runs/NAME.log; a
 #                                                  # CHAIN is one name or several ("a b": b after a), chains at once
 #   bash bench/gpu_session.sh wait SECONDS [NAME]  # until every background run (or run NAME) ended, or SECONDS passed
-#   bash bench/gpu_session.sh collect              # run stores (models left out) and logs as tars into $OUT
+#   bash bench/gpu_session.sh collect              # run stores (models left out) and logs, one tar into $OUT
 #
 # The parts are built here by `python3 bench/device_wheels.py` (.device/parts/, git-ignored); each call carries one
 # ([".device/parts/vllm.tar.part00"], ...). Python there: the image's python3 (torch 2.11.0+cu130).
@@ -54,13 +54,9 @@ case "${1:-}" in
     while pgrep -f "$pattern" > /dev/null && [ "$(date +%s)" -lt "$deadline" ]; do sleep 10; done
     for log in /tmp/runs/*.log; do echo "== $log"; tail -n 4 "$log"; done
     pgrep -f bench/gpu_runs.sh > /dev/null && echo "STILL RUNNING" || echo "ALL ENDED" ;;
-  collect)  # one tar a run (a file that comes back is at most 16 MiB), weights left out
+  collect)  # one tar of every run store (models left out) and log: a call brings back only a few files
     mkdir -p "$OUT"
-    for dir in /tmp/runs/*/; do
-      name=$(basename "$dir")
-      tar -C /tmp/runs -czf "$OUT/$name.tgz" --exclude='*.safetensors' --exclude='*.gguf' "$name"
-    done
-    cp /tmp/runs/*.log "$OUT/"  # every run's log, test runs (which keep no store) included
+    tar -C /tmp/runs -czf "$OUT/runs.tgz" --exclude='*.safetensors' --exclude='*.gguf' --exclude='*.bin' .
     ls -la "$OUT" ;;
   *)
     echo "usage: $0 keep|install|background NAME...|wait SECONDS|collect" >&2; exit 2 ;;
