@@ -10,3 +10,9 @@ def derived_seed(*parts: object) -> int:
     """A 32-bit seed from `parts`, joined by ":" and hashed with BLAKE2b."""
     digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=4).digest()
     return int.from_bytes(digest, "big")
+
+
+def round_train_seed(replicate: int) -> int:
+    """The training seed of every round of replicate `replicate`: the same for every strategy (paired training
+    noise) and for the auto controller's probes, so that arms differ by their data alone."""
+    return derived_seed("train", replicate)

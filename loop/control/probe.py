@@ -25,7 +25,7 @@ import polars as pl
 from loop.evaluation import sample_counts
 from loop.model.formatting import encode_for
 from loop.model.training import train_round
-from loop.seeds import derived_seed
+from loop.seeds import derived_seed, round_train_seed
 
 if TYPE_CHECKING:  # the run context is handed down; this floor never imports the run's
     from loop.run.context import RunContext
@@ -87,8 +87,7 @@ def probe_arms(ctx: RunContext, step, used: list[str], batches: dict[str, list[s
 
 
 def _probe(ctx: RunContext, step, cfg, train: pl.DataFrame, dev: pl.DataFrame, metric: str, index: int) -> np.ndarray:
-    train_seed = derived_seed("train", step.seed)  # the round's own: paired training noise across arms
-    model, _ = train_round(cfg, ctx.tokenizer, train, seed=train_seed % (2**31), device=ctx.device)
+    model, _ = train_round(cfg, ctx.tokenizer, train, seed=round_train_seed(step.seed) % (2**31), device=ctx.device)
     with ctx.backend.bind(model, tag=f"s{step.seed}-{step.strategy}-r{step.round}-probe{index}") as bound:
         if metric == "accuracy":
             counts = sample_counts(cfg, bound.sampler, dev, cfg.evaluation.n_samples,

@@ -34,7 +34,7 @@ def select(ctx: RunContext, step, used: list[str], cands: pl.DataFrame, budget: 
     info["decision"] = decision.record()
     if decision.stop:
         return None
-    arm_params = {"threshold": decision.threshold} if decision.threshold is not None else {}
+    chosen_params = {"threshold": decision.threshold} if decision.threshold is not None else {}
     budget = decision.budget
     eligible = cands if decision.threshold is None else cands.filter(pl.col("premem") <= decision.threshold)
     generated = None
@@ -47,7 +47,7 @@ def select(ctx: RunContext, step, used: list[str], cands: pl.DataFrame, budget: 
         elif cands.height == 0:  # nothing left in the pool and nothing the generator made passed its checks
             info["decision"] |= {"stop": True, "stop_reason": "pool_and_generator_exhausted", "arm": None, "budget": 0}
             return None
-    return decision.arm, arm_params, min(budget, cands.height), cands, generated
+    return decision.arm, chosen_params, min(budget, cands.height), cands, generated
 
 
 def look_ahead(ctx: RunContext, step, used: list[str], cands: pl.DataFrame, decision: Decision,

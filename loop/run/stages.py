@@ -24,7 +24,7 @@ from loop.model.training import train_round
 from loop.run.context import RunContext
 from loop.run.plan import Step, matched_epochs, matched_examples, rounds_of
 from loop.schema import COMPUTE_MATCHED
-from loop.seeds import derived_seed
+from loop.seeds import derived_seed, round_train_seed
 from loop.selection import choose_batch
 from loop.signals import compute as signal_store
 from loop.store import layout
@@ -161,7 +161,7 @@ def _train(ctx: RunContext, step: Step, train: pl.DataFrame, tracker_run: tracke
     # Calibrating reads acc_j at every checkpoint and the dev accuracy beside it; the threshold is not known yet.
     tau = None if calibrating else ctx.tau(step.seed)
     held_out = {"dev": ctx.split(step.seed, "dev")} if calibrating else None
-    train_seed = derived_seed("train", step.seed)  # same for every strategy: paired training noise
+    train_seed = round_train_seed(step.seed)
     if step.strategy == COMPUTE_MATCHED:
         epochs = matched_epochs(cfg, ctx.n_seeds(step.seed), step.round)
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": epochs})})
