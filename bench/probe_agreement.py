@@ -23,13 +23,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from loop.metrics.prediction import bootstrap_over_runs, pearson  # noqa: E402
+from loop.store import layout  # noqa: E402
 from loop.store.run_store import RunStore  # noqa: E402
 
 
 def pairs(store: RunStore, auto: str, round_: int) -> list[dict]:
     """One row per (replicate, probed arm that also ran as a fixed chain)."""
     rows = []
-    for seed in sorted(int(p.name.split("-")[1]) for p in (store.root / "steps").glob("seed-*")):
+    records = store.root.glob(layout.step_records(strategy=auto, round_=str(round_)))
+    for seed in sorted(layout.replicate_seed(path) for path in records):
         if not store.is_done(seed, auto, round_):
             continue
         look = store.read_record(seed, auto, round_)["decision"]["evidence"].get("lookahead")

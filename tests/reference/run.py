@@ -83,9 +83,11 @@ def bitwise_here(case: str) -> bool:
     return path.exists() and json.loads(path.read_text()) == machine()
 
 
-def compare(case: str, tables: dict[str, pl.DataFrame]) -> tuple[bool, list[str]]:
+def compare(case: str, tables: dict[str, pl.DataFrame]) -> tuple[str, list[str]]:
+    """How the rerun was compared (in words) and what differs."""
     exact = bitwise_here(case)
-    return exact, differences(reference(case), tables, exact=exact)
+    how = "to the last bit" if exact else "within float32 rounding (the reference's machine.json is not this one)"
+    return how, differences(reference(case), tables, exact=exact)
 
 
 def write_reference(case: str, tables: dict[str, pl.DataFrame]) -> None:
@@ -112,8 +114,7 @@ def main() -> int:
         write_reference(args.case, tables)
         print(f"wrote {HERE / args.case}")
         return 0
-    exact, found = compare(args.case, tables)
-    how = "to the last bit" if exact else "within float32 rounding (another machine wrote the reference)"
+    how, found = compare(args.case, tables)
     print("\n".join(found) if found else f"{args.case}: identical to the reference, {how}")
     return 1 if found else 0
 
