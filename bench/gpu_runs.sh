@@ -18,6 +18,8 @@
 #   paper-8b-lora-decode       the 8B round with the decode loop sampling, on 20 seeds
 #   levers                     bench/bench_gpu.py: the training-step levers one by one, NLL heads, 1/2/4 workers
 #   levers-short               the training levers alone on 1,024 examples (no NLL, no workers)
+#   levers-compile             the step before the levers, the lean step and the lean step with compiled layers,
+#                              1,536 examples with profiles (no NLL, no workers: those did not change since 12-06)
 #   levers-tests               tests/gpu (the new training step against the old one on the card)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -62,6 +64,9 @@ case "$1" in
   levers-short)  # the training levers alone, for a lease with a few minutes left
     time python3 bench/bench_gpu.py --out "$out" --sections training --examples 1024 \
       --train-runs $LEVER_RUNS ;;
+  levers-compile)
+    time python3 bench/bench_gpu.py --out "$out" --sections training --examples 1536 \
+      --train-runs preset_32x1,lean_32x1,lean_compile_32x1 --results "$out/results.json" ;;
   levers-tests)
     time python3 -m pytest -q -p no:cacheprovider tests/gpu --durations=5 ;;
   *)
