@@ -12,6 +12,8 @@
 #                              beside both fixed arms (issue 24's second comparison)
 #   vllm-tests                 tests/vllm and tests/gpu against the GPU build of vLLM
 #   vllm-0.5b, vllm-8b         bench/bench_vllm.py on the Qwen2.5-0.5B and Llama-3.1-8B shapes (with --reload)
+#   vllm-8b-engines            the 8B shape's sampling engines alone on the card (the loop's vLLM, bare vLLM, the
+#                              decode loop; no reload and no generate, both measured on 2026-12-06)
 #   paper-8b-lora              bench/paper_round.py: one paper-settings round of a Llama-3.1-8B shape with LoRA, vLLM
 #                              sampling, on 100 seeds scaled to 1,000 (GSM8K carried to /tmp/gsm8k by `keep`)
 #   paper-1.5b-full            the same for a Qwen2.5-1.5B shape, full fine-tuning
@@ -48,6 +50,9 @@ case "$1" in
     time python3 bench/bench_vllm.py --shape qwen2.5-0.5b --out "$out" --reload --gpu-memory-utilization 0.2 ;;
   vllm-8b)
     time python3 bench/bench_vllm.py --shape llama-3.1-8b --out "$out" --reload --gpu-memory-utilization 0.5 ;;
+  vllm-8b-engines)
+    time python3 bench/bench_vllm.py --shape llama-3.1-8b --out "$out" --engines loop,bare,decode --repeats 2 \
+      --gpu-memory-utilization 0.5 ;;
   paper-8b-lora)  # micro-batch 8 x 4 keeps the effective batch of 32 beside a vLLM server on a 78 GiB card
     time python3 bench/paper_round.py --shape llama-3.1-8b --lora --data /tmp/gsm8k --out "$out" --run-seeds 100 \
       train.batch_size=8 train.gradient_accumulation_steps=4 vllm.gpu_memory_utilization=0.45 ;;
