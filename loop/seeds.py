@@ -16,3 +16,10 @@ def round_train_seed(replicate: int) -> int:
     """The training seed of every round of replicate `replicate`: the same for every strategy (paired training
     noise) and for the auto controller's probes, so that arms differ by their data alone."""
     return derived_seed("train", replicate)
+
+
+def dev_sampling_seed(replicate: int, round_: int) -> int:
+    """The sampling seed of the dev split's evaluation in round `round_` of replicate `replicate`: the same for the
+    round's model and for every probe of the auto controller's lookahead, so that their dev accuracies differ by
+    the model alone."""
+    return derived_seed("dev", replicate, round_)

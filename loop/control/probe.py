@@ -25,7 +25,7 @@ import polars as pl
 from loop.evaluation import sample_counts
 from loop.model.formatting import encode_for
 from loop.model.training import train_round
-from loop.seeds import derived_seed, round_train_seed
+from loop.seeds import dev_sampling_seed, round_train_seed
 
 if TYPE_CHECKING:  # the run context is handed down; this floor never imports the run's
     from loop.run.context import RunContext
@@ -91,6 +91,6 @@ def _probe(ctx: RunContext, step, cfg, train: pl.DataFrame, dev: pl.DataFrame, m
     with ctx.backend.bind(model, tag=f"s{step.seed}-{step.strategy}-r{step.round}-probe{index}") as bound:
         if metric == "accuracy":
             counts = sample_counts(cfg, bound.sampler, dev, cfg.evaluation.n_samples,
-                                   seed=derived_seed("dev", step.seed, step.round))
+                                   seed=dev_sampling_seed(step.seed, step.round))
             return (counts["n_correct"] / counts["n_samples"]).to_numpy().astype(float)
         return np.asarray(bound.scorer.mean_nll(encode_for(cfg.model, ctx.tokenizer, dev)), dtype=float)

@@ -24,7 +24,7 @@ from loop.model.training import train_round
 from loop.run.context import RunContext
 from loop.run.plan import Step, matched_epochs, matched_examples, rounds_of
 from loop.schema import COMPUTE_MATCHED
-from loop.seeds import derived_seed, round_train_seed
+from loop.seeds import derived_seed, dev_sampling_seed, round_train_seed
 from loop.selection import choose_batch
 from loop.signals import compute as signal_store
 from loop.store import layout
@@ -190,7 +190,7 @@ def evaluate_step(ctx: RunContext, step: Step, trained: Trained, bound, info: di
     scores = evaluate(ctx.cfg, bound.sampler, test, seed=derived_seed("eval", step.seed))
     if ctx.measures_dev:
         dev = evaluate(ctx.cfg, bound.sampler, ctx.split(step.seed, "dev"),
-                       seed=derived_seed("dev", step.seed, step.round))
+                       seed=dev_sampling_seed(step.seed, step.round))
         info |= {"dev_accuracy": dev["accuracy"], "dev_graded": dev["n_questions"] * dev["n_samples"]}
     return scores
 
