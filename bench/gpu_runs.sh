@@ -15,7 +15,7 @@
 #   vllm-8b-engines            the 8B shape's sampling engines alone on the card (the loop's vLLM, bare vLLM, the
 #                              decode loop; no reload and no generate, both measured on 2026-12-06)
 #   paper-8b-lora              bench/paper_round.py: one paper-settings round of a Llama-3.1-8B shape with LoRA, vLLM
-#                              sampling, on 100 seeds scaled to 1,000 (GSM8K carried to /tmp/gsm8k by `keep`)
+#                              sampling, on 50 seeds scaled to 1,000 (GSM8K carried to /tmp/gsm8k by `keep`)
 #   paper-1.5b-full            the same for a Qwen2.5-1.5B shape, full fine-tuning
 #   paper-8b-lora-decode       the 8B round with the decode loop sampling, on 20 seeds
 #   levers                     bench/bench_gpu.py: the training-step levers one by one, NLL heads, 1/2/4 workers
@@ -54,13 +54,13 @@ case "$1" in
     time python3 bench/bench_vllm.py --shape llama-3.1-8b --out "$out" --engines loop,bare,decode --repeats 2 \
       --gpu-memory-utilization 0.5 ;;
   paper-8b-lora)  # micro-batch 8 x 4 keeps the effective batch of 32 beside a vLLM server on a 78 GiB card
-    time python3 bench/paper_round.py --shape llama-3.1-8b --lora --data /tmp/gsm8k --out "$out" --run-seeds 100 \
+    time python3 bench/paper_round.py --shape llama-3.1-8b --lora --data /tmp/gsm8k --out "$out" --run-seeds 50 \
       train.batch_size=8 train.gradient_accumulation_steps=4 vllm.gpu_memory_utilization=0.45 ;;
   paper-8b-lora-decode)
     time python3 bench/paper_round.py --shape llama-3.1-8b --lora --data /tmp/gsm8k --out "$out" --run-seeds 20 \
       --engine decode train.batch_size=8 train.gradient_accumulation_steps=4 ;;
   paper-1.5b-full)
-    time python3 bench/paper_round.py --shape qwen2.5-1.5b --data /tmp/gsm8k --out "$out" --run-seeds 100 \
+    time python3 bench/paper_round.py --shape qwen2.5-1.5b --data /tmp/gsm8k --out "$out" --run-seeds 50 \
       vllm.gpu_memory_utilization=0.35 ;;
   levers)
     time python3 bench/bench_gpu.py --out "$out" --sections peak,nll,training,workers --examples 1536 \
