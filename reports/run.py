@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 import yaml
 
+from loop.control.lookahead import recorded_cost
 from loop.schema import SHARED_STRATEGY
 from loop.store import RunStore, layout
 from reports.render import write_report
@@ -185,13 +186,12 @@ def decision_table(records: list[dict]) -> dict | None:
 def lookahead_note(records: list[dict], config: dict) -> str | None:
     """What the auto controller's lookahead cost beside the whole comparison: fine-tunes, examples x epochs trained,
     seconds, and their shares of the comparison's (every step's training and seconds, the probes' included)."""
-    looks = [d["evidence"]["lookahead"] for d in (r.get("decision") or {} for r in records)
-             if (d.get("evidence") or {}).get("lookahead")]
+    looks = [cost for cost in (recorded_cost(r.get("decision")) for r in records) if cost]
     if not looks:
         return None
-    finetunes = sum(x["cost"]["finetunes"] for x in looks)
-    passes = sum(x["cost"]["examples_trained"] for x in looks)
-    seconds = sum(x["cost"]["seconds"] for x in looks)
+    finetunes = sum(x["finetunes"] for x in looks)
+    passes = sum(x["examples_trained"] for x in looks)
+    seconds = sum(x["seconds"] for x in looks)
     total_seconds = sum(r.get("seconds", 0.0) for r in records)
     epochs = config["train"]["epochs"]  # a step records its own only where it differs (compute-matched)
     total_passes = passes + sum(r.get("n_trained", 0) * r.get("epochs", epochs) for r in records)

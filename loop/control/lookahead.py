@@ -64,6 +64,12 @@ def combine(p_look: dict[str, float], p_bandit: dict[str, float]) -> tuple[str, 
     return arms[order[0]], {a: float(p) for a, p in zip(arms, combined)}
 
 
+def recorded_cost(decision: dict | None) -> dict:
+    """What the lookahead behind a step's decision cost, as the step's record keeps it (`ProbeCost`'s fields:
+    finetunes, examples_trained, seconds, ...); empty where the step ran no lookahead."""
+    return ((((decision or {}).get("evidence") or {}).get("lookahead")) or {}).get("cost") or {}
+
+
 def item_scores(metric: str, per_item: np.ndarray) -> np.ndarray:
     """Per-item dev scores, higher = better, from what a probe measured per item (mean NLL, or share correct)."""
     if metric == "loss":

@@ -12,7 +12,7 @@ import polars as pl
 
 from loop.control.controller import AutoParams, Decision, RoundRecord, arm_params, decide
 from loop.control.generation import GENERATORS, vet
-from loop.control.lookahead import combine, item_scores, paired_gains, probability_best
+from loop.control.lookahead import combine, item_scores, paired_gains, probability_best, recorded_cost
 from loop.control.probe import probe_arms, probe_epochs
 from loop.schema import EVAL_SCHEMA, SHARED_STRATEGY
 from loop.seeds import derived_seed
@@ -83,8 +83,7 @@ def look_ahead(ctx: RunContext, step, used: list[str], cands: pl.DataFrame, deci
 
 def lookahead_seconds(info: dict) -> float:
     """The seconds a step's lookahead spent (0 without one): the engine books them as their own stage."""
-    return float(((info.get("decision") or {}).get("evidence", {}).get("lookahead") or {}).get("cost", {})
-                 .get("seconds", 0.0))
+    return float(recorded_cost(info.get("decision")).get("seconds", 0.0))
 
 
 def generate(ctx: RunContext, step, auto: AutoParams, eligible: pl.DataFrame, cands: pl.DataFrame):

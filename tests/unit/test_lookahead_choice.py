@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from loop.control.controller import HISTORY_SCHEMA, AutoParams
-from loop.control.lookahead import combine, item_scores, paired_gains, probability_best
+from loop.control.lookahead import combine, item_scores, paired_gains, probability_best, recorded_cost
 from loop.control.policy import DiscountedThompson, choose
 
 N_DEV = 32  # the presets' dev split
@@ -114,3 +114,11 @@ def test_over_two_rounds_the_lookahead_fills_more_rounds_with_the_best_arm_than_
     alone = np.mean([a == "loss" for t in range(300) for a in _two_rounds(t, lookahead=False)])
     ahead = np.mean([a == "loss" for t in range(300) for a in _two_rounds(t, lookahead=True)])
     assert ahead >= 0.8 and ahead > alone + 0.3, (alone, ahead)
+
+
+def test_the_recorded_cost_is_read_from_the_decision_and_is_empty_without_a_lookahead():
+    cost = {"finetunes": 3, "examples_trained": 120, "seconds": 4.5}
+    assert recorded_cost({"arm": "loss", "evidence": {"lookahead": {"cost": cost}}}) == cost
+    assert recorded_cost({"arm": "loss", "evidence": {"bandit": {}}}) == {}
+    assert recorded_cost({"arm": "loss", "evidence": None}) == {}
+    assert recorded_cost(None) == {}
