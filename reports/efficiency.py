@@ -68,7 +68,8 @@ class RatioEstimate:
     """A strategy's data-efficiency ratio at one budget, over paired replicates (see the module docstring).
 
     `value`: geometric mean ratio; `low`/`high`: its 95% interval ends (None where not defined); `bound`: None,
-    "lower", "upper" or "mixed"; `se_log`: standard error of the mean log-ratio (None for one replicate);
+    "lower", "upper" (the mean target past an end of the i.i.d. curve) or "undefined" (that curve does not rise);
+    `se_log`: standard error of the mean log-ratio (None for one replicate);
     `estimator`: "paired" or "fitted"; `curve_error`: the fitted curve's misreading between n and n_R in log
     examples (None where it cannot be read), `flagged` where it exceeds the interval's half-width (module docstring).
     """
@@ -85,15 +86,6 @@ class RatioEstimate:
     estimator: str = "fitted"
     curve_error: float | None = None
     flagged: bool = False
-
-
-def combine_bounds(bounds) -> str | None:
-    """Bound of a summary over replicates: None if all exact, "lower"/"upper" if the censored ones agree, else
-    "mixed" (a mean of values that are exact or lower bounds is itself a lower bound)."""
-    kinds = {b for b in bounds if b is not None}
-    if not kinds:
-        return None
-    return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
 def estimate_ratio(budgets, reference, accuracy, n: float, replicates=None, *, boot: int = BOOTSTRAP,

@@ -84,8 +84,6 @@ def _verdict(strategy: str, e: RatioEstimate, effect: float) -> str:
     if e.bound == "upper":
         return (f"{strategy} fell below the i.i.d. curve's first point on some replicates: at most {e.value:.2f}x "
                 f"(95% upper limit {_limit(e.high)})")
-    if e.bound == "mixed":
-        return f"{strategy}: {e.value:.2f}x, censored both ways across replicates: no interval"
     need = replicates_needed(e.se_log, e.n_replicates, effect)
     if lo > 1:
         return (f"{strategy} needs {interval} fewer examples than i.i.d. data to reach the same accuracy "

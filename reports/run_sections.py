@@ -41,7 +41,7 @@ def _curve_error(ratio: dict) -> str:
 
 
 def _bound(bound: str | None) -> str:
-    return {None: "", "lower": "≥ (lower bound)", "upper": "≤ (upper bound)", "mixed": "mixed bounds",
+    return {None: "", "lower": "≥ (lower bound)", "upper": "≤ (upper bound)",
             "undefined": "undefined: the i.i.d. curve does not rise"}[bound]
 
 

@@ -22,7 +22,6 @@ from reports import (
     strategy_aulc,
     strategy_ratios,
 )
-from reports.efficiency import combine_bounds
 from reports.stats import t_quantile_975
 
 REF_N = [100, 200, 400]
@@ -175,13 +174,6 @@ def test_headline_is_the_final_budget_shared_by_all_seeds():
 def test_strategy_ratios_need_the_reference():
     with pytest.raises(ValueError, match="'random'"):
         strategy_ratios(evals([("shared", 0, 0, 100, 0.5), ("premem", 0, 1, 200, 0.6)]))
-
-
-def test_combine_bounds():
-    assert combine_bounds([None, None]) is None
-    assert combine_bounds([None, "lower"]) == "lower"
-    assert combine_bounds(["upper", "upper"]) == "upper"
-    assert combine_bounds(["upper", "lower"]) == "mixed"
 
 
 # --- AULC and deficiency ----------------------------------------------------------------------
