@@ -11,6 +11,7 @@
 #   smollm2-embedded-auto      the real-model preset at 16 replicates with auto (lookahead) over premem and loss,
 #                              beside both fixed arms (issue 24's second comparison)
 #   vllm-tests                 tests/vllm and tests/gpu against the GPU build of vLLM
+#   vllm-tests-failed          the three vLLM tests that failed on the H200 on 2026-12-06, and tests/gpu
 #   vllm-0.5b, vllm-8b         bench/bench_vllm.py on the Qwen2.5-0.5B and Llama-3.1-8B shapes (with --reload)
 #   vllm-8b-engines            the 8B shape's sampling engines alone on the card (the loop's vLLM, bare vLLM, the
 #                              decode loop; no reload and no generate, both measured on 2026-12-06)
@@ -46,6 +47,9 @@ case "$1" in
   vllm-tests)
     # The out-of-memory test fills the card: left out while other runs share it.
     time python3 -m pytest -q -p no:cacheprovider tests/vllm tests/gpu --durations=10 -k "not nearly_full" ;;
+  vllm-tests-failed)
+    time python3 -m pytest -q -p no:cacheprovider tests/vllm tests/gpu --durations=10 -k "not nearly_full and \
+      (tokenizes_as_the_loop or teacher_on_the_server or dies_mid_round or tests/gpu or cuda)" ;;
   vllm-0.5b)
     time python3 bench/bench_vllm.py --shape qwen2.5-0.5b --out "$out" --reload --gpu-memory-utilization 0.2 ;;
   vllm-8b)

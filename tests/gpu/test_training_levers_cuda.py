@@ -62,8 +62,10 @@ def test_liger_patches_the_trained_instance_only_and_refuses_compile(tiny_model_
     model = load_base(cfg.model, CUDA)
     norm_cls = type(model.model.norm)
     apply_model_levers(model, levers)
-    assert type(model.model.norm).__module__.startswith("liger_kernel")
-    assert type(load_base(cfg.model, CUDA).model.norm) is norm_cls  # a later model is the model's own
+    # Liger patches an instance by binding its own forward onto the module (the class stays the model's own).
+    assert model.model.norm.forward.__func__.__module__.startswith("liger_kernel")
+    later = load_base(cfg.model, CUDA).model.norm  # a later model is the model's own, class and forward
+    assert type(later) is norm_cls and later.forward.__func__ is norm_cls.forward
     with pytest.raises(ValueError, match="do not combine"):
         resolve_levers(build_config("smoke", overrides=[f"model.name_or_path={tiny_model_dir}",
                                                         "train.kernels=liger", "train.compile=true"]).train,
