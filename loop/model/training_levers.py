@@ -20,9 +20,15 @@ tests/gpu/test_training_levers_cuda.py on a card):
   It does not combine with Liger: torch 2.11's dynamo cannot trace Liger's autograd functions (an
   AssertionError in its autograd.Function tracing, seen on an H200 on 2026-12-06), so that pair is refused.
 
-Measured on one H200 (bench/bench_gpu.py, Qwen2.5-0.5B shape, 32 examples per step, steady state, 2026-12-06):
-the preset step 31.1k tokens/s (9.3% MFU), the lean loss 49.7k (14.9%, 1.60x), the lean loss with Liger 44.8k
-(13.4%: slower, so not a default). Compiled layers were not measured (that run took Liger's leaked classes).
+Measured (bench/bench_gpu.py, Qwen2.5-0.5B shape, 32 examples per step, steady state past 8 warm-up steps):
+- one H200, 2026-12-06: the preset step 31.1k tokens/s (9.3% MFU), the lean loss 49.7k (14.9%, 1.60x), the lean
+  loss with Liger 44.8k (13.4%: slower, so not a default);
+- one H100, 2026-12-07: the preset step 33.3k (10.0%), the lean loss 49.1k (14.7%), the lean loss with compiled
+  layers 75.4k (22.6%, 2.26x the preset step, 1.53x the lean one; kernels 73 of its 91 ms against 81 of 140 ms).
+  But compiling costs about 27 s more per train call (the whole call on 1,536 examples: 41.7 s against 17.3 s),
+  which a 0.5B step at 1.53x repays only past about 3.8M trained tokens in one call (about 17,000 examples x
+  epochs of this length): more than a paper-scale round (1,000 seeds x 3 epochs). So `auto` leaves it off, and a
+  run whose rounds are that long turns it on.
 
 Each lever is resolved for the device at hand by `resolve_levers`. On a CPU, kernels and compile resolve to off
 and the lean loss trains bit-identical weights to trl's, so the CPU path's figures stay exactly as they were.
@@ -45,7 +51,8 @@ log = logging.getLogger(__name__)
 
 # What `auto` takes on a GPU: a lever becomes a default only once bench/bench_gpu.py has measured it faster on a
 # card (bench/RESULTS.md). The lean loss computes what trl's does and is on wherever no tracker reads the metrics
-# (1.60x the step's tokens/s on an H200). Liger measured slower (0.90x the lean step); compile is unmeasured.
+# (1.60x the step's tokens/s on an H200). Liger measured slower (0.90x the lean step). Compile's step is 1.53x the
+# lean one, but its compile time makes a train call of a round at the presets' or the paper's size slower.
 GPU_DEFAULTS = {"kernels": "torch", "compile": False}
 
 
