@@ -23,6 +23,8 @@
 #   levers-short               the training levers alone on 1,024 examples (no NLL, no workers)
 #   levers-compile             the step before the levers, the lean step and the lean step with compiled layers,
 #                              1,536 examples with profiles (no NLL, no workers: those did not change since 12-06)
+#   compile-reuse              what compiling costs a second train call: in the same process (two compiled train
+#                              calls), and in a new process with Inductor's disk cache warm (then the lean step)
 #   levers-tests               tests/gpu (the new training step against the old one on the card)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -76,6 +78,11 @@ case "$1" in
   levers-compile)
     time python3 bench/bench_gpu.py --out "$out" --sections training --examples 1536 \
       --train-runs preset_32x1,lean_32x1,lean_compile_32x1 --results "$out/results.json" ;;
+  compile-reuse)
+    time python3 bench/bench_gpu.py --out "$out/same-process" --sections training --examples 512 --no-profile \
+      --train-runs lean_compile_32x1,lean_compile_32x1
+    time python3 bench/bench_gpu.py --out "$out/new-process" --sections training --examples 512 --no-profile \
+      --train-runs lean_compile_32x1,lean_32x1 ;;
   levers-tests)
     time python3 -m pytest -q -p no:cacheprovider tests/gpu --durations=5 ;;
   *)
