@@ -42,8 +42,8 @@ class TrainConfig(Strict):
         "the model's own kernels on a CPU")
     compile: bool | Literal["auto"] = Field(
         "auto", description="torch.compile each decoder layer (dynamic sequence length): fewer launches per step, "
-        "about 27 s of compiling per train call; auto = the measured choice for the device: off (on an H100 a 0.5B "
-        "step ran 1.53x faster compiled, which repays the compile only past about 3.8M tokens in one train call)")
+        "about 27 s of compiling once per process; auto = the measured choice for the device: off (on an H100 a "
+        "0.5B step ran 1.53x faster compiled, which repays the compile only past about 3.8M trained tokens)")
     batch_order: Literal["random", "group_by_length"] = Field(
         "group_by_length",
         description="group_by_length batches examples of similar length (transformers' LengthGroupedSampler, "

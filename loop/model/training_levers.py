@@ -25,10 +25,12 @@ Measured (bench/bench_gpu.py, Qwen2.5-0.5B shape, 32 examples per step, steady s
   loss with Liger 44.8k (13.4%: slower, so not a default);
 - one H100, 2026-12-07: the preset step 33.3k (10.0%), the lean loss 49.1k (14.7%), the lean loss with compiled
   layers 75.4k (22.6%, 2.26x the preset step, 1.53x the lean one; kernels 73 of its 91 ms against 81 of 140 ms).
-  But compiling costs about 27 s more per train call (the whole call on 1,536 examples: 41.7 s against 17.3 s),
-  which a 0.5B step at 1.53x repays only past about 3.8M trained tokens in one call (about 17,000 examples x
-  epochs of this length): more than a paper-scale round (1,000 seeds x 3 epochs). So `auto` leaves it off, and a
-  run whose rounds are that long turns it on.
+  But compiling cost about 27 s more in the process's first train call (the whole call on 1,536 examples: 41.7 s
+  against 17.3 s), which a 0.5B step at 1.53x repays only past about 3.8M trained tokens (about 17,000 examples x
+  epochs of this length): more than a paper-scale round (1,000 seeds x 3 epochs). On a CPU a later train call in
+  the same process compiled nothing (one graph serves every layer of every later model: 0.8 s against 31 s cold),
+  so a worker pays it once across its steps; on a card that is not measured yet. So `auto` leaves it off, and a
+  run whose workers train that much turns it on.
 
 Each lever is resolved for the device at hand by `resolve_levers`. On a CPU, kernels and compile resolve to off
 and the lean loss trains bit-identical weights to trl's, so the CPU path's figures stay exactly as they were.
