@@ -19,9 +19,9 @@ Schema (non-finite numbers become null):
         compute_seconds: {total, per_seed, by_stage: {stage: seconds}}}}
 A ratio's mean is the geometric mean over paired replicates (`reports.efficiency`: estimator "paired" against
 random's point at the same budget, "fitted" where random has none); ci_low/ci_high are null where undefined (one
-replicate; the open side of a bound). bound is null (exact), "lower" (true ratio >= value), "upper" (<=) or "undefined"
-(the i.i.d. curve does not rise). curve_error: the fitted curve's misreading between n and n_R in log examples; flagged where it
-exceeds the interval's half-width (the verdict says so).
+replicate; the open side of a bound). bound is null (exact), "lower" (true ratio >= value), "upper" (<=) or
+"undefined" (the i.i.d. curve does not rise). curve_error: the fitted curve's misreading between n and n_R in log
+examples; flagged where it exceeds the interval's half-width (the verdict says so).
 """
 
 from __future__ import annotations
