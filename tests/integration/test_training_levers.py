@@ -119,3 +119,18 @@ def test_compiled_layers_train_the_same_weights_within_rounding(tiny_model_dir, 
                for k, v in eager.items() if k in base or "lora_B" in k)
     apart = max((eager[k] - trained["true"][k]).abs().max().item() for k in eager)
     assert step > 100 * apart
+
+
+def test_a_later_round_in_the_process_reuses_the_compiled_layers(tiny_model_dir, seeds):
+    """Compiling is paid once per process, not per round: the layers of a later round's fresh model (same class,
+    dynamic lengths) run on the graph the first round compiled. This is what makes `train.compile` pay across a
+    worker's steps (loop.model.training_levers)."""
+    from torch._dynamo.utils import counters
+
+    cfg = config(tiny_model_dir, "train.compile=true")
+    tok = load_tokenizer(cfg.model)
+    train_round(cfg, tok, seeds, seed=5, device=CPU)
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs > 0  # the first round compiled (in this process, now or in an earlier test)
+    train_round(cfg, tok, seeds.head(9), seed=6, device=CPU)  # other lengths, another model instance
+    assert counters["stats"]["unique_graphs"] == graphs
