@@ -51,7 +51,7 @@ case "$1" in
     time python3 -m pytest -q -p no:cacheprovider tests/vllm tests/gpu --durations=10 -k "not nearly_full" ;;
   vllm-tests-failed)
     time python3 -m pytest -q -p no:cacheprovider tests/vllm tests/gpu --durations=10 -k "not nearly_full and \
-      (tokenizes_as_the_loop or teacher_on_the_server or dies_mid_round or tests/gpu or cuda)" ;;
+      (tokenizes_as_the_loop or teacher_on_the_server or dies_mid_round or gpu)" ;;
   vllm-0.5b)
     time python3 bench/bench_vllm.py --shape qwen2.5-0.5b --out "$out" --reload --gpu-memory-utilization 0.2 ;;
   vllm-8b)
