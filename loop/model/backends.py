@@ -67,6 +67,16 @@ def sampling_engine(cfg: RunConfig, device: torch.device) -> str:
     return auto_engine(cfg, device)[0] if cfg.sampling.engine == "auto" else cfg.sampling.engine
 
 
+def server_card_share(cfg: RunConfig, device: torch.device) -> float:
+    """The share of `device` that a vLLM server the loop starts for `cfg` claims (`vllm.gpu_memory_utilization`);
+    0 where no server of the loop's runs on the card: another engine, a CPU, or a server at `vllm.url`, which the
+    loop does not start (one on this card already shows in its free memory)."""
+    if device.type != "cuda" or cfg.vllm.url:
+        return 0.0
+    vllm = sampling_engine(cfg, device) == "vllm" or cfg.dynamics.nll_engine == "vllm"
+    return cfg.vllm.gpu_memory_utilization if vllm else 0.0
+
+
 def resolve_engine(cfg: RunConfig, device: torch.device) -> RunConfig:
     """`cfg` with `sampling.engine: auto` replaced by the engine `auto_engine` takes (logged); others unchanged."""
     if cfg.sampling.engine != "auto":

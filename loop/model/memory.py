@@ -11,8 +11,13 @@ The estimate counts what stays allocated through a training step:
 The LM head's logits are not counted: trl computes the loss through a chunked head. A 15% margin covers the
 allocator's fragmentation and CUDA's own context.
 
-`train.gradient_checkpointing: auto` turns checkpointing on exactly when the estimate without it exceeds the free
-memory of the card, so a 1B model trains fully at full speed and an 8B LoRA run still fits an 80 GB card.
+`train.gradient_checkpointing: auto` turns checkpointing on exactly when the estimate without it exceeds the memory
+training may take (`free_for_training`), so a 1B model trains fully at full speed and an 8B LoRA run still fits an
+80 GB card. Where the loop starts a vLLM server on the same card, the server's share is kept out of that memory even
+before the server starts: it starts at the first checkpoint to sample, while the round is still training, and
+claims `vllm.gpu_memory_utilization` of the whole card. Without that, a Qwen2.5-1.5B full fine-tune at 32 examples
+a micro-batch trained without checkpointing on an empty H100 and ran out of memory once the server had taken its
+quarter (bench/RESULTS.md, 2026-12-07).
 """
 
 from __future__ import annotations
@@ -51,6 +56,15 @@ def training_bytes(shape: ModelShape, *, trainable: int, frozen_bytes_per_param:
     else:
         activations = tokens_per_step * shape.layers * per_token_layer
     return int(MARGIN * (weights + autocast_copies + grads_and_adam + activations))
+
+
+def free_for_training(free_bytes: int, total_bytes: int, server_share: float) -> int:
+    """Bytes a training step may take: min(free, (1 - server_share) x total).
+
+    `server_share` is the share of the card a vLLM server on it claims (0 without one). Before the server starts
+    the card is free but the share is promised; after it started, `free_bytes` already excludes it, and the minimum
+    leaves the free memory as it is."""
+    return min(free_bytes, int(max(0.0, 1.0 - server_share) * total_bytes))
 
 
 def needs_checkpointing(shape: ModelShape, *, trainable: int, frozen_bytes_per_param: int, compute_bytes: int,

@@ -25,7 +25,8 @@ from loop.model.formatting import encode_for
 from loop import faults
 from loop.model import trackers
 from loop.model.loading import load_base
-from loop.model.memory import ModelShape, needs_checkpointing
+from loop.model.backends import server_card_share
+from loop.model.memory import ModelShape, free_for_training, needs_checkpointing
 from loop.model.precision import Precision, enable_tf32, resolve_precision
 from loop.model.training_levers import LeanSFTTrainer, apply_model_levers, resolve_levers
 
@@ -67,7 +68,8 @@ def _lora_parameters(model, lora) -> int:
 
 
 def use_checkpointing(cfg: RunConfig, model, precision: Precision, longest: int, device: torch.device) -> bool:
-    """train.gradient_checkpointing, with `auto` resolved against the free memory of the card."""
+    """train.gradient_checkpointing, with `auto` resolved against the memory of the card training may take: its free
+    memory, less the share a vLLM server the loop starts on it will claim (`loop.model.memory.free_for_training`)."""
     setting = cfg.train.gradient_checkpointing
     if setting != "auto":
         return bool(setting)
@@ -76,13 +78,17 @@ def use_checkpointing(cfg: RunConfig, model, precision: Precision, longest: int,
     lora = cfg.model.lora
     shape = ModelShape.of(model)
     trainable = shape.n_params if lora is None else _lora_parameters(model, lora)
-    free, _ = torch.cuda.mem_get_info(device)
+    free, total = torch.cuda.mem_get_info(device)
+    share = server_card_share(cfg, device)
+    budget = free_for_training(free, total, share)
     compute_bytes = 4 if precision.compute is None else 2
     on = needs_checkpointing(shape, trainable=trainable, frozen_bytes_per_param=precision.weights.itemsize,
                              compute_bytes=compute_bytes, tokens_per_step=cfg.train.batch_size * longest,
-                             free_bytes=free)
+                             free_bytes=budget)
     if on:
-        log.info("gradient checkpointing on: the round would not fit the %.0f GiB free without it", free / 2**30)
+        beside = f" beside the vLLM server's {share:.0%} of the card" if share else ""
+        log.info("gradient checkpointing on: the round would not fit the %.0f GiB free%s without it",
+                 budget / 2**30, beside)
     return on
 
 

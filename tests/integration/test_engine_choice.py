@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from loop.config import build_config
-from loop.model.backends import auto_engine, resolve_engine, sampling_engine
+from loop.model.backends import auto_engine, resolve_engine, sampling_engine, server_card_share
 from loop.model.sampling import DecodeLoopSampler, make_sampler
 
 pytestmark = pytest.mark.integration
@@ -86,3 +86,19 @@ def test_a_relative_vllm_python_is_resolved_where_the_loop_runs(tmp_path, monkey
     assert vllm_python(VLLMConfig(python="python3")) == "python3"  # a command name is left to PATH
     with pytest.raises(VLLMServerError, match="vllm.python 'missing/python': no such file"):
         vllm_python(VLLMConfig(python="missing/python"))
+
+
+def test_training_keeps_out_the_share_of_the_card_that_the_loops_vllm_server_claims(monkeypatch):
+    monkeypatch.delenv("CURATION_LOOP_VLLM_PYTHON", raising=False)
+    vllm = build_config("smoke", overrides=["sampling.engine=vllm", "vllm.gpu_memory_utilization=0.25"])
+    assert server_card_share(vllm, CUDA) == 0.25
+    assert server_card_share(vllm, torch.device("cpu")) == 0.0  # a CPU's memory is not the card's
+    assert server_card_share(build_config("smoke", overrides=["sampling.engine=decode"]), CUDA) == 0.0
+    scorer_only = build_config("smoke", overrides=["sampling.engine=decode", "dynamics.nll_engine=vllm"])
+    assert server_card_share(scorer_only, CUDA) == 0.5  # the server scores NLL: it claims its default share
+    # A server at vllm.url is not the loop's to start: one on this card already shows in the free memory.
+    assert server_card_share(build_config("smoke", overrides=["sampling.engine=vllm", "vllm.url=http://h:1"]),
+                             CUDA) == 0.0
+    assert server_card_share(build_config("smoke"), CUDA) == 0.0  # auto without a vLLM environment: decode
+    monkeypatch.setenv("CURATION_LOOP_VLLM_PYTHON", sys.executable)
+    assert server_card_share(build_config("smoke"), CUDA) == 0.5  # auto takes vLLM here
