@@ -120,15 +120,17 @@ def run_workers(script: Path, out: Path, counts: list[int], label: str, examples
             with open(dest / "worker.log", "w") as log:
                 procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
         codes = [p.wait() for p in procs]
-        runs = []
+        runs, errors = [], []
         for i in range(n):
             path = out / f"workers-{n}" / f"w{i}" / "bench_gpu.json"
             data = json.loads(path.read_text()) if path.exists() else {}
             run = data.get("training", {}).get(label)
-            if run:
+            if run and "error" not in run:
                 runs.append(run)
+            elif run:  # the worker wrote its error (8 workers of 19 GiB each ran out of memory on an 80 GB card)
+                errors.append(run["error"].strip().splitlines()[-1][:300])
         if len(runs) < n:
-            result[str(n)] = {"failed": n - len(runs), "exit_codes": codes}
+            result[str(n)] = {"failed": n - len(runs), "exit_codes": codes, "errors": sorted(set(errors))}
             continue
         span = max(r["train_call_end_unix"] for r in runs) - min(r["train_call_start_unix"] for r in runs)
         tokens = sum(r["tokens"] for r in runs)

@@ -13,11 +13,13 @@
 #   vllm-tests                 tests/vllm and tests/gpu against the GPU build of vLLM
 #   vllm-tests-failed          the three vLLM tests that failed on the H200 on 2026-12-06, and tests/gpu
 #   vllm-0.5b, vllm-8b         bench/bench_vllm.py on the Qwen2.5-0.5B and Llama-3.1-8B shapes (with --reload)
+#   vllm-0.5b-engines          the 0.5B shape's sampling engines alone on the card (as vllm-8b-engines)
 #   vllm-8b-engines            the 8B shape's sampling engines alone on the card (the loop's vLLM, bare vLLM, the
 #                              decode loop; no reload and no generate, both measured on 2026-12-06)
 #   paper-8b-lora              bench/paper_round.py: one paper-settings round of a Llama-3.1-8B shape with LoRA, vLLM
 #                              sampling, on 50 seeds scaled to 1,000 (GSM8K carried to /tmp/gsm8k by `keep`)
 #   paper-1.5b-full            the same for a Qwen2.5-1.5B shape, full fine-tuning
+#   paper-1.5b-full-decode     the 1.5B round with the decode loop sampling, on 20 seeds
 #   paper-8b-lora-decode       the 8B round with the decode loop sampling, on 20 seeds
 #   levers                     bench/bench_gpu.py: the training-step levers one by one, NLL heads, 1/2/4 workers
 #   levers-short               the training levers alone on 1,024 examples (no NLL, no workers)
@@ -25,6 +27,7 @@
 #                              1,536 examples with profiles (no NLL, no workers: those did not change since 12-06)
 #   compile-reuse              what compiling costs a second train call: in the same process (two compiled train
 #                              calls), and in a new process with Inductor's disk cache warm (then the lean step)
+#   workers-8                  1 and 8 lean-step workers sharing the card (8 need an H200's memory)
 #   levers-tests               tests/gpu (the new training step against the old one on the card)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -56,6 +59,9 @@ case "$1" in
     time python3 bench/bench_vllm.py --shape qwen2.5-0.5b --out "$out" --reload --gpu-memory-utilization 0.2 ;;
   vllm-8b)
     time python3 bench/bench_vllm.py --shape llama-3.1-8b --out "$out" --reload --gpu-memory-utilization 0.5 ;;
+  vllm-0.5b-engines)
+    time python3 bench/bench_vllm.py --shape qwen2.5-0.5b --out "$out" --engines loop,bare,decode --repeats 2 \
+      --gpu-memory-utilization 0.2 ;;
   vllm-8b-engines)
     time python3 bench/bench_vllm.py --shape llama-3.1-8b --out "$out" --engines loop,bare,decode --repeats 2 \
       --gpu-memory-utilization 0.5 ;;
@@ -65,9 +71,12 @@ case "$1" in
   paper-8b-lora-decode)
     time python3 bench/paper_round.py --shape llama-3.1-8b --lora --data /tmp/gsm8k --out "$out" --run-seeds 20 \
       --engine decode train.batch_size=8 train.gradient_accumulation_steps=4 ;;
-  paper-1.5b-full)
+  paper-1.5b-full)  # as measured on 2026-12-07: 8 x 4 micro-batches beside a server on a quarter of the card
     time python3 bench/paper_round.py --shape qwen2.5-1.5b --data /tmp/gsm8k --out "$out" --run-seeds 50 \
-      vllm.gpu_memory_utilization=0.35 ;;
+      train.batch_size=8 train.gradient_accumulation_steps=4 vllm.gpu_memory_utilization=0.25 ;;
+  paper-1.5b-full-decode)
+    time python3 bench/paper_round.py --shape qwen2.5-1.5b --data /tmp/gsm8k --out "$out" --run-seeds 20 \
+      --engine decode train.batch_size=8 train.gradient_accumulation_steps=4 ;;
   levers)
     time python3 bench/bench_gpu.py --out "$out" --sections peak,nll,training,workers --examples 1536 \
       --train-runs $LEVER_RUNS \
@@ -78,6 +87,8 @@ case "$1" in
   levers-compile)
     time python3 bench/bench_gpu.py --out "$out" --sections training --examples 1536 \
       --train-runs preset_32x1,lean_32x1,lean_compile_32x1 --results "$out/results.json" ;;
+  workers-8)  # 8 lean-step workers of about 19 GiB each: more than an 80 GB card holds (an H200 run)
+    time python3 bench/bench_gpu.py --out "$out" --sections workers --workers 1,8 --worker-examples 768 ;;
   compile-reuse)
     time python3 bench/bench_gpu.py --out "$out/same-process" --sections training --examples 512 --no-profile \
       --train-runs lean_compile_32x1,lean_compile_32x1
