@@ -266,7 +266,8 @@ def section_training(shape: str) -> None:
             call, start, end = trained[-1]
             fit = tokens / call
             steady = clock[-1].steady_seconds_per_step()
-            steady_rate = tokens * batch / N_TRAIN / steady if steady else None
+            per_step = batch * cfg.train.gradient_accumulation_steps  # examples per optimizer step
+            steady_rate = tokens * per_step / N_TRAIN / steady if steady else None
             out[key] = {"seconds": seconds, "tokens_per_s": rate, "mfu_datasheet": 6 * params * rate / DATASHEET_BF16,
                           "train_call_seconds": call, "train_call_tokens_per_s": fit,
                           "train_call_mfu_datasheet": 6 * params * fit / DATASHEET_BF16,

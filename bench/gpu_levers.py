@@ -28,6 +28,9 @@ LEVER_RUNS = {
     "lean_32x1": (32, ["train.token_metrics=false", "train.kernels=torch", "train.compile=false"]),
     "lean_liger_32x1": (32, ["train.token_metrics=false", "train.kernels=liger", "train.compile=false"]),
     "lean_compile_32x1": (32, ["train.token_metrics=false", "train.kernels=torch", "train.compile=true"]),
+    # The same optimizer step in two micro-batches: about half the activation memory, so that 8 workers fit one card.
+    "lean_16x2": (16, ["train.token_metrics=false", "train.kernels=torch", "train.compile=false",
+                       "train.gradient_accumulation_steps=2"]),
     "micro_batch_64x1": (64, ["train.token_metrics=true", "train.kernels=torch", "train.compile=false"]),
     "micro_batch_128x1": (128, ["train.token_metrics=true", "train.kernels=torch", "train.compile=false"]),
 }

@@ -27,7 +27,7 @@
 #                              1,536 examples with profiles (no NLL, no workers: those did not change since 12-06)
 #   compile-reuse              what compiling costs a second train call: in the same process (two compiled train
 #                              calls), and in a new process with Inductor's disk cache warm (then the lean step)
-#   workers-8                  1 and 8 lean-step workers sharing the card (8 need an H200's memory)
+#   workers-8                  1 and 8 lean-step workers sharing the card, micro-batches of 16 x 2 (an H200)
 #   levers-tests               tests/gpu (the new training step against the old one on the card)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -87,8 +87,9 @@ case "$1" in
   levers-compile)
     time python3 bench/bench_gpu.py --out "$out" --sections training --examples 1536 \
       --train-runs preset_32x1,lean_32x1,lean_compile_32x1 --results "$out/results.json" ;;
-  workers-8)  # 8 lean-step workers of about 19 GiB each: more than an 80 GB card holds (an H200 run)
-    time python3 bench/bench_gpu.py --out "$out" --sections workers --workers 1,8 --worker-examples 768 ;;
+  workers-8)  # at 32 x 1 a lean-step worker peaks at 24.5 GB: 8 fit no card, so the same step in 16 x 2 (an H200)
+    time python3 bench/bench_gpu.py --out "$out" --sections workers --workers 1,8 --worker-examples 768 \
+      --worker-run lean_16x2 ;;
   compile-reuse)
     time python3 bench/bench_gpu.py --out "$out/same-process" --sections training --examples 512 --no-profile \
       --train-runs lean_compile_32x1,lean_compile_32x1
