@@ -1,5 +1,8 @@
 """A paper-scale estimate from a measured round: GSM8K's 7,473 seeds, an 8B model with LoRA, on 1, 8 and 64 GPUs.
 
+Another measured round gives the estimate for its model (`--round bench/gpu/2026-12-07-h100-paper-round-1.5b-full.json`:
+Qwen2.5-1.5B, full fine-tuning).
+
     python bench/paper_scale_estimate.py [--round bench/gpu/2026-12-06-h100-paper-round-8b-lora.json]
                                          [--seeds 7473] [--pool-per-seed 10] [--strategies 4] [--replicates 3]
 
@@ -41,10 +44,12 @@ def unit_rates(measured: dict) -> dict[str, float]:
             "test": stages["eval"] / (questions * TEST_SAMPLES)}
 
 
-def step_seconds(rates: dict[str, float], seeds: int, pool_per_seed: int, length_share: float = 1.0) -> dict:
-    """One step's stages in seconds; `length_share` scales the sampling stages (completion length over the cap)."""
+def step_seconds(rates: dict[str, float], seeds: int, pool_per_seed: int, length_share: float = 1.0, *,
+                 lora: bool = True) -> dict:
+    """One step's stages in seconds; `length_share` scales the sampling stages (completion length over the cap);
+    `lora` names the measured round's training (LoRA or full fine-tuning)."""
     return {
-        "training (LoRA, 3 epochs)": rates["train"] * seeds * EPOCHS,
+        f"training ({'LoRA' if lora else 'full'}, 3 epochs)": rates["train"] * seeds * EPOCHS,
         "dynamics NLL (every seed, every checkpoint)": rates["nll"] * seeds * EPOCHS,
         "dynamics sampling (10 per seed and checkpoint)": rates["sample"] * seeds * EPOCHS * SAMPLES * length_share,
         "pool NLL (next round's signals)": rates["nll"] * seeds * pool_per_seed,
@@ -64,8 +69,8 @@ def main() -> None:
     measured = json.loads(args.round.read_text())
     rates = unit_rates(measured)
     share = min(1.0, measured["reference_solution_tokens"] / measured["max_new_tokens"])
-    high = step_seconds(rates, args.seeds, args.pool_per_seed)
-    low = step_seconds(rates, args.seeds, args.pool_per_seed, share)
+    high = step_seconds(rates, args.seeds, args.pool_per_seed, lora=measured["lora"])
+    low = step_seconds(rates, args.seeds, args.pool_per_seed, share, lora=measured["lora"])
     step_high, step_low = sum(high.values()), sum(low.values())
     chains = args.strategies * args.replicates
     steps = args.replicates + chains * args.rounds

@@ -44,7 +44,7 @@ def auto_engine(cfg: RunConfig, device: torch.device) -> tuple[str, str]:
 
     vLLM where it can run (a GPU with a vLLM environment set up), else the decode loop. vLLM was never the slower of
     the two where measured (bench/RESULTS.md, the same prompts and lengths): 1.46x the decode loop's tokens/s at the
-    Llama-3.1-8B shape alone on an H100, on par at the Qwen2.5-0.5B shape on a shared H200. Sharded scoring runs
+    Llama-3.1-8B shape and 1.15x at the Qwen2.5-0.5B shape, each alone on an H100. Sharded scoring runs
     in-process samplers, and vLLM's CPU build is slower than the decode loop on the embedded model, so neither takes
     vLLM unasked."""
     if device.type != "cuda":
