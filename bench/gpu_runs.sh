@@ -5,6 +5,8 @@
 #   smollm2-embedded           the real-model comparison preset (8 replicates)
 #   analyze-smollm2-embedded   the paper's analyses on the same model and task (4 replicates)
 #   default-gpu                the embedded comparison at the size that separates strategies (16 replicates)
+#   default-gpu-compile        default-gpu with compiled layers (run after default-gpu, each alone: the wall clocks
+#                              and the train stage's seconds say whether compile pays across a worker's steps)
 #   default-gpu-auto           default-gpu with auto (lookahead on, the default) over premem, loss and perplexity,
 #                              every fixed arm it chooses from, and auto_bandit (the same auto, lookahead off: what
 #                              the probes add), 16 replicates, compute-matched off as in the 2026-12-01 auto runs
@@ -38,6 +40,8 @@ out=/tmp/runs/$1
 case "$1" in
   smollm2-embedded|default-gpu)
     time python3 bench/run_engine.py --preset "$1" --out "$out" ;;
+  default-gpu-compile)  # compiled layers end to end: each of the 8 workers compiles once, then trains its steps
+    time python3 bench/run_engine.py --preset default-gpu --out "$out" train.compile=true ;;
   default-gpu-auto)
     arms='arms: [premem, loss, perplexity]'
     time python3 bench/run_engine.py --preset default-gpu --out "$out" selection.compute_matched=false \
