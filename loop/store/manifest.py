@@ -1,5 +1,11 @@
 """What a run store records about its run, and what a resume must share with the first start: the config (less how to
-run it) and the manifest's library versions, base weights, precision, sampling engine and data."""
+run it) and the manifest's library versions, base weights, precision, sampling engine and data.
+
+One change to the config is a resume, not another run: more replicates (`seeds` grown, every stored seed kept).
+Replicates are independent draws (each its own seed set, pool, test subset and training seed; `auto` never pools
+evidence across them), so a replicate added later computes what it would have in the first start, and the finished
+replicates are read back as they are. A user whose report says a comparison needs more replicates adds them to the
+same run store."""
 
 from __future__ import annotations
 
@@ -35,8 +41,23 @@ def config_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[s
     return diff(stored, wanted)
 
 
+def added_replicates(stored: dict[str, Any], wanted: dict[str, Any]) -> list[int] | None:
+    """The seeds `wanted` adds to the stored config where that is its only change (every stored seed kept, any
+    order); None where anything else differs or a stored seed is dropped."""
+    old, new = stored.get("seeds"), wanted.get("seeds")
+    if not isinstance(old, list) or not isinstance(new, list) or not set(old) <= set(new):
+        return None
+    if diff({**stored, "seeds": None}, {**wanted, "seeds": None}):
+        return None
+    return sorted(set(new) - set(old))
+
+
 def resume_changes(first: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
     """How this start's manifest differs from the first start's in what a resume must share. A key the first manifest
-    lacks was not recorded yet when the run started: nothing to compare it with."""
+    lacks was not recorded yet when the run started: nothing to compare it with. Per-replicate entries (`examples`)
+    are compared for the replicates the first start had; a replicate added since has nothing to compare with."""
     keys = [k for k in RESUME_KEYS if k in first]
-    return diff({k: first[k] for k in keys}, {k: manifest.get(k) for k in keys})
+    now = {k: manifest.get(k) for k in keys}
+    if isinstance(first.get("examples"), dict) and isinstance(now.get("examples"), dict):
+        now["examples"] = {seed: v for seed, v in now["examples"].items() if seed in first["examples"]}
+    return diff({k: first[k] for k in keys}, now)

@@ -9,6 +9,7 @@ that location (`loop.store.sync`), so that processes on several machines share o
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -23,9 +24,11 @@ from loop.config import RunConfig
 from loop.schema import EVAL_SCHEMA, LEDGER_SCHEMA, TIMING_SCHEMA
 from loop.store import layout
 from loop.store.files import DamagedFileError, file_sha256, read_frame, write_atomic, writer_alive
-from loop.store.manifest import (NOT_STORED, ConfigMismatchError, ResumeMismatchError, config_differences,
-                                 resume_changes)
+from loop.store.manifest import (NOT_STORED, ConfigMismatchError, ResumeMismatchError, added_replicates,
+                                 config_differences, resume_changes)
 from loop.store.sync import Remote, is_remote
+
+log = logging.getLogger(__name__)
 
 
 class RunStore:
@@ -77,18 +80,22 @@ class RunStore:
             raise PermissionError(f"run store {self.root} (of {self.location}) is not writable: choose another out_dir or fix its "
                                   "permissions")
         config_path = self.root / layout.CONFIG
+        added: list[int] = []
         if config_path.exists():
             stored = yaml.safe_load(config_path.read_text())
             differences = config_differences(stored, wanted)
             if differences:
-                raise ConfigMismatchError(
-                    f"{self.location} holds a run of another config ({'; '.join(differences[:5])}); "
-                    "resume with the same config or choose another out_dir"
-                )
-        else:
+                added = added_replicates(stored, wanted) or []
+                if not added:
+                    raise ConfigMismatchError(
+                        f"{self.location} holds a run of another config ({'; '.join(differences[:5])}); resume "
+                        "with the same config (more `seeds` add replicates) or choose another out_dir")
+                log.info("%s: adding replicates %s to the %d finished or started", self.location, added,
+                         len(stored["seeds"]))
+        if added or not config_path.exists():
             write_atomic(config_path, lambda p: p.write_text(yaml.safe_dump(wanted, sort_keys=False)))
             self._push(layout.CONFIG)
-        self._record_manifest(manifest, cfg.allow_resume_changes)
+        self._record_manifest(manifest, cfg.allow_resume_changes, added)
         self.sweep_leftovers()
         self.push_missing()
 
@@ -125,7 +132,7 @@ class RunStore:
                 leftover.unlink(missing_ok=True)
         return leftovers
 
-    def _record_manifest(self, manifest: dict[str, Any], allow_changes: bool) -> None:
+    def _record_manifest(self, manifest: dict[str, Any], allow_changes: bool, added: list[int]) -> None:
         path = self.root / layout.MANIFEST
         if not path.exists():
             self.write_json(layout.MANIFEST, manifest)
@@ -138,8 +145,13 @@ class RunStore:
                 f"({'; '.join(changes[:6])}{' ...' if len(changes) > 6 else ''}): its finished steps would not be "
                 "what this environment computes. Resume where it started, choose another out_dir, or set "
                 "allow_resume_changes: true to continue (the changes are recorded)")
-        first.setdefault("resumes", []).append({"at": manifest.get("opened"), "changes": changes,
-                                                "machine": manifest.get("machine")})
+        resume = {"at": manifest.get("opened"), "changes": changes, "machine": manifest.get("machine")}
+        if added:  # the new replicates' data hashes join the first start's, for later resumes to check
+            resume["replicates_added"] = added
+            first["examples"] = {**first.get("examples", {}),
+                                 **{str(seed): manifest["examples"][str(seed)] for seed in added
+                                    if str(seed) in manifest.get("examples", {})}}
+        first.setdefault("resumes", []).append(resume)
         self.write_json(layout.MANIFEST, first)
 
     def write_json(self, relative: str, payload: Any) -> None:

@@ -83,3 +83,31 @@ def test_a_different_config_in_the_same_folder_is_refused(tiny_model_dir, tmp_pa
     Engine(build_config("smoke", overrides=overrides(tiny_model_dir, out))).prepare()
     with pytest.raises(ConfigMismatchError, match="train.epochs"):
         Engine(build_config("smoke", overrides=[*overrides(tiny_model_dir, out), "train.epochs=3"])).prepare()
+
+
+def test_more_seeds_add_replicates_to_a_finished_run_and_keep_what_it_had(tiny_model_dir, tmp_path):
+    """A report that says the comparison needs more replicates is answered in the same run store: a rerun with more
+    `seeds` runs only the new replicates, leaves the finished ones untouched, and ends with the tables of a run that
+    had every seed from the start (replicates are independent draws)."""
+    both = [*overrides(tiny_model_dir, tmp_path / "reference"), "seeds=[0, 1]"]
+    Engine(build_config("smoke", overrides=both)).run_all(progress=False)
+
+    grown = tmp_path / "grown"
+    Engine(build_config("smoke", overrides=overrides(tiny_model_dir, grown))).run_all(progress=False)
+    finished = {p: p.stat().st_mtime_ns for p in grown.glob("steps/*/*/round-*/*.parquet")}
+    assert finished and not list(grown.glob("steps/seed-1"))
+    Engine(build_config("smoke", overrides=[*overrides(tiny_model_dir, grown), "seeds=[0, 1]"])).run_all(
+        progress=False)
+    assert selections(grown) == selections(tmp_path / "reference")
+    assert tables(grown) == tables(tmp_path / "reference")
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items())  # nothing finished was rewritten
+    manifest = json.loads((grown / "manifest.json").read_text())
+    assert manifest["resumes"][-1]["replicates_added"] == [1] and manifest["resumes"][-1]["changes"] == []
+    assert set(manifest["examples"]) == {"0", "1"}  # the new replicate's data hash is checked on later resumes
+
+    # Dropping a finished replicate, or adding one together with another change, is another run.
+    with pytest.raises(ConfigMismatchError, match="seeds"):
+        Engine(build_config("smoke", overrides=[*overrides(tiny_model_dir, grown), "seeds=[1]"])).prepare()
+    with pytest.raises(ConfigMismatchError, match="train.epochs"):
+        Engine(build_config("smoke", overrides=[*overrides(tiny_model_dir, grown), "seeds=[0, 1, 2]",
+                                                "train.epochs=3"])).prepare()
