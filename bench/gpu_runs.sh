@@ -11,7 +11,9 @@
 #                              every fixed arm it chooses from, and auto_bandit (the same auto, lookahead off: what
 #                              the probes add), 16 replicates, compute-matched off as in the 2026-12-01 auto runs
 #   smollm2-embedded-auto      the real-model preset at 16 replicates with auto (lookahead) over premem and loss,
-#                              beside both fixed arms (issue 24's second comparison)
+#                              beside both fixed arms (issue 24's second comparison); about 25 minutes
+#   smollm2-embedded-auto-half its replicates 0-7 alone (for a lease too short for all 16): a later lease restores
+#                              the store and runs smollm2-embedded-auto, which adds replicates 8-15
 #   vllm-tests                 tests/vllm and tests/gpu against the GPU build of vLLM
 #   vllm-tests-failed          the three vLLM tests that failed on the H200 on 2026-12-06, and tests/gpu
 #   vllm-0.5b, vllm-8b         bench/bench_vllm.py on the Qwen2.5-0.5B and Llama-3.1-8B shapes (with --reload)
@@ -47,9 +49,13 @@ case "$1" in
     time python3 bench/run_engine.py --preset default-gpu --out "$out" selection.compute_matched=false \
       "selection.strategies=[random, premem, loss, perplexity, {name: auto, params: {$arms}},
         {name: auto, label: auto_bandit, params: {$arms, lookahead: false}}]" ;;
-  smollm2-embedded-auto)
-    time python3 bench/run_engine.py --preset smollm2-embedded --out "$out" \
-      'seeds=[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]' \
+  smollm2-embedded-auto|smollm2-embedded-auto-half)
+    # The half runs replicates 0-7 into the same store; a later lease restores it (gpu_session.sh restore) and
+    # smollm2-embedded-auto adds replicates 8-15 to it. The engine is pinned: a resume under another one stops.
+    seeds='0, 1, 2, 3, 4, 5, 6, 7'
+    if [ "$1" = smollm2-embedded-auto ]; then seeds="$seeds, 8, 9, 10, 11, 12, 13, 14, 15"; fi
+    time python3 bench/run_engine.py --preset smollm2-embedded --out /tmp/runs/smollm2-embedded-auto \
+      "seeds=[$seeds]" sampling.engine=decode \
       'selection.strategies=[random, premem, loss, {name: auto, params: {arms: [premem, loss]}}]' ;;
   analyze-smollm2-embedded)
     time python3 bench/run_engine.py --analyze --preset "$1" --out "$out" ;;

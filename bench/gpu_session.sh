@@ -10,6 +10,8 @@
 #                                                  # CHAIN is one name or several ("a b": b after a), chains at once
 #   bash bench/gpu_session.sh wait SECONDS [NAME]  # until every background run (or run NAME) ended, or SECONDS passed
 #   bash bench/gpu_session.sh collect              # run stores (models left out) and logs, one tar into $OUT
+#   bash bench/gpu_session.sh restore TGZ          # a collected runs.tgz carried back (under .device/), unpacked
+#                                                  # into /tmp/runs: a run resumes its store (more replicates)
 #
 # The parts are built here by `python3 bench/device_wheels.py` (.device/parts/, git-ignored); each call carries one
 # ([".device/parts/vllm.tar.part00"], ...). Python there: the image's python3 (torch 2.11.0+cu130).
@@ -58,6 +60,8 @@ case "${1:-}" in
     mkdir -p "$OUT"
     tar -C /tmp/runs -czf "$OUT/runs.tgz" --exclude='*.safetensors' --exclude='*.gguf' --exclude='*.bin' .
     ls -la "$OUT" ;;
+  restore)
+    mkdir -p /tmp/runs && tar -xzf "$2" -C /tmp/runs && ls /tmp/runs ;;
   *)
-    echo "usage: $0 keep|install|background NAME...|wait SECONDS|collect" >&2; exit 2 ;;
+    echo "usage: $0 keep|install|background NAME...|wait SECONDS|collect|restore TGZ" >&2; exit 2 ;;
 esac
