@@ -109,55 +109,16 @@ def validate_examples(
     if missing:
         absent = [Problem(source, None, c, "is missing (no such column)", "empty") for c in missing]
         raise DataValidationError(ValidationReport(source, df.height, 0, absent))
-    t = df.with_row_index("_row")
-    if "_file" not in t.columns:
-        t = t.with_columns(_file=pl.lit(source, pl.String))
-    if "_line" not in t.columns:
-        t = t.with_columns(_line=(pl.col("_row") + 1).cast(pl.Int64))
-    if "_error" not in t.columns:
-        t = t.with_columns(_error=pl.lit(None, pl.String))
-
-    problems: list[tuple[int, Problem]] = []
-
-    def add(rows: pl.DataFrame, field: str, kind: str, message) -> None:
-        for r in rows.iter_rows(named=True):
-            text = message(r) if callable(message) else message
-            problems.append((r["_row"], Problem(r["_file"] or source, r["_line"], field, text, kind)))
-
+    found = _Problems(source)
+    t = _with_provenance(df, source)
     parsed = pl.col("_error").is_null()
-    add(t.filter(~parsed), "<row>", "parse", lambda r: f"could not be parsed: {r['_error']}")
+    found.add(t.filter(~parsed), "<row>", "parse", lambda r: f"could not be parsed: {r['_error']}")
     ok = t.filter(parsed)
+    _check_fields(ok, task, found)
+    _check_ids(ok, seed_ids, found)
 
-    no_answer = pl.lit(False)
-    if task is not None:
-        # Reference solutions must end in a final answer the grader can find: the model learns it.
-        extracted = ok["solution"].map_elements(lambda s: reference_answer(s, task), return_dtype=pl.String)
-        ok = ok.with_columns(_ref=extracted)
-        no_answer = ~_blank("solution") & pl.col("_ref").is_null()
-        add(ok.filter(no_answer), "solution", "no_answer", f"has no final answer the {task!r} grader can extract")
-    for col in REQUIRED_TEXT_FIELDS:
-        # An answer that is empty because it could not be extracted is reported once, above.
-        blank = _blank(col) & ~no_answer if col == "answer" else _blank(col)
-        add(ok.filter(blank), col, "empty", "is empty")
-    bad_split = ~_blank("split") & ~pl.col("split").is_in(SPLITS)
-    add(ok.filter(bad_split), "split", "split", lambda r: f"is {r['split']!r}, expected one of {SPLITS}")
-
-    first = (
-        ok.filter(~_blank("id"))
-        .group_by("id", maintain_order=True)
-        .agg(_f0=pl.col("_file").first(), _l0=pl.col("_line").first(), _r0=pl.col("_row").first())
-    )
-    dups = ok.join(first, on="id").filter(pl.col("_row") != pl.col("_r0"))
-    add(dups, "id", "duplicate_id", lambda r: f"repeats id {r['id']!r} of {where(r['_f0'], r['_l0'])}")
-
-    known = set(seed_ids or ()) | set(ok.filter(pl.col("split") == "seed")["id"].drop_nulls().to_list())
-    if known or seed_ids is not None:
-        unknown = ok.filter(pl.col("seed_id").is_not_null() & ~pl.col("seed_id").is_in(list(known)))
-        add(unknown, "seed_id", "unknown_seed", lambda r: f"names no seed: {r['seed_id']!r}")
-
-    problems.sort(key=lambda rp: rp[0])
-    report = ValidationReport(source, df.height, df.height, [p for _, p in problems])
-    bad_rows = sorted({r for r, _ in problems})
+    report = ValidationReport(source, df.height, df.height, found.in_row_order())
+    bad_rows = found.rows()
     report.n_valid = df.height - len(bad_rows)
     if bad_rows and not skip_invalid:
         raise DataValidationError(report)
@@ -166,3 +127,68 @@ def validate_examples(
     keep[bad_rows] = False
     clean = df.filter(pl.Series(keep)).drop([c for c in PROVENANCE if c in df.columns])
     return clean.with_columns([pl.col(c).cast(dt) for c, dt in EXAMPLE_SCHEMA.items()]), report
+
+
+class _Problems:
+    """The problems found so far, each with the frame row it is on (for the report's order and the rows dropped)."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.found: list[tuple[int, Problem]] = []
+
+    def add(self, rows: pl.DataFrame, field: str, kind: str, message) -> None:
+        for r in rows.iter_rows(named=True):
+            text = message(r) if callable(message) else message
+            self.found.append((r["_row"], Problem(r["_file"] or self.source, r["_line"], field, text, kind)))
+
+    def in_row_order(self) -> list[Problem]:
+        return [p for _, p in sorted(self.found, key=lambda rp: rp[0])]
+
+    def rows(self) -> list[int]:
+        return sorted({r for r, _ in self.found})
+
+
+def _with_provenance(df: pl.DataFrame, source: str) -> pl.DataFrame:
+    """`df` with its row index and the loaders' provenance columns (`_file`, `_line`, `_error`), filled in where a
+    loader gave none: the file is `source`, the line the row's 1-based position, no parse error."""
+    t = df.with_row_index("_row")
+    if "_file" not in t.columns:
+        t = t.with_columns(_file=pl.lit(source, pl.String))
+    if "_line" not in t.columns:
+        t = t.with_columns(_line=(pl.col("_row") + 1).cast(pl.Int64))
+    if "_error" not in t.columns:
+        t = t.with_columns(_error=pl.lit(None, pl.String))
+    return t
+
+
+def _check_fields(ok: pl.DataFrame, task: str | None, found: _Problems) -> None:
+    """Each parsed row's own fields: a final answer in the solution (with a task), no empty text, a known split."""
+    no_answer = pl.lit(False)
+    if task is not None:
+        # Reference solutions must end in a final answer the grader can find: the model learns it.
+        extracted = ok["solution"].map_elements(lambda s: reference_answer(s, task), return_dtype=pl.String)
+        ok = ok.with_columns(_ref=extracted)
+        no_answer = ~_blank("solution") & pl.col("_ref").is_null()
+        found.add(ok.filter(no_answer), "solution", "no_answer", f"has no final answer the {task!r} grader can extract")
+    for col in REQUIRED_TEXT_FIELDS:
+        # An answer that is empty because it could not be extracted is reported once, above.
+        blank = _blank(col) & ~no_answer if col == "answer" else _blank(col)
+        found.add(ok.filter(blank), col, "empty", "is empty")
+    bad_split = ~_blank("split") & ~pl.col("split").is_in(SPLITS)
+    found.add(ok.filter(bad_split), "split", "split", lambda r: f"is {r['split']!r}, expected one of {SPLITS}")
+
+
+def _check_ids(ok: pl.DataFrame, seed_ids: Collection[str] | None, found: _Problems) -> None:
+    """Across rows: an id repeated after its first row, and a seed_id that names no seed (of this frame's seed rows
+    or `seed_ids`)."""
+    first = (
+        ok.filter(~_blank("id"))
+        .group_by("id", maintain_order=True)
+        .agg(_f0=pl.col("_file").first(), _l0=pl.col("_line").first(), _r0=pl.col("_row").first())
+    )
+    dups = ok.join(first, on="id").filter(pl.col("_row") != pl.col("_r0"))
+    found.add(dups, "id", "duplicate_id", lambda r: f"repeats id {r['id']!r} of {where(r['_f0'], r['_l0'])}")
+    known = set(seed_ids or ()) | set(ok.filter(pl.col("split") == "seed")["id"].drop_nulls().to_list())
+    if known or seed_ids is not None:
+        unknown = ok.filter(pl.col("seed_id").is_not_null() & ~pl.col("seed_id").is_in(list(known)))
+        found.add(unknown, "seed_id", "unknown_seed", lambda r: f"names no seed: {r['seed_id']!r}")
