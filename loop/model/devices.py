@@ -96,6 +96,12 @@ def pick_device(device: str, *, share_gpus: bool = False) -> torch.device:
     return torch.device("cuda", 0)
 
 
+def workers_per_card(workers: int, share_gpus: bool) -> int:
+    """How many of a run's worker processes train on one card: all of them where they share (each takes the first
+    visible card, `claim_gpu`), else one (a card each)."""
+    return max(1, workers) if share_gpus else 1
+
+
 def check_workers(workers: int, device: str, *, share_gpus: bool) -> None:
     """Refuse a config whose workers would have to share a GPU (call in the parent, before workers start)."""
     if device == "cpu" or workers <= 1 or share_gpus:

@@ -17,7 +17,8 @@ training may take (`free_for_training`), so a 1B model trains fully at full spee
 before the server starts: it starts at the first checkpoint to sample, while the round is still training, and
 claims `vllm.gpu_memory_utilization` of the whole card. Without that, a Qwen2.5-1.5B full fine-tune at 32 examples
 a micro-batch trained without checkpointing on an empty H100 and ran out of memory once the server had taken its
-quarter (bench/RESULTS.md, 2026-12-07).
+quarter (bench/RESULTS.md, 2026-12-07). Likewise, workers that share one card (`share_gpus`) each plan for their
+part of it: eight 0.5B workers that each saw the whole card free all ran out of memory (24.5 GB each on 80 GB).
 """
 
 from __future__ import annotations
@@ -58,13 +59,15 @@ def training_bytes(shape: ModelShape, *, trainable: int, frozen_bytes_per_param:
     return int(MARGIN * (weights + autocast_copies + grads_and_adam + activations))
 
 
-def free_for_training(free_bytes: int, total_bytes: int, server_share: float) -> int:
-    """Bytes a training step may take: min(free, (1 - server_share) x total).
+def free_for_training(free_bytes: int, total_bytes: int, server_share: float, sharers: int = 1) -> int:
+    """Bytes one process's training step may take: min(free, (1 - sharers x server_share) x total / sharers).
 
-    `server_share` is the share of the card a vLLM server on it claims (0 without one). Before the server starts
-    the card is free but the share is promised; after it started, `free_bytes` already excludes it, and the minimum
-    leaves the free memory as it is."""
-    return min(free_bytes, int(max(0.0, 1.0 - server_share) * total_bytes))
+    `sharers`: the run's processes that train on this card at once (its workers, where they share it), each given
+    an equal part; `server_share`: the share of the card each one's vLLM server claims (0 without one). Before the
+    others start (or a server does) the card is free but their parts are promised; once they run, `free_bytes`
+    already excludes them and the minimum leaves the free memory as it is."""
+    sharers = max(1, sharers)
+    return min(free_bytes, int(max(0.0, 1.0 - sharers * server_share) * total_bytes / sharers))
 
 
 def needs_checkpointing(shape: ModelShape, *, trainable: int, frozen_bytes_per_param: int, compute_bytes: int,

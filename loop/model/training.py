@@ -26,7 +26,8 @@ from loop import faults
 from loop.model import trackers
 from loop.model.loading import load_base
 from loop.model.backends import server_card_share
-from loop.model.memory import ModelShape, free_for_training, needs_checkpointing
+from loop.model.devices import workers_per_card
+from loop.model.memory import ModelShape, free_for_training, needs_checkpointing, training_bytes
 from loop.model.precision import Precision, enable_tf32, resolve_precision
 from loop.model.training_levers import LeanSFTTrainer, apply_model_levers, resolve_levers
 
@@ -68,8 +69,9 @@ def _lora_parameters(model, lora) -> int:
 
 
 def use_checkpointing(cfg: RunConfig, model, precision: Precision, longest: int, device: torch.device) -> bool:
-    """train.gradient_checkpointing, with `auto` resolved against the memory of the card training may take: its free
-    memory, less the share a vLLM server the loop starts on it will claim (`loop.model.memory.free_for_training`)."""
+    """train.gradient_checkpointing, with `auto` resolved against the memory of the card this process may take:
+    its free memory, less what the run's other workers on the card and a vLLM server the loop starts on it will
+    claim (`loop.model.memory.free_for_training`). Warns where the step would not fit even with checkpointing."""
     setting = cfg.train.gradient_checkpointing
     if setting != "auto":
         return bool(setting)
@@ -77,18 +79,24 @@ def use_checkpointing(cfg: RunConfig, model, precision: Precision, longest: int,
         return False
     lora = cfg.model.lora
     shape = ModelShape.of(model)
-    trainable = shape.n_params if lora is None else _lora_parameters(model, lora)
     free, total = torch.cuda.mem_get_info(device)
-    share = server_card_share(cfg, device)
-    budget = free_for_training(free, total, share)
-    compute_bytes = 4 if precision.compute is None else 2
-    on = needs_checkpointing(shape, trainable=trainable, frozen_bytes_per_param=precision.weights.itemsize,
-                             compute_bytes=compute_bytes, tokens_per_step=cfg.train.batch_size * longest,
-                             free_bytes=budget)
+    share, sharers = server_card_share(cfg, device), workers_per_card(cfg.workers, cfg.share_gpus)
+    budget = free_for_training(free, total, share, sharers)
+    step = dict(trainable=shape.n_params if lora is None else _lora_parameters(model, lora),
+                frozen_bytes_per_param=precision.weights.itemsize,
+                compute_bytes=4 if precision.compute is None else 2, tokens_per_step=cfg.train.batch_size * longest)
+    on = needs_checkpointing(shape, free_bytes=budget, **step)
+    beside = (f" beside the vLLM server's {share:.0%} of the card" if share else "") + \
+        (f" as one of {sharers} workers on it" if sharers > 1 else "")
     if on:
-        beside = f" beside the vLLM server's {share:.0%} of the card" if share else ""
-        log.info("gradient checkpointing on: the round would not fit the %.0f GiB free%s without it",
+        log.info("gradient checkpointing on: the round would not fit the %.1f GiB free%s without it",
                  budget / 2**30, beside)
+        needed = training_bytes(shape, checkpointing=True, **step)
+        if needed > budget:
+            log.warning("the round's step needs about %.1f GiB even with checkpointing, more than the %.1f GiB "
+                        "free%s: lower train.batch_size (raising train.gradient_accumulation_steps keeps the "
+                        "effective batch)%s", needed / 2**30, budget / 2**30, beside,
+                        ", or workers" if sharers > 1 else "")
     return on
 
 

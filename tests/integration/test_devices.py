@@ -53,6 +53,9 @@ def test_more_workers_than_gpus_is_refused_unless_shared(monkeypatch):
     check_workers(2, "auto", share_gpus=True)
     check_workers(2, "cpu", share_gpus=False)
     check_workers(1, "auto", share_gpus=False)
+    # Where they share, every worker takes the first card: each plans its training memory for a part of it.
+    assert devices.workers_per_card(8, share_gpus=True) == 8 and devices.workers_per_card(8, share_gpus=False) == 1
+    assert devices.workers_per_card(0, share_gpus=True) == 1
 
 
 def test_precision_per_device():

@@ -53,3 +53,17 @@ def test_a_full_fine_tune_beside_a_vllm_server_turns_checkpointing_on_and_then_f
     beside = free_for_training(H100, H100, 0.25)
     assert needs_checkpointing(QWEN25_15B, free_bytes=beside, **kw)
     assert training_bytes(QWEN25_15B, checkpointing=True, **kw) < beside
+
+
+def test_workers_sharing_a_card_each_plan_for_their_part_of_it():
+    assert free_for_training(H100, H100, 0.0, sharers=8) == H100 // 8
+    assert free_for_training(H100, H100, 0.1, sharers=4) == int(0.6 * H100 / 4)  # four servers of 10% each
+    assert free_for_training(5 * GB, H100, 0.0, sharers=2) == 5 * GB  # the others already hold the rest
+    assert free_for_training(H100, H100, 0.0, sharers=0) == H100  # no worker count: a process of its own
+    # Measured on an H100 on 2026-12-07: one lean-step worker of the Qwen2.5-0.5B shape at 32 examples a
+    # micro-batch peaked at 24.5 GB, and eight of them, each judging the whole card free, all ran out of memory.
+    qwen05 = ModelShape(n_params=494_032_768, hidden=896, ffn=4864, layers=24)
+    kw = dict(trainable=qwen05.n_params, frozen_bytes_per_param=4, compute_bytes=2, tokens_per_step=32 * 300)
+    assert 20 * GB < training_bytes(qwen05, checkpointing=False, **kw) < 30 * GB
+    assert not needs_checkpointing(qwen05, free_bytes=free_for_training(H100, H100, 0.0), **kw)
+    assert needs_checkpointing(qwen05, free_bytes=free_for_training(H100, H100, 0.0, sharers=8), **kw)
