@@ -66,6 +66,42 @@ def _compute_block(compute: pl.DataFrame, strategy: str) -> dict:
     }
 
 
+def _headline_row(strategy: str, headline: pl.DataFrame, per_seed: pl.DataFrame, reference: str) -> dict | None:
+    """The strategy's headline ratio (at its final size) with its replicates' own ratios and the comparison's power
+    for it; None where it has no headline."""
+    head = headline.filter(pl.col("strategy") == strategy)
+    if not head.height:
+        return None
+    row = head.drop("strategy").row(0, named=True)
+    seeds = per_seed.filter((pl.col("strategy") == strategy) & (pl.col("n_examples") == row["n_examples"]))
+    row["per_seed"] = seeds.select("seed", "accuracy", "iid_examples", "ratio", "bound").to_dicts()
+    # Power needs a spread of exact values: the reference is its own curve (no spread), and a censored ratio's
+    # spread is that of the curve's edge, not of the strategy.
+    spread = None if strategy == reference or row.get("bound") else row["se_log"]
+    row["detectable_ratio"] = detectable_ratio(spread, row["n_seeds"])
+    row["replicates_for_1_2x"] = replicates_needed(spread, row["n_seeds"])
+    return row
+
+
+def _area_blocks(a: dict) -> dict:
+    """A strategy's area under the log-n curve (and its difference from the reference's) and its deficiency, from
+    its row of `strategy_aulc`."""
+    return {
+        "aulc": {
+            "log_n": True, "n_min": a["n_min"], "n_max": a["n_max"],
+            "mean": a["aulc_mean"], "ci_low": a["aulc_ci_low"], "ci_high": a["aulc_ci_high"], "n_seeds": a["n_seeds"],
+            "diff_vs_reference": {
+                "mean": a["diff_mean"], "ci_low": a["diff_ci_low"], "ci_high": a["diff_ci_high"],
+                "n_seeds": a["diff_n_seeds"],
+            },
+        },
+        "deficiency": {
+            "mean": a["deficiency_mean"], "ci_low": a["deficiency_ci_low"], "ci_high": a["deficiency_ci_high"],
+            "median": a["deficiency_median"], "n_seeds": a["deficiency_n_seeds"],
+        },
+    }
+
+
 def build_summary(
     evals: pl.DataFrame,
     timings: pl.DataFrame,
@@ -110,34 +146,13 @@ def build_summary(
         }
         if has_reference:
             block["ratios"] = ratios.filter(pl.col("strategy") == strategy).drop("strategy").to_dicts()
-            head = headline.filter(pl.col("strategy") == strategy)
-            if head.height:
-                row = head.drop("strategy").row(0, named=True)
-                seeds = per_seed.filter((pl.col("strategy") == strategy) & (pl.col("n_examples") == row["n_examples"]))
-                row["per_seed"] = seeds.select("seed", "accuracy", "iid_examples", "ratio", "bound").to_dicts()
-                # Power needs a spread of exact values: the reference is its own curve (no spread), and a
-                # censored ratio's spread is that of the curve's edge, not of the strategy.
-                spread = None if strategy == reference or row.get("bound") else row["se_log"]
-                row["detectable_ratio"] = detectable_ratio(spread, row["n_seeds"])
-                row["replicates_for_1_2x"] = replicates_needed(spread, row["n_seeds"])
-                block["ratio"] = row
-                if strategy != reference:
-                    label = (f"{strategy} (the seed set alone, trained for a strategy round's optimizer steps)"
-                             if strategy == COMPUTE_MATCHED else strategy)
-                    verdicts.append(verdict(label, estimates[(strategy, row["n_examples"])]))
-        a = areas.filter(pl.col("strategy") == strategy).row(0, named=True)
-        block["aulc"] = {
-            "log_n": True, "n_min": a["n_min"], "n_max": a["n_max"],
-            "mean": a["aulc_mean"], "ci_low": a["aulc_ci_low"], "ci_high": a["aulc_ci_high"], "n_seeds": a["n_seeds"],
-            "diff_vs_reference": {
-                "mean": a["diff_mean"], "ci_low": a["diff_ci_low"], "ci_high": a["diff_ci_high"],
-                "n_seeds": a["diff_n_seeds"],
-            },
-        }
-        block["deficiency"] = {
-            "mean": a["deficiency_mean"], "ci_low": a["deficiency_ci_low"], "ci_high": a["deficiency_ci_high"],
-            "median": a["deficiency_median"], "n_seeds": a["deficiency_n_seeds"],
-        }
+            row = _headline_row(strategy, headline, per_seed, reference)
+            block["ratio"] = row
+            if row is not None and strategy != reference:
+                label = (f"{strategy} (the seed set alone, trained for a strategy round's optimizer steps)"
+                         if strategy == COMPUTE_MATCHED else strategy)
+                verdicts.append(verdict(label, estimates[(strategy, row["n_examples"])]))
+        block.update(_area_blocks(areas.filter(pl.col("strategy") == strategy).row(0, named=True)))
         block["compute_seconds"] = _compute_block(compute, strategy)
         strategies[strategy] = block
 
