@@ -22,6 +22,7 @@ import polars as pl
 
 from loop.config import RunConfig, SweepRunConfig
 from loop.evaluation import sample_counts
+from loop.model import trackers
 from loop.model.training import train_round
 from loop.seeds import derived_seed
 from loop.store import layout
@@ -113,8 +114,9 @@ class Sweep:
         tracker = DynamicsTracker(cfg, self.context.tokenizer, train, None, seed=train_seed,
                                   backend=self.context.backend, tag=f"analysis-{run.key}", sample=True,
                                   sample_all=True, held_out=held_out)
+        tracker_run = trackers.sweep_run(self.cfg, self.context.store.tracking_dir(), run.seed, run.index)
         model, train_seconds = train_round(cfg, self.context.tokenizer, train, seed=train_seed % (2**31),
-                                           device=self.context.device, tracker=tracker)
+                                           device=self.context.device, tracker=tracker, tracker_run=tracker_run)
         timings = [("train", train_seconds), *tracker.stage_seconds.items()]
         frames = {"ledger": tracker.ledger().with_columns(run=pl.lit(run.key)),
                   "accuracy": tracker.checkpoint_accuracy().with_columns(run=pl.lit(run.key))}
@@ -128,6 +130,8 @@ class Sweep:
                 "learning_rate": run.learning_rate, "epochs": run.epochs, "fraction": run.fraction,
                 "n_trained": train.height, "checkpoints": tracker.epochs, "seconds": sum(t[1] for t in timings)}
         self.context.store.commit_dir(folder, frames, info, layout.RUN_RECORD)
+        # After the commit, as for a round: a tracker never shows a run the store lacks.
+        trackers.log_checkpoints(tracker_run, frames["accuracy"].to_dicts())
         return info
 
     def _perturbed(self, run: SweepRun, model, train: pl.DataFrame) -> pl.DataFrame:

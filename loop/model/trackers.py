@@ -4,7 +4,9 @@ A round of the plan is one tracker run, named STRATEGY/seed-S/round-R (`loop.sto
 training logs come from trl/transformers' own callbacks, which `tracking.report_to` is handed to unchanged
 (`trainer_arguments`); the loop's figures of the round (test and dev accuracy, pre-memorization accuracy, memorized
 share, examples) are written through each tracker's own API once the step is committed (`log_round`), at step = the
-round.
+round. A run of the paper's analysis sweep is one tracker run too, analysis/seed-S/run-K (`sweep_run`): its training
+logs, and each held-out split's accuracy at every checkpoint once the run is committed (`log_checkpoints`), at
+step = the epoch.
 
 Trackers only watch: nothing here reads a random generator or feeds back into training, selection or evaluation,
 so a run gives the same results with or without them. Each tracker's package is imported only when it is named.
@@ -51,12 +53,20 @@ class TrackerRun:
 def round_run(cfg: RunConfig, default_dir: Path, strategy: str, seed: int, round_: int) -> TrackerRun | None:
     """The tracker run of a round, or None when `tracking.report_to` names no tracker. `default_dir`: where offline
     trackers write when tracking.dir is not set (the run store's tracking/ folder)."""
+    return _tracker_run(cfg, default_dir, layout.tracking_run(strategy, seed, round_), round_)
+
+
+def sweep_run(cfg: RunConfig, default_dir: Path, seed: int, index: int) -> TrackerRun | None:
+    """The tracker run of the analysis sweep's run `index` of replicate `seed` (None without trackers)."""
+    return _tracker_run(cfg, default_dir, layout.analysis_tracking_run(seed, index), index)
+
+
+def _tracker_run(cfg: RunConfig, default_dir: Path, name: str, step: int) -> TrackerRun | None:
     tracking = cfg.tracking
     if not tracking.report_to:
         return None
-    name = layout.tracking_run(strategy, seed, round_)
     base = Path(tracking.dir) if tracking.dir else default_dir
-    return TrackerRun(tuple(tracking.report_to), name, base / name, round_, tracking.logging_steps)
+    return TrackerRun(tuple(tracking.report_to), name, base / name, step, tracking.logging_steps)
 
 
 def check_available(cfg: RunConfig) -> None:
@@ -138,36 +148,57 @@ def round_figures(info: dict) -> dict[str, float]:
     return {f"loop/{name}": float(info[key]) for key, name in FIGURES.items() if info.get(key) is not None}
 
 
+def checkpoint_figures(accuracy_rows: list[dict]) -> list[tuple[int, dict[str, float]]]:
+    """Per checkpoint (epoch, in order), each held-out split's accuracy, from the rows of
+    `DynamicsTracker.checkpoint_accuracy` (epoch, split, accuracy, ...)."""
+    by_epoch: dict[int, dict[str, float]] = {}
+    for row in accuracy_rows:
+        by_epoch.setdefault(int(row["epoch"]), {})[f"loop/{row['split']}_accuracy"] = float(row["accuracy"])
+    return sorted(by_epoch.items())
+
+
 def log_round(run: TrackerRun | None, info: dict) -> None:
     """Write a committed round's figures to every tracker of `run`, at step = the round."""
+    _log(run, [(run.round, round_figures(info))] if run is not None else [], axis="round")
+
+
+def log_checkpoints(run: TrackerRun | None, accuracy_rows: list[dict]) -> None:
+    """Write a committed sweep run's held-out accuracy at every checkpoint to every tracker of `run`, at step = the
+    epoch."""
+    _log(run, checkpoint_figures(accuracy_rows), axis="epoch")
+
+
+def _log(run: TrackerRun | None, rows: list[tuple[int, dict[str, float]]], *, axis: str) -> None:
+    """`rows`: (step, figures) in step order; `axis` names what the step counts (W&B logs it as loop/AXIS)."""
     if run is None:
         return
-    figures = round_figures(info)
     for name in run.report_to:
-        _WRITERS[name](run, figures)
+        _WRITERS[name](run, rows, axis)
 
 
-def _to_tensorboard(run: TrackerRun, figures: dict[str, float]) -> None:
+def _to_tensorboard(run: TrackerRun, rows: list[tuple[int, dict[str, float]]], axis: str) -> None:
     writer = _summary_writer(run.folder)  # a second event file beside trl's: TensorBoard reads them all
     try:
-        for key, value in figures.items():
-            writer.add_scalar(key, value, global_step=run.round)
+        for step, figures in rows:
+            for key, value in figures.items():
+                writer.add_scalar(key, value, global_step=step)
     finally:
         writer.close()
 
 
-def _to_wandb(run: TrackerRun, figures: dict[str, float]) -> None:
+def _to_wandb(run: TrackerRun, rows: list[tuple[int, dict[str, float]]], axis: str) -> None:
     import wandb
 
     # transformers leaves the round's W&B run open after training: the figures join it, then it is finished so
     # that the next round's training opens a run of its own.
     if wandb.run is None:
         wandb.init(name=run.name)
-    wandb.log({**figures, "loop/round": run.round})
+    for step, figures in rows:
+        wandb.log({**figures, f"loop/{axis}": step})
     wandb.finish()
 
 
-def _to_mlflow(run: TrackerRun, figures: dict[str, float]) -> None:
+def _to_mlflow(run: TrackerRun, rows: list[tuple[int, dict[str, float]]], axis: str) -> None:
     import mlflow
 
     run_id = run.ids.get("mlflow")
@@ -175,8 +206,9 @@ def _to_mlflow(run: TrackerRun, figures: dict[str, float]) -> None:
         with mlflow.start_run(run_name=run.name) as started:
             run_id = started.info.run_id
     client = mlflow.MlflowClient()
-    for key, value in figures.items():
-        client.log_metric(run_id, key, value, step=run.round)
+    for step, figures in rows:
+        for key, value in figures.items():
+            client.log_metric(run_id, key, value, step=step)
 
 
 _WRITERS = {"tensorboard": _to_tensorboard, "wandb": _to_wandb, "mlflow": _to_mlflow}

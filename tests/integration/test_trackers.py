@@ -92,3 +92,23 @@ def test_tensorboard_holds_training_logs_and_the_round_figures(tiny_model_dir, t
     again = scalars(again_dir)
     assert [s for s, _ in again["train/loss"]] == list(range(1, len(again["train/loss"]) + 1))  # one series, not two
     assert len(list(again_dir.glob("events.out.tfevents.*"))) == 2  # trl's, ours
+
+
+def test_an_analysis_sweep_run_holds_its_training_logs_and_held_out_accuracy_per_checkpoint(tiny_model_dir, tmp_path):
+    from loop.analysis.sweep import Sweep, plan_runs, run_dir
+
+    cfg = build_config("analyze-default", overrides=[
+        f"model.name_or_path={tiny_model_dir}", f"out_dir={tmp_path}", "data.n_seeds=4", "data.n_dev=4",
+        "data.n_test=4", "dynamics.n_samples=1", "sampling.max_new_tokens=16", "train.batch_size=4",
+        "torch_threads=1", "analysis.runs=[{learning_rate: 1.0e-3, epochs: 2}]",
+        "analysis.robustness={prefixes: [], run: 0}",
+        *TRACKED])
+    Sweep(cfg).run_all(progress=False)
+    (run,) = [r for r in plan_runs(cfg) if r.seed == cfg.seeds[0]]
+    logged = scalars(tmp_path / layout.TRACKING / layout.analysis_tracking_run(run.seed, run.index))
+    assert all(math.isfinite(v) for _, v in logged["train/loss"])
+    accuracy = pl.read_parquet(run_dir(tmp_path, run) / "accuracy.parquet").sort("epoch")
+    for split in ("dev", "test"):
+        rows = accuracy.filter(pl.col("split") == split)
+        assert logged[f"loop/{split}_accuracy"] == [(e, float(np.float32(a))) for e, a in rows.select(
+            "epoch", "accuracy").rows()]

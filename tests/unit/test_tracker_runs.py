@@ -61,3 +61,29 @@ def test_mlflow_gets_the_figures_in_the_run_training_opened(monkeypatch):
     run.ids["mlflow"] = "abc"  # what _run_ids saw while training
     trackers.log_round(run, INFO)
     assert logged == [("abc", key, value, 2) for key, value in FIGURES.items()]
+
+
+ACCURACY = [{"epoch": 2, "split": "dev", "accuracy": 0.5, "n_questions": 4, "n_samples": 4},
+            {"epoch": 1, "split": "dev", "accuracy": 0.25, "n_questions": 4, "n_samples": 4},
+            {"epoch": 1, "split": "test", "accuracy": 0.125, "n_questions": 8, "n_samples": 8},
+            {"epoch": 2, "split": "test", "accuracy": 0.375, "n_questions": 8, "n_samples": 8}]
+
+
+def test_a_sweep_run_logs_each_splits_accuracy_at_every_checkpoint(monkeypatch):
+    run = trackers.sweep_run(build_config("analyze-default", overrides=["tracking.report_to=[wandb, mlflow]"]),
+                             Path("/store/tracking"), 3, 1)
+    assert run.name == "analysis/seed-3/run-1" and run.folder == Path("/store/tracking/analysis/seed-3/run-1")
+    assert trackers.sweep_run(build_config("analyze-default"), Path("/t"), 3, 1) is None
+    assert trackers.checkpoint_figures(ACCURACY) == [(1, {"loop/dev_accuracy": 0.25, "loop/test_accuracy": 0.125}),
+                                                     (2, {"loop/dev_accuracy": 0.5, "loop/test_accuracy": 0.375})]
+    calls, logged = [], []
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(
+        run=object(), log=lambda d: calls.append(("log", d)), finish=lambda: calls.append(("finish",))))
+    client = types.SimpleNamespace(log_metric=lambda run_id, key, value, step: logged.append((key, value, step)))
+    monkeypatch.setitem(sys.modules, "mlflow", types.SimpleNamespace(MlflowClient=lambda: client))
+    run.ids["mlflow"] = "abc"
+    trackers.log_checkpoints(run, ACCURACY)
+    assert calls == [("log", {"loop/dev_accuracy": 0.25, "loop/test_accuracy": 0.125, "loop/epoch": 1}),
+                     ("log", {"loop/dev_accuracy": 0.5, "loop/test_accuracy": 0.375, "loop/epoch": 2}), ("finish",)]
+    assert logged == [("loop/dev_accuracy", 0.25, 1), ("loop/test_accuracy", 0.125, 1),
+                      ("loop/dev_accuracy", 0.5, 2), ("loop/test_accuracy", 0.375, 2)]
