@@ -57,8 +57,9 @@ def round_run(cfg: RunConfig, default_dir: Path, strategy: str, seed: int, round
 
 
 def sweep_run(cfg: RunConfig, default_dir: Path, seed: int, index: int) -> TrackerRun | None:
-    """The tracker run of the analysis sweep's run `index` of replicate `seed` (None without trackers)."""
-    return _tracker_run(cfg, default_dir, layout.analysis_tracking_run(seed, index), index)
+    """The tracker run of the analysis sweep's run `index` of replicate `seed` (None without trackers), named as the
+    run's folder in the store."""
+    return _tracker_run(cfg, default_dir, layout.analysis_run_dir(seed, index), index)
 
 
 def _tracker_run(cfg: RunConfig, default_dir: Path, name: str, step: int) -> TrackerRun | None:
@@ -159,7 +160,8 @@ def checkpoint_figures(accuracy_rows: list[dict]) -> list[tuple[int, dict[str, f
 
 def log_round(run: TrackerRun | None, info: dict) -> None:
     """Write a committed round's figures to every tracker of `run`, at step = the round."""
-    _log(run, [(run.round, round_figures(info))] if run is not None else [], axis="round")
+    if run is not None:
+        _log(run, [(run.round, round_figures(info))], axis="round")
 
 
 def log_checkpoints(run: TrackerRun | None, accuracy_rows: list[dict]) -> None:

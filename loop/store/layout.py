@@ -117,11 +117,6 @@ def tracking_run(strategy: str, seed: int, round_: int) -> str:
     return f"{strategy}/seed-{seed}/round-{round_}"
 
 
-def analysis_tracking_run(seed: int, index: int) -> str:
-    """An analysis sweep run's experiment-tracker run: its name in every tracker and its folder under `TRACKING`."""
-    return f"analysis/seed-{seed}/run-{index}"
-
-
 def analysis_run_dir(seed: int, index: int) -> str:
     return f"analysis/seed-{seed}/run-{index}"
 

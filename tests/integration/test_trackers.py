@@ -105,7 +105,7 @@ def test_an_analysis_sweep_run_holds_its_training_logs_and_held_out_accuracy_per
         *TRACKED])
     Sweep(cfg).run_all(progress=False)
     (run,) = [r for r in plan_runs(cfg) if r.seed == cfg.seeds[0]]
-    logged = scalars(tmp_path / layout.TRACKING / layout.analysis_tracking_run(run.seed, run.index))
+    logged = scalars(tmp_path / layout.TRACKING / layout.analysis_run_dir(run.seed, run.index))
     assert all(math.isfinite(v) for _, v in logged["train/loss"])
     accuracy = pl.read_parquet(run_dir(tmp_path, run) / "accuracy.parquet").sort("epoch")
     for split in ("dev", "test"):
