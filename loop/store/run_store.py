@@ -146,11 +146,12 @@ class RunStore:
                 "what this environment computes. Resume where it started, choose another out_dir, or set "
                 "allow_resume_changes: true to continue (the changes are recorded)")
         resume = {"at": manifest.get("opened"), "changes": changes, "machine": manifest.get("machine")}
-        if added:  # the new replicates' data hashes join the first start's, for later resumes to check
+        if added:
             resume["replicates_added"] = added
-            first["examples"] = {**first.get("examples", {}),
-                                 **{str(seed): manifest["examples"][str(seed)] for seed in added
-                                    if str(seed) in manifest.get("examples", {})}}
+        if isinstance(first.get("examples"), dict):
+            # A replicate the first start lacked (added now, or by a resume killed before this record) has its data
+            # hash kept beside the others', for later resumes to check (`resume_changes` compares those only).
+            first["examples"] = {**manifest.get("examples", {}), **first["examples"]}
         first.setdefault("resumes", []).append(resume)
         self.write_json(layout.MANIFEST, first)
 
