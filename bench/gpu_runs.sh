@@ -10,6 +10,9 @@
 #   default-gpu-auto           default-gpu with auto (lookahead on, the default) over premem, loss and perplexity,
 #                              every fixed arm it chooses from, and auto_bandit (the same auto, lookahead off: what
 #                              the probes add), 16 replicates, compute-matched off as in the 2026-12-01 auto runs
+#   default-gpu-auto-probes    default-gpu with auto three ways: its default probes, probes averaged over 3
+#                              training seeds (auto_r3), probes of the round's full epochs (auto_full), beside every
+#                              fixed arm they choose from, 16 replicates: what sharpening a probe buys
 #   smollm2-embedded-auto      the real-model preset at 16 replicates with auto (lookahead) over premem and loss,
 #                              beside both fixed arms (issue 24's second comparison); about 25 minutes
 #   smollm2-embedded-auto-half its replicates 0-7 alone (for a lease too short for all 16): a later lease restores
@@ -49,6 +52,12 @@ case "$1" in
     time python3 bench/run_engine.py --preset default-gpu --out "$out" selection.compute_matched=false \
       "selection.strategies=[random, premem, loss, perplexity, {name: auto, params: {$arms}},
         {name: auto, label: auto_bandit, params: {$arms, lookahead: false}}]" ;;
+  default-gpu-auto-probes)
+    arms='arms: [premem, loss, perplexity]'
+    time python3 bench/run_engine.py --preset default-gpu --out "$out" selection.compute_matched=false \
+      "selection.strategies=[random, premem, loss, perplexity, {name: auto, params: {$arms}},
+        {name: auto, label: auto_r3, params: {$arms, lookahead_repeats: 3}},
+        {name: auto, label: auto_full, params: {$arms, lookahead_epochs: 8}}]" ;;
   smollm2-embedded-auto|smollm2-embedded-auto-half)
     # The half runs replicates 0-7 into the same store; a later lease restores it (gpu_session.sh restore) and
     # smollm2-embedded-auto adds replicates 8-15 to it. The engine is pinned: a resume under another one stops.

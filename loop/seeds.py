@@ -18,6 +18,13 @@ def round_train_seed(replicate: int) -> int:
     return derived_seed("train", replicate)
 
 
+def probe_train_seed(replicate: int, repeat: int) -> int:
+    """The training seed of the lookahead's probe repeat `repeat` in replicate `replicate`: repeat 0 trains as the
+    round does (`round_train_seed`), later repeats draw seeds of their own; every arm's probe of one repeat shares
+    it, so the arms stay paired within each repeat."""
+    return round_train_seed(replicate) if repeat == 0 else derived_seed("train", replicate, "probe", repeat)
+
+
 def dev_sampling_seed(replicate: int, round_: int) -> int:
     """The sampling seed of the dev split's evaluation in round `round_` of replicate `replicate`: the same for the
     round's model and for every probe of the auto controller's lookahead, so that their dev accuracies differ by

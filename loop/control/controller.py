@@ -69,6 +69,7 @@ class AutoParams:
     lookahead_epochs: int | None = None  # the probes' epochs; null = half the round's, rounded up
     lookahead_metric: str = "loss"  # "loss": dev target NLL (no sampling); "accuracy": sampled dev accuracy
     lookahead_draws: int = 2000  # bootstrap draws of the dev items behind P(arm is best)
+    lookahead_repeats: int = 1  # probes per arm under different training seeds, averaged (cost x repeats)
     rule_params: dict = field(default_factory=dict)  # params only a registered stopping rule reads
 
     def param(self, key: str):
@@ -109,6 +110,8 @@ class AutoParams:
             raise ValueError(f"strategy auto: lookahead_metric must be one of {list(METRICS)}")
         if values.get("lookahead_epochs") is not None and int(values["lookahead_epochs"]) < 1:
             raise ValueError("strategy auto: lookahead_epochs must be >= 1 or null")
+        if int(values.get("lookahead_repeats", cls.lookahead_repeats)) < 1:
+            raise ValueError("strategy auto: lookahead_repeats must be >= 1")
         from loop.control.generation import GENERATORS
 
         if values.get("generate") is not None and values["generate"] not in GENERATORS:

@@ -5,6 +5,10 @@ Why this shape. A round retrains from the base on seeds + everything selected so
 probe trains on exactly that set: what it measures is the round the arm would run, not the batch in isolation. It
 trains `epochs` (default: half the round's epochs, rounded up) with the warmup scaled by the same factor and the
 round's own training seed, which every strategy shares (paired training noise), so arms differ by their data alone.
+With `repeats` > 1, each arm's batch is probed that many times, repeat k under its own training seed
+(`loop.seeds.probe_train_seed`, repeat 0 the round's) shared by every arm, and an item's measurement is the mean over
+the repeats: one fine-tune's training noise is what made single probes a poor guide on `default-gpu` (r = 0.24 with
+the realized round), and averaging R repeats divides that part of a probe's variance by R, at R times the cost.
 `loss` (the default) reads each dev item's mean target NLL: teacher-forced, no sampling, so cheap and free of
 sampling noise; `accuracy` samples the dev questions as the round's dev evaluation does. Arms that picked the same
 batch share one probe. Only seed and pool rows are trained on and only dev rows are scored: no probe reads a test
@@ -25,7 +29,7 @@ import polars as pl
 from loop.evaluation import sample_counts
 from loop.model.formatting import encode_for
 from loop.model.training import train_round
-from loop.seeds import dev_sampling_seed, round_train_seed
+from loop.seeds import dev_sampling_seed, probe_train_seed
 
 if TYPE_CHECKING:  # the run context is handed down; this floor never imports the run's
     from loop.run.context import RunContext
@@ -60,9 +64,11 @@ def probe_config(cfg, epochs: int):
 
 
 def probe_arms(ctx: RunContext, step, used: list[str], batches: dict[str, list[str]], *, epochs: int,
-               metric: str) -> tuple[dict[str, np.ndarray], ProbeCost]:
+               metric: str, repeats: int = 1) -> tuple[dict[str, np.ndarray], ProbeCost]:
     """Per arm, the per-dev-item measurement of its probe (mean target NLL, or share of correct samples; dev items
-    in id order), and the cost of all probes."""
+    in id order), averaged over `repeats` probes under the repeats' training seeds, and the cost of all probes."""
+    if repeats < 1:
+        raise ValueError(f"lookahead_repeats must be >= 1, got {repeats}")
     started = time.perf_counter()
     cfg = probe_config(ctx.cfg, epochs)
     rows = ctx.rows(step)
@@ -74,21 +80,27 @@ def probe_arms(ctx: RunContext, step, used: list[str], batches: dict[str, list[s
         key = tuple(sorted(batch))
         if key not in per_batch:
             train = rows.filter((pl.col("split") == "seed") | pl.col("id").is_in(set(used) | set(batch)))
-            per_batch[key] = _probe(ctx, step, cfg, train, dev, metric, len(per_batch))
+            index = len(per_batch)
+            per_batch[key] = np.mean([_probe(ctx, step, cfg, train, dev, metric, index, repeat)
+                                      for repeat in range(repeats)], axis=0)
             t = cfg.train
-            cost.finetunes += 1
-            cost.examples_trained += train.height * epochs
-            cost.optimizer_steps += math.ceil(train.height / (t.batch_size * t.gradient_accumulation_steps)) * epochs
-            cost.dev_items_scored += dev.height
-            cost.dev_samples += dev.height * cfg.evaluation.n_samples if metric == "accuracy" else 0
+            cost.finetunes += repeats
+            cost.examples_trained += train.height * epochs * repeats
+            steps = math.ceil(train.height / (t.batch_size * t.gradient_accumulation_steps)) * epochs
+            cost.optimizer_steps += steps * repeats
+            cost.dev_items_scored += dev.height * repeats
+            cost.dev_samples += dev.height * cfg.evaluation.n_samples * repeats if metric == "accuracy" else 0
         out[arm] = per_batch[key]
     cost.seconds = time.perf_counter() - started
     return out, cost
 
 
-def _probe(ctx: RunContext, step, cfg, train: pl.DataFrame, dev: pl.DataFrame, metric: str, index: int) -> np.ndarray:
-    model, _ = train_round(cfg, ctx.tokenizer, train, seed=round_train_seed(step.seed) % (2**31), device=ctx.device)
-    with ctx.backend.bind(model, tag=f"s{step.seed}-{step.strategy}-r{step.round}-probe{index}") as bound:
+def _probe(ctx: RunContext, step, cfg, train: pl.DataFrame, dev: pl.DataFrame, metric: str, index: int,
+           repeat: int) -> np.ndarray:
+    seed = probe_train_seed(step.seed, repeat) % (2**31)
+    model, _ = train_round(cfg, ctx.tokenizer, train, seed=seed, device=ctx.device)
+    tag = f"s{step.seed}-{step.strategy}-r{step.round}-probe{index}" + (f"-rep{repeat}" if repeat else "")
+    with ctx.backend.bind(model, tag=tag) as bound:
         if metric == "accuracy":
             counts = sample_counts(cfg, bound.sampler, dev, cfg.evaluation.n_samples,
                                    seed=dev_sampling_seed(step.seed, step.round))

@@ -63,7 +63,8 @@ def look_ahead(ctx: RunContext, step, used: list[str], cands: pl.DataFrame, deci
                                  selected_before=tuple(used), n_seeds=ctx.n_seeds(step.seed))[0]
                for arm in auto.arms}
     epochs = probe_epochs(ctx.cfg.train.epochs, auto.lookahead_epochs)
-    measured, cost = probe_arms(ctx, step, used, batches, epochs=epochs, metric=auto.lookahead_metric)
+    measured, cost = probe_arms(ctx, step, used, batches, epochs=epochs, metric=auto.lookahead_metric,
+                                repeats=auto.lookahead_repeats)
     scores = {arm: item_scores(auto.lookahead_metric, values) for arm, values in measured.items()}
     p_look = probability_best(scores, seed=derived_seed("auto-lookahead", step.seed, step.round),
                               n_draws=auto.lookahead_draws)
@@ -74,7 +75,8 @@ def look_ahead(ctx: RunContext, step, used: list[str], cands: pl.DataFrame, deci
                 "gain_se": gains[a][1] if gains[a][1] == gains[a][1] else None,  # NaN (one dev item) -> null
                 "p_look": p_look[a], "p_bandit": decision.probabilities_after[a], "p_combined": combined[a],
                 **params[a], "batch": batches[a]} for a in auto.arms}
-    evidence = {"metric": auto.lookahead_metric, "epochs": epochs, "bandit_draw": decision.arm, "arms": arms,
+    evidence = {"metric": auto.lookahead_metric, "epochs": epochs, "repeats": auto.lookahead_repeats,
+                "bandit_draw": decision.arm, "arms": arms,
                 "cost": cost.record()}
     mean = decision.evidence.get("posterior", {}).get(arm, {}).get("mean")
     return dataclasses.replace(decision, arm=arm, threshold=params[arm].get("threshold"), expected_reward=mean,

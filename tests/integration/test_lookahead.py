@@ -113,3 +113,41 @@ def test_a_probe_trains_half_the_epochs_with_its_warmup_scaled():
     probe = probe_config(config, 3)
     assert probe.train.epochs == 3 and probe.train.warmup_steps == round(config.train.warmup_steps * 3 / 5)
     assert probe.train.learning_rate == config.train.learning_rate and config.train.epochs == 5  # the run's kept
+
+
+def test_repeated_probes_average_their_repeats_and_the_first_repeat_is_the_single_probe(tmp_path):
+    """lookahead_repeats 2: each arm's batch is probed twice, repeat 0 under the round's training seed (so it is the
+    single probe of repeats 1) and repeat 1 under a seed of its own; the evidence is their mean, and the cost counts
+    both."""
+    from types import SimpleNamespace
+
+    from loop.control.probe import _probe, probe_arms
+
+    out = tmp_path / "run"
+    repeated = build_config("smoke", overrides=[
+        f"out_dir={out}", "data.n_seeds=8", "data.pool_per_seed=4", "data.n_test=8", "data.n_dev=8", "workers=1",
+        "torch_threads=1", "train.epochs=2", "selection.budgets=[6]", "selection.iid_extra_budgets=[]",
+        "selection.strategies=[random, {name: auto, params: {arms: [loss], lookahead_repeats: 2}}]"])
+    engine = Engine(repeated)
+    engine.run_all(progress=False)
+    info = json.loads((step_dir(out, "auto", 1) / "step.json").read_text())
+    look = info["decision"]["evidence"]["lookahead"]
+    assert look["repeats"] == 2
+    distinct = {tuple(sorted(a["batch"])) for a in look["arms"].values()}
+    assert look["cost"]["finetunes"] == 2 * len(distinct)
+    assert look["cost"]["examples_trained"] == 2 * len(distinct) * (8 + 6)
+    assert look["cost"]["dev_items_scored"] == 2 * 8 * len(distinct)
+
+    ctx, step = engine.context, SimpleNamespace(seed=0, strategy="auto", round=1)
+    batch = look["arms"]["random"]["batch"]
+    rows = ctx.rows(step)
+    train = rows.filter((pl.col("split") == "seed") | pl.col("id").is_in(batch))
+    dev = ctx.split(0, "dev").sort("id")
+    probe_cfg = probe_config(repeated, look["epochs"])
+    each = [_probe(ctx, step, probe_cfg, train, dev, "loss", 0, repeat) for repeat in (0, 1)]
+    assert abs(float(each[0].mean()) - float(each[1].mean())) > 1e-4  # the repeats trained under different seeds
+    assert look["arms"]["random"]["dev_loss"] == pytest.approx(float(np.mean(each)), abs=1e-5)
+    single, cost = probe_arms(ctx, step, [], {"random": batch}, epochs=look["epochs"], metric="loss")
+    assert cost.finetunes == 1 and np.allclose(single["random"], each[0], atol=1e-5)
+    with pytest.raises(ValueError, match="lookahead_repeats"):
+        probe_arms(ctx, step, [], {"random": batch}, epochs=1, metric="loss", repeats=0)

@@ -122,3 +122,13 @@ def test_the_recorded_cost_is_read_from_the_decision_and_is_empty_without_a_look
     assert recorded_cost({"arm": "loss", "evidence": {"bandit": {}}}) == {}
     assert recorded_cost({"arm": "loss", "evidence": None}) == {}
     assert recorded_cost(None) == {}
+
+
+def test_lookahead_repeats_is_checked_and_the_first_repeat_trains_as_the_round():
+    from loop.seeds import probe_train_seed, round_train_seed
+
+    assert AutoParams.parse({}).lookahead_repeats == 1 and AutoParams.parse({"lookahead_repeats": 3}).lookahead_repeats == 3
+    with pytest.raises(ValueError, match="lookahead_repeats"):
+        AutoParams.parse({"lookahead_repeats": 0})
+    assert probe_train_seed(4, 0) == round_train_seed(4)
+    assert len({probe_train_seed(4, k) for k in range(4)} | {probe_train_seed(5, 1)}) == 5
