@@ -4,7 +4,7 @@
 
 RUN_DIR is a comparison that ran `auto` (lookahead on) beside fixed arms and `random`. For every replicate and every
 arm that also ran as a fixed strategy, it pairs
-- the probe's dev gain over random at `--round` (auto's decision record: a short fine-tune on that arm's batch), with
+- the probe's dev gain over random at `--round` (auto's decision record: a fine-tune on that arm's batch), with
 - the realized test gain: that fixed chain's test accuracy at the same round minus random's, on the same replicate.
 Both chains start from the same round-0 model, so the pair asks whether the probe ranks arms as a full round does.
 

@@ -172,7 +172,7 @@ def decision_table(records: list[dict]) -> dict | None:
     return {"title": "Decisions of the auto controller",
             "caption": "Per replicate and round: the arm that filled the round, its budget and premem threshold, the "
                        "bandit's probabilities (each kept at or above the floor), and with the lookahead each arm's "
-                       "probe: P(best) from a short fine-tune on its batch scored on dev, with its dev gain over "
+                       "probe: P(best) from a fine-tune on its batch scored on dev, with its dev gain over "
                        "random (minus dev NLL, or dev accuracy), the arm the bandit alone would have drawn and the "
                        "probes' seconds; the round takes the arm of highest P(best) x P(arm) (without the lookahead, "
                        "the bandit's draw). Then the previous round's reward (dev gain per doubling of the data) and "
@@ -195,7 +195,7 @@ def lookahead_note(records: list[dict], config: dict) -> str | None:
     total_seconds = sum(r.get("seconds", 0.0) for r in records)
     epochs = config["train"]["epochs"]  # a step records its own only where it differs (compute-matched)
     total_passes = passes + sum(r.get("n_trained", 0) * r.get("epochs", epochs) for r in records)
-    return (f"The auto controller's lookahead ran {finetunes} short fine-tunes over {len(looks)} decisions: "
+    return (f"The auto controller's lookahead ran {finetunes} probe fine-tunes over {len(looks)} decisions: "
             f"{passes:,} examples x epochs ({passes / max(total_passes, 1):.1%} of the comparison's training) and "
             f"{seconds:.1f} s ({seconds / max(total_seconds, 1e-9):.1%} of the comparison's step seconds); the "
             "compute table books the seconds as auto's lookahead stage.")

@@ -11,7 +11,7 @@ own gain (dev_r - dev_{r-1}) / log2(n_r / n_{r-1}). The paired reward makes roun
 r - 1 (`loop.run.plan.step_inputs`).
 
 With `lookahead` on (the default), the arm drawn here is only the bandit's proposal: before the round commits, each
-arm's batch is probed by a short fine-tune scored on dev, and the round takes the arm the probes and the bandit favour
+arm's batch is probed by a fine-tune scored on dev, and the round takes the arm the probes and the bandit favour
 together (`loop.control.lookahead`, `loop.control.probe`; the glue is `loop.control.rounds.look_ahead`).
 
 Each replicate decides from its own history and probes only: no evidence is pooled across the replicates of a
@@ -34,7 +34,7 @@ from loop.seeds import derived_seed
 
 AUTO = "auto"
 DESCRIPTION = ("The agent: per round, which arm fills the budget (a bandit over each arm's dev-accuracy gains, and a "
-               "lookahead that probes each arm's batch with a short fine-tune scored on dev), premem's threshold, the "
+               "lookahead that probes each arm's batch with a fine-tune scored on dev), premem's threshold, the "
                "budget, where new items come from and when to stop.")
 HISTORY_SCHEMA = {"round": pl.Int64, "arm": pl.String, "reward": pl.Float64}
 
@@ -65,8 +65,8 @@ class AutoParams:
     teacher_samples: int = 4  # solutions sampled per new question; kept where min_agreement of them agree
     teacher_min_agreement: float = 0.75
     teacher_api_key_env: str | None = None  # the environment variable holding the key (never stored)
-    lookahead: bool = True  # probe every arm's batch with a short fine-tune scored on dev before committing
-    lookahead_epochs: int | None = None  # the probes' epochs; null = half the round's, rounded up
+    lookahead: bool = True  # probe every arm's batch with a fine-tune scored on dev before committing
+    lookahead_epochs: int | None = None  # the probes' epochs; null = the round's own (see loop.control.probe)
     lookahead_metric: str = "loss"  # "loss": dev target NLL (no sampling); "accuracy": sampled dev accuracy
     lookahead_draws: int = 2000  # bootstrap draws of the dev items behind P(arm is best)
     lookahead_repeats: int = 1  # probes per arm under different training seeds, averaged (cost x repeats)

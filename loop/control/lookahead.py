@@ -1,4 +1,4 @@
-"""The `auto` controller's one-step lookahead, the pure part: from each arm's probe (a short fine-tune on the data the
+"""The `auto` controller's one-step lookahead, the pure part: from each arm's probe (a fine-tune on the data the
 round would train on if that arm filled it, scored on the dev split: `loop.control.probe`), how likely each arm is
 the best, and the arm the round commits to once that evidence is combined with the bandit's.
 

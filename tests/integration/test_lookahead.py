@@ -1,5 +1,5 @@
 """The auto controller's lookahead on the embedded task's real base model: before each round it probes every arm's
-batch (the very batch that arm's own strategy selects) with a short fine-tune that lowers the dev loss, records each
+batch (the very batch that arm's own strategy selects) with a probe fine-tune that lowers the dev loss, records each
 arm's evidence and the probes' cost in the decision, commits to the arm the evidence names and trains on its batch,
 books the probes' seconds as the `lookahead` stage of the compute table and the report, and decides the same when a
 step is run again."""
@@ -41,7 +41,7 @@ def test_the_lookahead_probes_each_arms_batch_records_its_evidence_and_counts_it
     for info in made:
         look = info["decision"]["evidence"]["lookahead"]
         arms = look["arms"]
-        assert set(arms) == {"random", "loss"} and look["metric"] == "loss" and look["epochs"] == 1
+        assert set(arms) == {"random", "loss"} and look["metric"] == "loss" and look["epochs"] == 2
         assert sum(a["p_look"] for a in arms.values()) == pytest.approx(1.0)
         assert all(np.isfinite(a["dev_loss"]) and a["dev_loss"] > 0 for a in arms.values())
         assert arms["random"]["gain_vs_random"] == 0.0
@@ -50,12 +50,13 @@ def test_the_lookahead_probes_each_arms_batch_records_its_evidence_and_counts_it
         assert info["decision"]["arm"] == combine(p_look, info["decision"]["probabilities_after"])[0]
         chosen = pl.read_parquet(step_dir(out, "auto", info["round"]) / "selected.parquet")["id"].to_list()
         assert chosen == arms[info["decision"]["arm"]]["batch"]
-        # Cost: one fine-tune per distinct batch, each on the seeds + earlier selections + the batch, for 1 epoch.
+        # Cost: one fine-tune per distinct batch, each on the seeds + earlier selections + the batch, for the round's
+        # 2 epochs.
         distinct = {tuple(sorted(a["batch"])) for a in arms.values()}
         cost = look["cost"]
         trained = 8 + 6 * (info["round"] - 1) + 6
-        assert cost["finetunes"] == len(distinct) and cost["examples_trained"] == len(distinct) * trained
-        assert cost["optimizer_steps"] == len(distinct) * -(-trained // 8)  # batches of 8, 1 epoch
+        assert cost["finetunes"] == len(distinct) and cost["examples_trained"] == len(distinct) * trained * 2
+        assert cost["optimizer_steps"] == len(distinct) * -(-trained // 8) * 2  # batches of 8, 2 epochs
         assert cost["dev_items_scored"] == 8 * len(distinct)
         timings = pl.read_parquet(step_dir(out, "auto", info["round"]) / "timings.parquet")
         by_stage = dict(zip(timings["stage"], timings["seconds"]))
@@ -76,7 +77,7 @@ def test_the_lookahead_probes_each_arms_batch_records_its_evidence_and_counts_it
     column = table["columns"].index("probes: P(best) (dev gain)")
     assert all("random" in row[column] and "loss" in row[column] for row in table["rows"])
     finetunes = sum(i["decision"]["evidence"]["lookahead"]["cost"]["finetunes"] for i in made)
-    assert any(n.startswith(f"The auto controller's lookahead ran {finetunes} short fine-tunes over 2 decisions")
+    assert any(n.startswith(f"The auto controller's lookahead ran {finetunes} probe fine-tunes over 2 decisions")
                for n in summary["notes"])
 
     # A step run again (its folder gone, as after a kill before its commit) decides the same.
@@ -88,9 +89,9 @@ def test_the_lookahead_probes_each_arms_batch_records_its_evidence_and_counts_it
 
 def test_a_probe_scores_its_own_fine_tuned_model_not_the_base(tmp_path):
     """The probe trains for real: the random arm's probe at round 1 has another dev loss than the base it started
-    from, scored the same way. (Higher, here: the embedded base was pretrained on the task's own documents, 0.18 nats
-    per target token on dev, and one epoch at lr 3e-4 on 14 examples moves it to about 0.29; the probes compare arms
-    with each other, never with the base.)"""
+    from, scored the same way. (Higher, here: the embedded base was pretrained on the task's own documents, 0.185 nats
+    per target token on dev, and the round's 2 epochs at lr 3e-4 on 14 examples end at about 0.194, a gap a thousand
+    times float32 rounding; the probes compare arms with each other, never with the base.)"""
     from loop.model.formatting import encode_for
     from loop.model.loading import load_base
 
@@ -104,12 +105,12 @@ def test_a_probe_scores_its_own_fine_tuned_model_not_the_base(tmp_path):
     base = load_base(config.model, ctx.device)
     with ctx.backend.bind(base, tag="base") as bound:
         base_loss = float(np.mean(bound.scorer.mean_nll(encode_for(config.model, ctx.tokenizer, dev))))
-    assert abs(look["arms"]["random"]["dev_loss"] - base_loss) > 0.01
+    assert abs(look["arms"]["random"]["dev_loss"] - base_loss) > 1e-3
 
 
-def test_a_probe_trains_half_the_epochs_with_its_warmup_scaled():
+def test_a_probe_trains_the_rounds_epochs_unless_told_otherwise_with_its_warmup_scaled():
     config = build_config("default")
-    assert probe_epochs(5, None) == 3 and probe_epochs(8, None) == 4 and probe_epochs(8, 2) == 2
+    assert probe_epochs(5, None) == 5 and probe_epochs(8, None) == 8 and probe_epochs(8, 2) == 2
     probe = probe_config(config, 3)
     assert probe.train.epochs == 3 and probe.train.warmup_steps == round(config.train.warmup_steps * 3 / 5)
     assert probe.train.learning_rate == config.train.learning_rate and config.train.epochs == 5  # the run's kept
@@ -135,7 +136,7 @@ def test_repeated_probes_average_their_repeats_and_the_first_repeat_is_the_singl
     assert look["repeats"] == 2
     distinct = {tuple(sorted(a["batch"])) for a in look["arms"].values()}
     assert look["cost"]["finetunes"] == 2 * len(distinct)
-    assert look["cost"]["examples_trained"] == 2 * len(distinct) * (8 + 6)
+    assert look["cost"]["examples_trained"] == 2 * len(distinct) * (8 + 6) * 2  # 2 repeats x 2 epochs
     assert look["cost"]["dev_items_scored"] == 2 * 8 * len(distinct)
 
     ctx, step = engine.context, SimpleNamespace(seed=0, strategy="auto", round=1)
