@@ -10,11 +10,17 @@
 #   default-gpu-auto           default-gpu with auto (lookahead on, the default) over premem, loss and perplexity,
 #                              every fixed arm it chooses from, and auto_bandit (the same auto, lookahead off: what
 #                              the probes add), 16 replicates, compute-matched off as in the 2026-12-01 auto runs
-#   default-gpu-auto-probes    default-gpu with auto three ways: its default probes, probes averaged over 3
-#                              training seeds (auto_r3), probes of the round's full epochs (auto_full), beside every
-#                              fixed arm they choose from, 16 replicates: what sharpening a probe buys
+#   default-gpu-auto-probes    default-gpu with auto three ways, as run on 2026-12-07: probes of half the round's
+#                              epochs (auto, the default then), the same averaged over 3 training seeds (auto_r3),
+#                              probes of the round's epochs (auto_full, the default since), beside every fixed arm
+#                              they choose from, 16 replicates: what sharpening a probe buys
+#   default-gpu-auto-holdout   default-gpu with auto (probes of the round's epochs, the default) and auto_h128 (the same,
+#                              its probes also scoring 128 pool items it keeps back), beside every fixed arm, 16
+#                              replicates (about 15 minutes alone on an H100)
+#   smollm2-embedded-auto-holdout  the SmolLM2 preset the same way over premem and loss (about 30 minutes)
 #   smollm2-embedded-auto      the real-model preset at 16 replicates with auto (lookahead) over premem and loss,
-#                              beside both fixed arms (issue 24's second comparison); about 25 minutes
+#                              beside both fixed arms (issue 24's second comparison); about 25 minutes (run on
+#                              2026-12-07 with half-epoch probes, the default then)
 #   smollm2-embedded-auto-half its replicates 0-7 alone (for a lease too short for all 16): a later lease restores
 #                              the store and runs smollm2-embedded-auto, which adds replicates 8-15
 #   vllm-tests                 tests/vllm and tests/gpu against the GPU build of vLLM
@@ -55,9 +61,19 @@ case "$1" in
   default-gpu-auto-probes)
     arms='arms: [premem, loss, perplexity]'
     time python3 bench/run_engine.py --preset default-gpu --out "$out" selection.compute_matched=false \
-      "selection.strategies=[random, premem, loss, perplexity, {name: auto, params: {$arms}},
-        {name: auto, label: auto_r3, params: {$arms, lookahead_repeats: 3}},
+      "selection.strategies=[random, premem, loss, perplexity, {name: auto, params: {$arms, lookahead_epochs: 4}},
+        {name: auto, label: auto_r3, params: {$arms, lookahead_epochs: 4, lookahead_repeats: 3}},
         {name: auto, label: auto_full, params: {$arms, lookahead_epochs: 8}}]" ;;
+  default-gpu-auto-holdout)
+    arms='arms: [premem, loss, perplexity]'
+    time python3 bench/run_engine.py --preset default-gpu --out "$out" selection.compute_matched=false \
+      "selection.strategies=[random, premem, loss, perplexity, {name: auto, params: {$arms}},
+        {name: auto, label: auto_h128, params: {$arms, lookahead_holdout: 128}}]" ;;
+  smollm2-embedded-auto-holdout)
+    arms='arms: [premem, loss]'
+    time python3 bench/run_engine.py --preset smollm2-embedded --out "$out" "seeds=[$(seq -s ', ' 0 15)]" \
+      sampling.engine=decode "selection.strategies=[random, premem, loss, {name: auto, params: {$arms}},
+        {name: auto, label: auto_h128, params: {$arms, lookahead_holdout: 128}}]" ;;
   smollm2-embedded-auto|smollm2-embedded-auto-half)
     # The half runs replicates 0-7 into the same store; a later lease restores it (gpu_session.sh restore) and
     # smollm2-embedded-auto adds replicates 8-15 to it. The engine is pinned: a resume under another one stops.

@@ -70,6 +70,7 @@ class AutoParams:
     lookahead_metric: str = "loss"  # "loss": dev target NLL (no sampling); "accuracy": sampled dev accuracy
     lookahead_draws: int = 2000  # bootstrap draws of the dev items behind P(arm is best)
     lookahead_repeats: int = 1  # probes per arm under different training seeds, averaged (cost x repeats)
+    lookahead_holdout: int = 0  # pool items kept back from the chain, scored by the probes beside dev (holdout.py)
     rule_params: dict = field(default_factory=dict)  # params only a registered stopping rule reads
 
     def param(self, key: str):
@@ -112,6 +113,8 @@ class AutoParams:
             raise ValueError("strategy auto: lookahead_epochs must be >= 1 or null")
         if int(values.get("lookahead_repeats", cls.lookahead_repeats)) < 1:
             raise ValueError("strategy auto: lookahead_repeats must be >= 1")
+        if int(values.get("lookahead_holdout", cls.lookahead_holdout)) < 0:
+            raise ValueError("strategy auto: lookahead_holdout must be >= 0")
         from loop.control.generation import GENERATORS
 
         if values.get("generate") is not None and values["generate"] not in GENERATORS:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
+from loop.control.holdout import evaluation_rows
 from loop.evaluation import sample_counts
 from loop.model.formatting import encode_for
 from loop.model.training import train_round
@@ -70,15 +71,16 @@ def probe_config(cfg, epochs: int):
 
 
 def probe_arms(ctx: RunContext, step, used: list[str], batches: dict[str, list[str]], *, epochs: int,
-               metric: str, repeats: int = 1) -> tuple[dict[str, np.ndarray], ProbeCost]:
-    """Per arm, the per-dev-item measurement of its probe (mean target NLL, or share of correct samples; dev items
-    in id order), averaged over `repeats` probes under the repeats' training seeds, and the cost of all probes."""
+               metric: str, repeats: int = 1, holdout: list[str] = ()) -> tuple[dict[str, np.ndarray], ProbeCost]:
+    """Per arm, the per-item measurement of its probe (mean target NLL, or share of correct samples) on the dev items
+    in id order, then the kept-back pool items `holdout` (`loop.control.holdout`) in id order, averaged over
+    `repeats` probes under the repeats' training seeds, and the cost of all probes."""
     if repeats < 1:
         raise ValueError(f"lookahead_repeats must be >= 1, got {repeats}")
     started = time.perf_counter()
     cfg = probe_config(ctx.cfg, epochs)
     rows = ctx.rows(step)
-    dev = ctx.split(step.seed, "dev").sort("id")
+    dev = evaluation_rows(ctx.split(step.seed, "dev").sort("id"), ctx.examples(step.seed), list(holdout))
     per_batch: dict[tuple[str, ...], np.ndarray] = {}
     cost = ProbeCost(epochs=epochs)
     out = {}

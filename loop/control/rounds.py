@@ -12,6 +12,7 @@ import polars as pl
 
 from loop.control.controller import AutoParams, Decision, RoundRecord, arm_params, decide
 from loop.control.generation import GENERATORS, vet
+from loop.control.holdout import holdout_ids, withheld
 from loop.control.lookahead import combine, item_scores, paired_gains, probability_best, recorded_cost
 from loop.control.probe import probe_arms, probe_epochs
 from loop.schema import EVAL_SCHEMA, SHARED_STRATEGY
@@ -27,10 +28,12 @@ def select(ctx: RunContext, step, used: list[str], cands: pl.DataFrame, budget: 
     (None if none; the engine commits them with the step) for this round, or None where the controller stops; the
     decision goes into `info["decision"]`."""
     auto = AutoParams.parse(params)
+    kept_back = kept_back_ids(ctx, step, auto)
+    cands = withheld(cands, kept_back)
     decision = decide(auto, records(ctx.store, step), cands, budget, seed=derived_seed("auto", step.seed),
                       round_=step.round)
     if auto.lookahead and not decision.stop and min(decision.budget, cands.height) > 0 and len(auto.arms) > 1:
-        decision = look_ahead(ctx, step, used, cands, decision, auto)
+        decision = look_ahead(ctx, step, used, cands, decision, auto, kept_back)
     info["decision"] = decision.record()
     if decision.stop:
         return None
@@ -43,15 +46,23 @@ def select(ctx: RunContext, step, used: list[str], cands: pl.DataFrame, budget: 
         info["decision"]["generation"] = counts
         if made.height:
             generated = made
-            cands = ctx.candidates(step, used, made)
+            cands = withheld(ctx.candidates(step, used, made), kept_back)
         elif cands.height == 0:  # nothing left in the pool and nothing the generator made passed its checks
             info["decision"] |= {"stop": True, "stop_reason": "pool_and_generator_exhausted", "arm": None, "budget": 0}
             return None
     return decision.arm, chosen_params, min(budget, cands.height), cands, generated
 
 
+def kept_back_ids(ctx: RunContext, step, auto: AutoParams) -> list[str]:
+    """The pool items this replicate's chain keeps back for its probes (`loop.control.holdout`; none without the
+    lookahead)."""
+    if not auto.lookahead or auto.lookahead_holdout <= 0:
+        return []
+    return holdout_ids(ctx.examples(step.seed), step.seed, auto.lookahead_holdout)
+
+
 def look_ahead(ctx: RunContext, step, used: list[str], cands: pl.DataFrame, decision: Decision,
-               auto: AutoParams) -> Decision:
+               auto: AutoParams, kept_back: list[str] = ()) -> Decision:
     """Probe every arm's batch for this round (`loop.control.probe`) and commit to the arm the probes and the bandit
     favour together (`loop.control.lookahead`). The decision keeps the bandit's draw, and gains each arm's evidence
     (its probe's dev measurement, gain over random with its standard error, P(best) from the probes, the bandit and
@@ -64,7 +75,7 @@ def look_ahead(ctx: RunContext, step, used: list[str], cands: pl.DataFrame, deci
                for arm in auto.arms}
     epochs = probe_epochs(ctx.cfg.train.epochs, auto.lookahead_epochs)
     measured, cost = probe_arms(ctx, step, used, batches, epochs=epochs, metric=auto.lookahead_metric,
-                                repeats=auto.lookahead_repeats)
+                                repeats=auto.lookahead_repeats, holdout=kept_back)
     scores = {arm: item_scores(auto.lookahead_metric, values) for arm, values in measured.items()}
     p_look = probability_best(scores, seed=derived_seed("auto-lookahead", step.seed, step.round),
                               n_draws=auto.lookahead_draws)
@@ -76,6 +87,7 @@ def look_ahead(ctx: RunContext, step, used: list[str], cands: pl.DataFrame, deci
                 "p_look": p_look[a], "p_bandit": decision.probabilities_after[a], "p_combined": combined[a],
                 **params[a], "batch": batches[a]} for a in auto.arms}
     evidence = {"metric": auto.lookahead_metric, "epochs": epochs, "repeats": auto.lookahead_repeats,
+                **({"holdout_items": len(kept_back)} if kept_back else {}),
                 "bandit_draw": decision.arm, "arms": arms,
                 "cost": cost.record()}
     mean = decision.evidence.get("posterior", {}).get(arm, {}).get("mean")

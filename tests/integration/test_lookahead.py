@@ -152,3 +152,26 @@ def test_repeated_probes_average_their_repeats_and_the_first_repeat_is_the_singl
     assert cost.finetunes == 1 and np.allclose(single["random"], each[0], atol=1e-5)
     with pytest.raises(ValueError, match="lookahead_repeats"):
         probe_arms(ctx, step, [], {"random": batch}, epochs=1, metric="loss", repeats=0)
+
+
+def test_a_holdout_is_never_selected_by_the_chain_and_the_probes_score_it_beside_dev(tmp_path):
+    from loop.control.holdout import holdout_ids
+
+    out = tmp_path / "run"
+    config = build_config("smoke", overrides=[
+        f"out_dir={out}", "data.n_seeds=8", "data.pool_per_seed=4", "data.n_test=8", "data.n_dev=8", "workers=1",
+        "torch_threads=1", "train.epochs=1", "selection.budgets=[6, 6]", "selection.iid_extra_budgets=[]",
+        "selection.strategies=[random, {name: auto, params: {arms: [loss], lookahead_holdout: 8}}]"])
+    engine = Engine(config)
+    engine.run_all(progress=False)
+    kept = holdout_ids(engine.context.examples(0), 0, 8)
+    chosen = []
+    for r in (1, 2):
+        info = json.loads((step_dir(out, "auto", r) / "step.json").read_text())
+        look = info["decision"]["evidence"]["lookahead"]
+        distinct = {tuple(sorted(a["batch"])) for a in look["arms"].values()}
+        assert look["holdout_items"] == 8 and look["cost"]["dev_items_scored"] == (8 + 8) * len(distinct)
+        assert not set(kept) & {i for a in look["arms"].values() for i in a["batch"]}
+        assert info["n_candidates"] == 32 - 8 - 6 * (r - 1)  # the pool less the kept-back items and round 1's
+        chosen += pl.read_parquet(step_dir(out, "auto", r) / "selected.parquet")["id"].to_list()
+    assert len(chosen) == 12 and not set(kept) & set(chosen)
