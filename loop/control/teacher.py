@@ -31,9 +31,11 @@ class TeacherGenerator:
                  temperature: float = 0.7, max_tokens: int = 512, api_key_env: str | None = None,
                  timeout_s: float = 120.0, question_prompt: str = QUESTION_PROMPT, solve_prompt: str = SOLVE_PROMPT):
         if samples < 1 or not 0 < min_agreement <= 1:
-            raise ValueError(f"teacher: samples >= 1 and min_agreement in (0, 1] needed, got {samples}, {min_agreement}")
+            raise ValueError("teacher: samples >= 1 and min_agreement in (0, 1] needed, "
+                             f"got {samples}, {min_agreement}")
         self.url, self.model, self.task = url.rstrip("/"), model, task
-        self.samples, self.min_agreement, self.temperature, self.max_tokens = samples, min_agreement, temperature, max_tokens
+        self.samples, self.min_agreement = samples, min_agreement
+        self.temperature, self.max_tokens = temperature, max_tokens
         self.question_prompt, self.solve_prompt = question_prompt, solve_prompt  # with {question} (and {format})
         key = os.environ.get(api_key_env) if api_key_env else None
         self.client = httpx.Client(timeout=timeout_s, headers={"Authorization": f"Bearer {key}"} if key else {})
