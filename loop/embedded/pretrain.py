@@ -174,7 +174,25 @@ def pretrain(out: Path, s: Settings) -> dict:
     t_start = time.time()
     tokenizer = build_char_tokenizer(padding_side="left")
     model = build_model(len(tokenizer), s.seed).to(s.device)
+    history, snapshots, train_s = _train_with_snapshots(model, tokenizer, s)
+    if not snapshots:
+        raise SystemExit(f"no snapshot met the rule in {train_s:.0f} s; history: {json.dumps(history)}")
+    # Closest to the middle of the window leaves room both to learn and to lose in fine-tuning.
+    chosen, state = min(snapshots, key=lambda snap: (abs(snap[0]["accuracy"] - 0.5), -snap[0]["step"]))
+    model.load_state_dict(state)
+    final_set = draw_problems(s.n_final, *EVAL_STEPS, seed=2000 + s.seed)
+    final = evaluate(model, tokenizer, final_set, s.n_final_samples, s.device, seed=s.seed)
     n_params = sum(p.numel() for p in model.parameters())
+    model.to("cpu").float().save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    record = _record(s, n_params, chosen, final, history, wall_seconds=time.time() - t_start)
+    (out / "pretrain.json").write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def _train_with_snapshots(model, tokenizer, s: Settings) -> tuple[list[dict], list[tuple[dict, dict]], float]:
+    """The training loop: (every snapshot's metrics, the rule-meeting snapshots with their weights, the training
+    compute seconds, evaluations excluded)."""
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, betas=(0.9, 0.98), weight_decay=0.01)
     loader = torch.utils.data.DataLoader(Corpus(tokenizer, s.batch_size, s.seed), batch_size=None,
                                          num_workers=s.workers, prefetch_factor=4 if s.workers else None,
@@ -214,20 +232,17 @@ def pretrain(out: Path, s: Settings) -> dict:
                 done = True
         if done:
             break
-    if not snapshots:
-        raise SystemExit(f"no snapshot met the rule in {train_s:.0f} s; history: {json.dumps(history)}")
-    # Closest to the middle of the window leaves room both to learn and to lose in fine-tuning.
-    chosen, state = min(snapshots, key=lambda s: (abs(s[0]["accuracy"] - 0.5), -s[0]["step"]))
-    model.load_state_dict(state)
-    final_set = draw_problems(s.n_final, *EVAL_STEPS, seed=2000 + s.seed)
-    final = evaluate(model, tokenizer, final_set, s.n_final_samples, s.device, seed=s.seed)
-    model.to("cpu").float().save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    record = {
+    return history, snapshots, train_s
+
+
+def _record(s: Settings, n_params: int, chosen: dict, final: dict, history: list[dict], *,
+            wall_seconds: float) -> dict:
+    """pretrain.json's content: the settings, the chosen snapshot and how it was chosen, its final evaluation."""
+    return {
         "params": n_params, "device": torch.cuda.get_device_name() if s.device == "cuda" else s.device,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__, "steps": chosen["step"], "tokens": chosen["tokens"],
-        "seconds": chosen["train_seconds"], "run_wall_seconds": round(time.time() - t_start, 1),
+        "seconds": chosen["train_seconds"], "run_wall_seconds": round(wall_seconds, 1),
         "settings": {**dataclasses.asdict(s), "schedule": "linear warmup, constant", "betas": [0.9, 0.98],
                      "weight_decay": 0.01, "grad_clip": 1.0,
                      "corpus": "task.pretraining_text: 50% equation lines, 50% problems of 1-5 steps"},
@@ -238,8 +253,6 @@ def pretrain(out: Path, s: Settings) -> dict:
                  "sampling": "T=0.8, top_p=0.95, prompt '{question}\\nAnswer:', graded by answer_of"},
         "snapshot_at_selection": chosen, "history": history,
     }
-    (out / "pretrain.json").write_text(json.dumps(record, indent=1) + "\n")
-    return record
 
 
 def main() -> None:
