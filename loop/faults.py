@@ -1,7 +1,7 @@
 """Named fault points: the places where the fault-injection harness (`bench/fault_injection.py`) kills the loop.
 
 `reached(name)` is called where a unit of a stage's work begins: an optimizer step, a checkpoint's sampling, an
-NLL batch, a signal's computation, a selection, a test evaluation, a store file or step folder about to be
+NLL batch, a signal's computation, a selection, a lookahead probe just kept, a test evaluation, a store file or step folder about to be
 renamed into place, a report file about to be renamed, a file about to be pushed to a remote store, a Prefect
 task, a scoring shard's work unit. Normally it does nothing but test one module variable. Three environment
 variables, read when this module is imported, turn it on:
@@ -16,7 +16,8 @@ variables, read when this module is imported, turn it on:
   scoring-shard test fails one shard this way to see it retried alone.
 
 Nothing a run computes depends on them; a kill at a point stands for a kill anywhere in the work that follows it,
-since nothing of a step is kept until the step commits (the harness's timed kills cover the moments between).
+since nothing of a step is kept until the step commits but its finished lookahead probes, which a rerun reads back
+(the harness's timed kills cover the moments between).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import os
 import signal
 
 POINTS = ("train.step", "dynamics.checkpoint", "nll.batch", "signals.compute", "selection.select",
-          "evaluation.sample", "store.rename", "step.rename", "report.rename", "remote.push", "prefect.task",
+          "lookahead.probe", "evaluation.sample", "store.rename", "step.rename", "report.rename", "remote.push", "prefect.task",
           "shard.unit")
 
 _LOG = os.environ.get("CURATION_LOOP_FAULT_LOG")

@@ -17,9 +17,11 @@ comparison, 3 repeats did not sharpen the probes (r = 0.35 [0.10, 0.53], the top
 so the default stays 1: the probes' disagreement with the realized rounds is not training-seed noise.
 `loss` (the default) reads each dev item's mean target NLL: teacher-forced, no sampling, so cheap and free of
 sampling noise; `accuracy` samples the dev questions as the round's dev evaluation does. Arms that picked the same
-batch share one probe. Only seed and pool rows are trained on and only dev rows are scored: no probe reads a test
-row. Each probe is counted (fine-tunes, epochs, examples x epochs, optimizer steps, dev items and samples, seconds)
-and the engine books the seconds as the step's `lookahead` stage.
+batch share one probe. Each finished probe is kept in the run store at once (`loop.control.probe_store`): a step
+killed mid-lookahead reruns only the probes it had not finished. Only seed and pool rows are trained on and only
+dev rows (and the chain's kept-back pool items) are scored: no probe reads a test row. Each probe is counted
+(fine-tunes, epochs, examples x epochs, optimizer steps, dev items and samples, seconds, probes read back) and the
+engine books the seconds as the step's `lookahead` stage.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
+from loop import faults
+from loop.control import probe_store
 from loop.control.holdout import evaluation_rows
 from loop.evaluation import sample_counts
 from loop.model.formatting import encode_for
@@ -52,7 +56,8 @@ class ProbeCost:
     optimizer_steps: int = 0
     dev_items_scored: int = 0
     dev_samples: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # this process's; a reused probe's were spent by the process that trained it
+    reused: int = 0  # probes read back from the run store (a rerun of a step killed mid-lookahead)
 
     def record(self) -> dict:
         return asdict(self)
@@ -89,7 +94,7 @@ def probe_arms(ctx: RunContext, step, used: list[str], batches: dict[str, list[s
         if key not in per_batch:
             train = rows.filter((pl.col("split") == "seed") | pl.col("id").is_in(set(used) | set(batch)))
             index = len(per_batch)
-            per_batch[key] = np.mean([_probe(ctx, step, cfg, train, dev, metric, index, repeat)
+            per_batch[key] = np.mean([_kept_or_probed(ctx, step, cfg, train, dev, metric, index, repeat, cost)
                                       for repeat in range(repeats)], axis=0)
             t = cfg.train
             cost.finetunes += repeats
@@ -101,6 +106,23 @@ def probe_arms(ctx: RunContext, step, used: list[str], batches: dict[str, list[s
         out[arm] = per_batch[key]
     cost.seconds = time.perf_counter() - started
     return out, cost
+
+
+def _kept_or_probed(ctx: RunContext, step, cfg, train: pl.DataFrame, dev: pl.DataFrame, metric: str, index: int,
+                    repeat: int, cost: ProbeCost) -> np.ndarray:
+    """The probe's per-item measurements: read back where a killed attempt at this step kept them
+    (`loop.control.probe_store`), else trained, scored and kept."""
+    eval_ids = dev["id"].to_list()
+    key = probe_store.probe_key(train["id"].to_list(), eval_ids, epochs=cfg.train.epochs, metric=metric,
+                                seed=probe_train_seed(step.seed, repeat), n_samples=cfg.evaluation.n_samples)
+    kept = probe_store.load(ctx.store, step, key, eval_ids)
+    if kept is not None:
+        cost.reused += 1
+        return kept
+    values = _probe(ctx, step, cfg, train, dev, metric, index, repeat)
+    probe_store.keep(ctx.store, step, key, eval_ids, values)
+    faults.reached("lookahead.probe")
+    return values
 
 
 def _probe(ctx: RunContext, step, cfg, train: pl.DataFrame, dev: pl.DataFrame, metric: str, index: int,

@@ -8,6 +8,9 @@
     steps/seed-S/STRATEGY/round-R/         selected, ledger, signals, eval, timings (.parquet), step.json (and model/ if
                                            kept; generated.parquet where the auto controller made items; round 0 of a
                                            run with an auto threshold: tau_curve.parquet)
+    probes/seed-S/STRATEGY/round-R/KEY.parquet  each finished probe of the auto controller's lookahead (per evaluation
+                                           item, its measurement), kept before the step commits so a rerun of the
+                                           step reads it back instead of training it again
     analysis/seed-S/run-K/                 the analysis sweep's run K: ledger, accuracy (dev and test accuracy per
                                            checkpoint), robustness, timings (.parquet), run.json
     backend/                               what a backend writes (a vLLM server's log, checkpoints it serves)
@@ -80,6 +83,11 @@ def signal_cache(seed: int, name: str) -> str:
 
 def step_dir(seed: int, strategy: str, round_: int) -> str:
     return f"steps/seed-{seed}/{strategy}/round-{round_}"
+
+
+def probe_path(seed: int, strategy: str, round_: int, key: str) -> str:
+    """Where the lookahead probe `key` of step (seed, strategy, round) is kept (`loop.control.probe_store`)."""
+    return f"probes/seed-{seed}/{strategy}/round-{round_}/{key}.parquet"
 
 
 def chain_folders(seed: int, strategy: str) -> str:

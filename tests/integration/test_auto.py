@@ -21,12 +21,14 @@ def cfg(model_dir, out, params="{arms: [premem, loss]}"):
 
 
 def decisions(out, strategy="auto"):
-    """The decision records, less the wall seconds no seed fixes: the compute check's evidence and the lookahead's."""
+    """The decision records, less the wall seconds no seed fixes (the compute check's evidence and the lookahead's)
+    and the count of probes a rerun read back from the store instead of training them again."""
     made = [json.loads(p.read_text())["decision"]
             for p in sorted(out.glob(f"steps/seed-0/{strategy}/round-*/step.json"))]
     for d in made:
         d["checks"] = [c for c in d["checks"] if c["rule"] != "compute_seconds"]
-        d["evidence"].get("lookahead", {}).get("cost", {}).pop("seconds", None)
+        for key in ("seconds", "reused"):
+            d["evidence"].get("lookahead", {}).get("cost", {}).pop(key, None)
     return made
 
 

@@ -80,11 +80,14 @@ def test_the_lookahead_probes_each_arms_batch_records_its_evidence_and_counts_it
     assert any(n.startswith(f"The auto controller's lookahead ran {finetunes} probe fine-tunes over 2 decisions")
                for n in summary["notes"])
 
-    # A step run again (its folder gone, as after a kill before its commit) decides the same.
+    # A step run again (its folder gone, as after a kill before its commit) decides the same, from the probes the
+    # first attempt kept.
     before = decisions(out)
     shutil.rmtree(step_dir(out, "auto", 2))
     Engine(cfg(out)).run_all(progress=False)
     assert decisions(out) == before
+    cost = json.loads((step_dir(out, "auto", 2) / "step.json").read_text())["decision"]["evidence"]["lookahead"]["cost"]
+    assert cost["reused"] == cost["finetunes"] > 0
 
 
 def test_a_probe_scores_its_own_fine_tuned_model_not_the_base(tmp_path):
