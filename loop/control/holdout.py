@@ -24,8 +24,8 @@ from loop.seeds import derived_seed
 
 
 def holdout_ids(examples: pl.DataFrame, replicate: int, n: int) -> list[str]:
-    """The `n` pool items of `examples` kept back for the probes of replicate `replicate` (sorted ids; all of the pool
-    where it has no more than `n` items, which the caller refuses)."""
+    """The `n` pool items of `examples` kept back for the probes of replicate `replicate`, as sorted ids; refused
+    where they would leave the chain no pool to select from."""
     if n <= 0:
         return []
     pool = sorted(examples.filter(pl.col("split") == "pool")["id"].to_list())

@@ -9,7 +9,8 @@ A probe is named by what determines its result: the ids it trains on, the items 
 training seed and (for `accuracy`) samples per item, hashed (BLAKE2b) into `key`. The same config gives the same
 key on a rerun, and a resumed run's config is the stored one (`loop.store.run_store`), so a kept probe is the one
 the rerun would train. On a CPU the rerun would reproduce it bit for bit; on a GPU within kernel nondeterminism.
-A kept file whose items differ from those asked for is not used.
+A kept file whose items differ from those asked for is not used. A resume that `allow_resume_changes` lets run under
+other library versions or weights reads kept probes back as it reads finished steps back: made under the old ones.
 """
 
 from __future__ import annotations
