@@ -11,7 +11,9 @@ Both chains start from the same round-0 model, so the pair asks whether the prob
 It prints Pearson's r over all pairs with a 95% interval from resampling whole replicates
 (`loop.metrics.prediction.bootstrap_over_runs`), how many probed batches equal the fixed chain's selection (premem's
 threshold is auto's own choice, so its batches can differ), and in how many replicates the probe's top arm is the
-arm with the largest realized gain, beside the count chance would give.
+arm with the largest realized gain, beside the count chance would give; and per arm, how its probe gain varies
+across replicates beside its standard error over the evaluation items (`noise_split`: where the two are alike, the
+items drawn make most of a probe's noise).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -42,7 +46,7 @@ def pairs(store: RunStore, auto: str, round_: int) -> list[dict]:
             if arm == "random" or not store.is_done(seed, arm, round_):
                 continue
             selected = store.step_frame(seed, arm, round_, "selected")
-            rows.append({"seed": seed, "arm": arm, "probe_gain": probe["gain_vs_random"],
+            rows.append({"seed": seed, "arm": arm, "probe_gain": probe["gain_vs_random"], "gain_se": probe.get("gain_se"),
                          "test_gain": store.read_record(seed, arm, round_)["accuracy"] - random_acc,
                          "same_batch": set(probe["batch"]) <= set(selected["id"].to_list())})
     return rows
@@ -57,6 +61,20 @@ def top_arm_hits(rows: list[dict]) -> tuple[int, int, float]:
     hits = sum(max(r, key=lambda x: x["probe_gain"])["arm"] == max(r, key=lambda x: x["test_gain"])["arm"]
                for r in compared)
     return hits, len(compared), sum(1 / len(r) for r in compared)
+
+
+def noise_split(rows: list[dict]) -> dict[str, tuple[float, float, float]]:
+    """Per arm: (mean probe gain, its standard deviation across replicates, the mean of its standard error over the
+    evaluation items within a replicate). Where the spread across replicates is about the within-replicate error,
+    the evaluation items drawn make most of a probe's noise (more items would sharpen it); where it is well above,
+    training or the replicates' own differences do."""
+    out = {}
+    for arm in sorted({x["arm"] for x in rows}):
+        gains = np.array([x["probe_gain"] for x in rows if x["arm"] == arm], dtype=float)
+        errors = [x["gain_se"] for x in rows if x["arm"] == arm and x["gain_se"] is not None]
+        spread = float(gains.std(ddof=1)) if gains.size > 1 else float("nan")
+        out[arm] = (float(gains.mean()), spread, float(np.mean(errors)) if errors else float("nan"))
+    return out
 
 
 def main() -> int:
@@ -75,10 +93,10 @@ def main() -> int:
           f"({sum(x['same_batch'] for x in rows)} probed batches equal to the fixed chain's selection)")
     print(f"r(probe dev gain, realized round-{args.round} test gain) = {r.value:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]")
     print(f"probe's top arm = realized top arm in {hits} of {compared} replicates (chance {chance:.1f})")
-    for arm in sorted({x["arm"] for x in rows}):
+    for arm, (gain, spread, error) in noise_split(rows).items():
         mine = [x for x in rows if x["arm"] == arm]
-        print(f"  {arm}: mean probe gain {sum(x['probe_gain'] for x in mine) / len(mine):+.4f}, "
-              f"mean realized test gain {sum(x['test_gain'] for x in mine) / len(mine):+.4f}")
+        print(f"  {arm}: mean probe gain {gain:+.4f} (SD across replicates {spread:.4f}, mean standard error over "
+              f"the items {error:.4f}), mean realized test gain {sum(x['test_gain'] for x in mine) / len(mine):+.4f}")
     return 0
 
 

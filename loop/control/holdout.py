@@ -2,11 +2,12 @@
 split (`lookahead_holdout`).
 
 Why. On `default-gpu` (16 replicates, one H100, 2026-12-07) an arm's probe gain over random varied across replicates
-with a standard deviation (0.0063 nats) about equal to its mean standard error over the 32 dev items (0.0058): the
-dev items drawn, not training, make most of a probe's noise, while the arms' true gaps are about half that
-(loss +0.0062 against +0.0028 for premem and perplexity). More evaluation items are the lever, and the pool has them:
-its items carry reference solutions like dev's. Scoring n more items divides the item part of a probe's variance by
-(n_dev + n) / n_dev.
+by 0.0065-0.0074 nats (SD), against its mean standard error over the 32 dev items of 0.0049-0.0058: the dev items
+drawn make about half to four fifths of a probe's variance, while the arms' gaps are smaller than either (loss
++0.0062 against +0.0028 for premem and perplexity). More evaluation items cut that part, and the pool has them: its
+items carry reference solutions like dev's. Scoring n more items divides the item part of a probe's variance by
+(n_dev + n) / n_dev. What that buys is to be measured (`bench/gpu_runs.sh default-gpu-auto-holdout`), so the
+default keeps none back.
 
 How. The items are drawn once per replicate, uniformly from its pool with a seed of the replicate's own, so they are
 the same in every round and unbiased for the pool (the items no arm selected would not be: every arm leaves behind

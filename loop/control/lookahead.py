@@ -17,9 +17,9 @@ p_bandit within [floor, 1 - (K - 1) floor], so one noisy reward shifts the odds 
 (1 - (K - 1) floor) / floor (7x at K = 4, floor 0.1): it decides where the probes cannot tell arms apart, and cannot
 overrule a clear probe. The bootstrap sees the evaluation items' noise only, not the noise of training itself (each
 probe is one fine-tune). On `default-gpu` (2026-12-07, 16 replicates) that part proved small: probes averaged over 3
-training seeds ranked the arms no better than single ones, while an arm's probe gain varied across replicates about
-as much as its standard error over the 32 dev items (bench/RESULTS.md); so the items, which the bootstrap does see,
-are most of the noise, and more of them (`lookahead_holdout`) is the lever.
+training seeds ranked the arms no better than single ones, while the standard error over the 32 dev items made
+about half to four fifths of a probe gain's variance across replicates (bench/RESULTS.md); so the items, which the
+bootstrap does see, are the larger part of the noise, and more of them (`lookahead_holdout`) the lever to measure.
 
 Each run (replicate) reads its own probes and its own rewards only: no evidence is pooled across the replicates of a
 comparison, which a user with one run could not do and which would break the independence the report's intervals

@@ -4,7 +4,7 @@ chain on the same replicate: checked on a hand-made run store whose gains and ba
 import polars as pl
 import pytest
 
-from bench.probe_agreement import pairs, top_arm_hits
+from bench.probe_agreement import noise_split, pairs, top_arm_hits
 from loop.store.run_store import RunStore
 
 # seed -> arm -> (probe dev gain, fixed chain's round-1 test accuracy); random scores 0.50 on every seed
@@ -27,7 +27,7 @@ def store(tmp_path):
             chosen = [f"{arm}-{seed}-a", f"{arm}-{seed}-b"]
             # perplexity's fixed chain on seed 2 selected another batch than the one probed
             commit(store, seed, arm, {"accuracy": accuracy}, ["other"] if (seed, arm) == (2, "perplexity") else chosen)
-            probes[arm] = {"gain_vs_random": gain, "batch": chosen}
+            probes[arm] = {"gain_vs_random": gain, "gain_se": 0.002 * (seed + 1), "batch": chosen}
         commit(store, seed, "auto", {"decision": {"evidence": {"lookahead": {"arms": probes}}}}, chosen)
     return store
 
@@ -51,3 +51,11 @@ def test_a_run_whose_auto_did_not_look_ahead_is_refused(tmp_path):
     commit(store, 0, "auto", {"decision": {"evidence": {}}}, ["r0"])
     with pytest.raises(SystemExit, match="no lookahead evidence"):
         pairs(store, "auto", 1)
+
+
+def test_the_noise_split_sets_the_spread_across_replicates_beside_the_error_within_one(store):
+    split = noise_split(pairs(store, "auto", 1))
+    gain, spread, error = split["loss"]  # gains 0.010, 0.001, 0.004; standard errors 0.002, 0.004, 0.006
+    assert gain == pytest.approx(0.005) and spread == pytest.approx(0.0045826, rel=1e-4)
+    assert error == pytest.approx(0.004)
+    assert set(split) == {"loss", "perplexity"}
