@@ -14,10 +14,12 @@
 #                              epochs (auto, the default then), the same averaged over 3 training seeds (auto_r3),
 #                              probes of the round's epochs (auto_full, the default since), beside every fixed arm
 #                              they choose from, 16 replicates: what sharpening a probe buys
-#   default-gpu-auto-holdout   default-gpu with auto (probes of the round's epochs, the default) and auto_h128 (the same,
-#                              its probes also scoring 128 pool items it keeps back), beside every fixed arm, 16
-#                              replicates (about 15 minutes alone on an H100)
-#   smollm2-embedded-auto-holdout  the SmolLM2 preset the same way over premem and loss (about 30 minutes)
+#   default-gpu-auto-holdout   auto_h128 (probes of the round's epochs, the default, also scoring 128 pool items they
+#                              keep back) added to default-gpu-auto-probes's 16-replicate store of 2026-12-07, which
+#                              `restore` unpacks first: only its 16 chains run (about 5 minutes beside the next)
+#   smollm2-embedded-auto-holdout  auto_full (the default probes) and auto_h128 added to smollm2-embedded-auto's store
+#                              (about 15 minutes beside the last). In both stores the entry `auto` without
+#                              lookahead_epochs ran half-epoch probes, the default when they ran
 #   smollm2-embedded-auto      the real-model preset at 16 replicates with auto (lookahead) over premem and loss,
 #                              beside both fixed arms (issue 24's second comparison); about 25 minutes (run on
 #                              2026-12-07 with half-epoch probes, the default then)
@@ -64,15 +66,18 @@ case "$1" in
       "selection.strategies=[random, premem, loss, perplexity, {name: auto, params: {$arms, lookahead_epochs: 4}},
         {name: auto, label: auto_r3, params: {$arms, lookahead_epochs: 4, lookahead_repeats: 3}},
         {name: auto, label: auto_full, params: {$arms, lookahead_epochs: 8}}]" ;;
-  default-gpu-auto-holdout)
+  default-gpu-auto-holdout)  # the stored list as it ran (see default-gpu-auto-probes), then the added competitor
     arms='arms: [premem, loss, perplexity]'
-    time python3 bench/run_engine.py --preset default-gpu --out "$out" selection.compute_matched=false \
-      "selection.strategies=[random, premem, loss, perplexity, {name: auto, params: {$arms}},
+    time python3 bench/run_engine.py --preset default-gpu --out /tmp/runs/default-gpu-auto-probes \
+      selection.compute_matched=false "selection.strategies=[random, premem, loss, perplexity, {name: auto, params: {$arms}},
+        {name: auto, label: auto_r3, params: {$arms, lookahead_repeats: 3}},
+        {name: auto, label: auto_full, params: {$arms, lookahead_epochs: 8}},
         {name: auto, label: auto_h128, params: {$arms, lookahead_holdout: 128}}]" ;;
   smollm2-embedded-auto-holdout)
     arms='arms: [premem, loss]'
-    time python3 bench/run_engine.py --preset smollm2-embedded --out "$out" "seeds=[$(seq -s ', ' 0 15)]" \
-      sampling.engine=decode "selection.strategies=[random, premem, loss, {name: auto, params: {$arms}},
+    time python3 bench/run_engine.py --preset smollm2-embedded --out /tmp/runs/smollm2-embedded-auto \
+      "seeds=[$(seq -s ', ' 0 15)]" sampling.engine=decode "selection.strategies=[random, premem, loss,
+        {name: auto, params: {$arms}}, {name: auto, label: auto_full, params: {$arms}},
         {name: auto, label: auto_h128, params: {$arms, lookahead_holdout: 128}}]" ;;
   smollm2-embedded-auto|smollm2-embedded-auto-half)
     # The half runs replicates 0-7 into the same store; a later lease restores it (gpu_session.sh restore) and

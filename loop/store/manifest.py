@@ -1,14 +1,20 @@
 """What a run store records about its run, and what a resume must share with the first start: the config (less how to
 run it) and the manifest's library versions, base weights, precision, sampling engine and data.
 
-One change to the config is a resume, not another run: more replicates (`seeds` grown, every stored seed kept).
-Replicates are independent draws (each its own seed set, pool, test subset and training seed; `auto` never pools
-evidence across them), so a replicate added later computes what it would have in the first start, and the finished
-replicates are read back as they are. A user whose report says a comparison needs more replicates adds them to the
-same run store."""
+Two changes to the config are a resume, not another run, alone or together:
+- more replicates (`seeds` grown, every stored seed kept). Replicates are independent draws (each its own seed set,
+  pool, test subset and training seed; `auto` never pools evidence across them), so a replicate added later computes
+  what it would have in the first start, and the finished replicates are read back as they are. A user whose report
+  says a comparison needs more replicates adds them to the same run store.
+- more strategies (`selection.strategies` grown, every stored entry kept as it was). A strategy's chain reads only its
+  replicate's draw, the shared round 0 and random's rounds, never another competitor's, so a strategy added later
+  selects and trains what it would have in the first start. It may read only what the stored run computed: the
+  engine refuses one that needs a signal (or the dev accuracy `auto` reads) the first start did not compute
+  (`loop.run.prepare`). A user who writes a strategy compares it against a finished comparison without rerunning it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 class ConfigMismatchError(ValueError):
@@ -41,15 +47,45 @@ def config_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[s
     return diff(stored, wanted)
 
 
-def added_replicates(stored: dict[str, Any], wanted: dict[str, Any]) -> list[int] | None:
-    """The seeds `wanted` adds to the stored config where that is its only change (every stored seed kept, any
-    order); None where anything else differs or a stored seed is dropped."""
-    old, new = stored.get("seeds"), wanted.get("seeds")
-    if not isinstance(old, list) or not isinstance(new, list) or not set(old) <= set(new):
+@dataclass(frozen=True)
+class Additions:
+    """What a resume adds to the stored run: replicates (seeds) and competitors (strategy labels)."""
+
+    seeds: list[int] = field(default_factory=list)
+    strategies: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.seeds or self.strategies)
+
+
+def additions(stored: dict[str, Any], wanted: dict[str, Any]) -> Additions | None:
+    """What `wanted` adds to the stored config where adding is its only change: seeds (every stored seed kept, any
+    order) and strategy entries (every stored entry kept unchanged, any order). None where anything else differs, a
+    stored seed or strategy is dropped or changed, or the stored config has no such lists."""
+    old_seeds, new_seeds = stored.get("seeds"), wanted.get("seeds")
+    if not isinstance(old_seeds, list) or not isinstance(new_seeds, list) or not set(old_seeds) <= set(new_seeds):
         return None
-    if diff({**stored, "seeds": None}, {**wanted, "seeds": None}):
+    old_entries, new_entries = _strategies(stored), _strategies(wanted)
+    if old_entries is None or new_entries is None or any(e not in new_entries for e in old_entries):
         return None
-    return sorted(set(new) - set(old))
+    if diff(_without_growth(stored), _without_growth(wanted)):
+        return None
+    return Additions(seeds=sorted(set(new_seeds) - set(old_seeds)),
+                     strategies=[_key(e) for e in new_entries if e not in old_entries])
+
+
+def _strategies(config: dict[str, Any]) -> list[Any] | None:
+    entries = (config.get("selection") or {}).get("strategies")
+    return entries if isinstance(entries, list) else None
+
+
+def _key(entry: Any) -> str:
+    """A strategy entry's label as steps name it (its name unless labelled), as `StrategyConfig.key`."""
+    return entry if isinstance(entry, str) else entry.get("label") or entry.get("name")
+
+
+def _without_growth(config: dict[str, Any]) -> dict[str, Any]:
+    return {**config, "seeds": None, "selection": {**(config.get("selection") or {}), "strategies": None}}
 
 
 def resume_changes(first: dict[str, Any], manifest: dict[str, Any]) -> list[str]:

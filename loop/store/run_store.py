@@ -24,7 +24,7 @@ from loop.config import RunConfig
 from loop.schema import EVAL_SCHEMA, LEDGER_SCHEMA, TIMING_SCHEMA
 from loop.store import layout
 from loop.store.files import DamagedFileError, file_sha256, read_frame, write_atomic, writer_alive
-from loop.store.manifest import (NOT_STORED, ConfigMismatchError, ResumeMismatchError, added_replicates,
+from loop.store.manifest import (NOT_STORED, ConfigMismatchError, ResumeMismatchError, Additions, additions,
                                  config_differences, resume_changes)
 from loop.store.sync import Remote, is_remote
 
@@ -65,12 +65,14 @@ class RunStore:
                     self.remote.pull_folder(folder, record)
 
     # -- run level -------------------------------------------------------------------------------
-    def open(self, cfg: RunConfig, manifest: dict[str, Any]) -> None:
+    def open(self, cfg: RunConfig, manifest: dict[str, Any],
+             check_additions: Callable[[dict[str, Any], Additions], None] | None = None) -> None:
         """Create the run folder, or check that an existing one holds this same config (then resume).
 
-        The manifest of the first start is kept: a resume whose library versions, base weights or data differ from
-        it stops with the differences, unless cfg.allow_resume_changes; every resume is appended to
-        `manifest.json["resumes"]` with what changed."""
+        A config that only adds replicates or strategies to the stored one resumes it (`loop.store.manifest`), after
+        `check_additions(stored config, additions)` raises nothing. The manifest of the first start is kept: a resume
+        whose library versions, base weights or data differ from it stops with the differences, unless
+        cfg.allow_resume_changes; every resume is appended to `manifest.json["resumes"]` with what changed."""
         wanted = cfg.model_dump(mode="json", exclude=NOT_STORED)
         self.root.mkdir(parents=True, exist_ok=True)
         for relative in (layout.CONFIG, layout.MANIFEST):  # the location's are the truth: another process may have
@@ -80,18 +82,22 @@ class RunStore:
             raise PermissionError(f"run store {self.root} (of {self.location}) is not writable: choose another out_dir or fix its "
                                   "permissions")
         config_path = self.root / layout.CONFIG
-        added: list[int] = []
+        added = Additions()
         if config_path.exists():
             stored = yaml.safe_load(config_path.read_text())
             differences = config_differences(stored, wanted)
             if differences:
-                added = added_replicates(stored, wanted) or []
+                added = additions(stored, wanted) or Additions()
                 if not added:
                     raise ConfigMismatchError(
                         f"{self.location} holds a run of another config ({'; '.join(differences[:5])}); resume "
-                        "with the same config (more `seeds` add replicates) or choose another out_dir")
-                log.info("%s: adding replicates %s to the %d finished or started", self.location, added,
-                         len(stored["seeds"]))
+                        "with the same config (more `seeds` add replicates, more selection.strategies add "
+                        "competitors) or choose another out_dir")
+                if check_additions is not None:
+                    check_additions(stored, added)
+                log.info("%s: adding replicates %s and strategies %s to the %d replicates and %d strategies finished "
+                         "or started", self.location, added.seeds, added.strategies, len(stored["seeds"]),
+                         len(stored["selection"]["strategies"]))
         if added or not config_path.exists():
             write_atomic(config_path, lambda p: p.write_text(yaml.safe_dump(wanted, sort_keys=False)))
             self._push(layout.CONFIG)
@@ -132,7 +138,7 @@ class RunStore:
                 leftover.unlink(missing_ok=True)
         return leftovers
 
-    def _record_manifest(self, manifest: dict[str, Any], allow_changes: bool, added: list[int]) -> None:
+    def _record_manifest(self, manifest: dict[str, Any], allow_changes: bool, added: Additions) -> None:
         path = self.root / layout.MANIFEST
         if not path.exists():
             self.write_json(layout.MANIFEST, manifest)
@@ -146,8 +152,10 @@ class RunStore:
                 "what this environment computes. Resume where it started, choose another out_dir, or set "
                 "allow_resume_changes: true to continue (the changes are recorded)")
         resume = {"at": manifest.get("opened"), "changes": changes, "machine": manifest.get("machine")}
-        if added:
-            resume["replicates_added"] = added
+        if added.seeds:
+            resume["replicates_added"] = added.seeds
+        if added.strategies:
+            resume["strategies_added"] = added.strategies
         if isinstance(first.get("examples"), dict):
             # A replicate the first start lacked (added now, or by a resume killed before this record) has its data
             # hash kept beside the others', for later resumes to check (`resume_changes` compares those only).

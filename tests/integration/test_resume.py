@@ -111,3 +111,39 @@ def test_more_seeds_add_replicates_to_a_finished_run_and_keep_what_it_had(tiny_m
     with pytest.raises(ConfigMismatchError, match="train.epochs"):
         Engine(build_config("smoke", overrides=[*overrides(tiny_model_dir, grown), "seeds=[0, 1, 2]",
                                                 "train.epochs=3"])).prepare()
+
+
+def test_more_strategies_add_competitors_to_a_finished_run_and_keep_what_it_had(tiny_model_dir, tmp_path):
+    """A strategy written after a comparison finished is compared in the same run store: a rerun with more
+    selection.strategies runs only the new chains, leaves the finished ones untouched, and ends with the tables of a
+    run that had every strategy from the start (a chain reads no other competitor's)."""
+    kept = "selection.strategies=[random, loss]"
+    grown_list = "selection.strategies=[random, loss, {name: loss, label: loss_again}]"
+    Engine(build_config("smoke", overrides=[*overrides(tiny_model_dir, tmp_path / "reference"), grown_list])).run_all(
+        progress=False)
+
+    grown = tmp_path / "grown"
+    Engine(build_config("smoke", overrides=[*overrides(tiny_model_dir, grown), kept])).run_all(progress=False)
+    finished = {p: p.stat().st_mtime_ns for p in grown.glob("steps/*/*/round-*/*.parquet")}
+    assert finished and not list(grown.glob("steps/*/loss_again"))
+    Engine(build_config("smoke", overrides=[*overrides(tiny_model_dir, grown), grown_list])).run_all(progress=False)
+    assert selections(grown) == selections(tmp_path / "reference")
+    assert tables(grown) == tables(tmp_path / "reference")
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items())  # nothing finished was rewritten
+    resume = json.loads((grown / "manifest.json").read_text())["resumes"][-1]
+    assert resume["strategies_added"] == ["loss_again"] and "replicates_added" not in resume
+
+    # An added strategy may read only what the stored run computed: perplexity's base-model signal was never
+    # computed, nor the dev accuracy of every round that auto rewards itself with.
+    with pytest.raises(ConfigMismatchError, match="'perplexity' reads \\['base_perplexity'\\]"):
+        Engine(build_config("smoke", overrides=[
+            *overrides(tiny_model_dir, grown),
+            "selection.strategies=[random, loss, {name: loss, label: loss_again}, perplexity]"])).prepare()
+    with pytest.raises(ConfigMismatchError, match="dev accuracy"):
+        Engine(build_config("smoke", overrides=[
+            *overrides(tiny_model_dir, grown),
+            "selection.strategies=[random, loss, {name: loss, label: loss_again}, {name: auto, params: {arms: [loss]}}]",
+        ])).prepare()
+    # A stored strategy changed or dropped is another run.
+    with pytest.raises(ConfigMismatchError, match="selection.strategies"):
+        Engine(build_config("smoke", overrides=[*overrides(tiny_model_dir, grown), kept])).prepare()

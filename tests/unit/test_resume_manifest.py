@@ -1,9 +1,14 @@
-"""What a resume may change: more replicates (every stored seed kept, nothing else changed), and per-replicate data
-hashes checked only for the replicates the first start had."""
+"""What a resume may change: more replicates (every stored seed kept) and more strategies (every stored entry kept
+as it was), nothing else; and per-replicate data hashes checked only for the replicates the first start had."""
 
-from loop.store.manifest import added_replicates, resume_changes
+from loop.store.manifest import Additions, additions, resume_changes
 
-STORED = {"seeds": [0, 1], "train": {"epochs": 2}, "name": "x"}
+STORED = {"seeds": [0, 1], "train": {"epochs": 2}, "name": "x", "selection": {"strategies": ["random"]}}
+
+
+def added_replicates(stored, wanted):
+    found = additions(stored, wanted)
+    return None if found is None else found.seeds
 
 
 def test_only_a_grown_seed_list_adds_replicates():
@@ -14,6 +19,29 @@ def test_only_a_grown_seed_list_adds_replicates():
     assert added_replicates(STORED, {**STORED, "seeds": [0, 1, 2], "train": {"epochs": 3}}) is None
     assert added_replicates(STORED, {**STORED, "seeds": [0, 1, 2], "extra": 1}) is None
     assert added_replicates({"train": {}}, {"train": {}, "seeds": [0]}) is None  # no stored seed list
+
+
+RANDOM = {"name": "random", "params": {}, "label": None}
+LOSS = {"name": "loss", "params": {}, "label": None}
+AUTO = {"name": "auto", "params": {"arms": ["loss"]}, "label": "auto_h"}
+WITH = {**STORED, "selection": {"strategies": [RANDOM, LOSS], "budgets": [4]}}
+
+
+def grown(strategies, **changes):
+    return {**WITH, **changes, "selection": {**WITH["selection"], "strategies": strategies}}
+
+
+def test_only_a_grown_strategy_list_adds_competitors_named_by_their_labels():
+    assert additions(WITH, grown([RANDOM, LOSS, AUTO])) == Additions(strategies=["auto_h"])
+    assert additions(WITH, grown([AUTO, LOSS, RANDOM, "perplexity"])) == Additions(strategies=["auto_h", "perplexity"])
+    assert additions(WITH, grown([RANDOM, LOSS, AUTO], seeds=[0, 1, 2])) == Additions(seeds=[2], strategies=["auto_h"])
+    assert additions(WITH, grown([LOSS, RANDOM])) == Additions()  # reordered: nothing added, and falsy
+    assert not Additions()
+    assert additions(WITH, grown([RANDOM, AUTO])) is None  # loss dropped
+    assert additions(WITH, grown([RANDOM, {**LOSS, "params": {"x": 1}}, AUTO])) is None  # loss changed
+    assert additions(WITH, {**grown([RANDOM, LOSS, AUTO]), "selection": {  # another change beside the growth
+        "strategies": [RANDOM, LOSS, AUTO], "budgets": [8]}}) is None
+    assert additions({**WITH, "selection": {}}, grown([RANDOM, LOSS])) is None  # no stored strategy list
 
 
 def test_a_resume_checks_the_data_of_the_replicates_it_had_and_not_of_added_ones():
