@@ -115,6 +115,11 @@ class AutoParams:
             raise ValueError("strategy auto: lookahead_repeats must be >= 1")
         if int(values.get("lookahead_holdout", cls.lookahead_holdout)) < 0:
             raise ValueError("strategy auto: lookahead_holdout must be >= 0")
+        if not values.get("lookahead", cls.lookahead):
+            # Probe settings without probes would be silently ignored: a user who wrote them expects probes.
+            set_probe = sorted(k for k in values if k.startswith("lookahead_"))
+            if set_probe:
+                raise ValueError(f"strategy auto: {', '.join(set_probe)} set with lookahead: false (no probes run)")
         from loop.control.generation import GENERATORS
 
         if values.get("generate") is not None and values["generate"] not in GENERATORS:

@@ -86,7 +86,11 @@ def test_probe_scores_are_higher_is_better():
 
 def test_lookahead_params_are_checked():
     assert AutoParams.parse({}).lookahead is True
-    assert AutoParams.parse({"lookahead": False, "lookahead_epochs": 2}).lookahead_epochs == 2
+    assert AutoParams.parse({"lookahead": False}).lookahead is False
+    for probe_setting in ("lookahead_epochs", "lookahead_repeats", "lookahead_holdout"):
+        # a probe setting without probes would be ignored silently: refused, naming it
+        with pytest.raises(ValueError, match=f"{probe_setting} set with lookahead: false"):
+            AutoParams.parse({"lookahead": False, probe_setting: 2})
     with pytest.raises(ValueError, match="lookahead_metric"):
         AutoParams.parse({"lookahead_metric": "bleu"})
     with pytest.raises(ValueError, match="lookahead_epochs"):
