@@ -28,14 +28,17 @@ def write_report(
     config_summary: dict,
     notes=(),
     tables=(),
+    contrasts=(),
     reference: str = REFERENCE,
 ) -> Path:
     """Write out_dir/curves.png, out_dir/summary.json and out_dir/index.html (each atomically); return index.html's path.
 
     Reads an evaluations frame (EVAL_SCHEMA) and a timings frame (TIMING_SCHEMA); the summary
     schema is in reports.summary. `tables` are extra sections, each a dict with title, caption,
-    columns and rows (lists of cells), kept in summary.json under "tables". index.html embeds the figure, so it can be moved on its own.
+    columns and rows (lists of cells), kept in summary.json under "tables". `contrasts`: (strategy, against) pairs
+    compared replicate by replicate (`reports.contrasts`). index.html embeds the figure, so it can be moved on its own.
     """
     summary = build_summary(evals, timings, reference=reference, title=title,
-                            config_summary=config_summary, notes=notes, tables=tables)
+                            config_summary=config_summary, notes=notes, tables=tables,
+                            contrasts=contrasts)
     return write_page(Path(out_dir), summary, assemble(RUN_SECTIONS, summary))

@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 import yaml
 
+from loop.control.controller import AUTO, AutoParams
 from loop.control.lookahead import recorded_cost
 from loop.schema import SHARED_STRATEGY
 from loop.store import RunStore, layout
@@ -236,4 +237,14 @@ def _write_run_report(store: RunStore) -> Path:
              f"Run store: {disk['total'] / 1e6:.1f} MB on disk, of which kept models {disk['models'] / 1e6:.1f} MB "
              f"and backend files {disk['backend'] / 1e6:.1f} MB (save_models, keep_models)."]
     return write_report(evals, store.timings(), root / "report", title=f"curation-loop: {config.get('name', root.name)}",
-                        config_summary=summary, notes=notes, tables=tables)
+                        config_summary=summary, notes=notes, tables=tables,
+                        contrasts=auto_contrasts(config["selection"]["strategies"]))
+
+
+def auto_contrasts(entries: list[dict]) -> list[tuple[str, str]]:
+    """(auto's label, arm) for every `auto` in the config's selection.strategies and each arm it chooses from that
+    also ran as that fixed strategy, unlabelled and with no params (random left out: auto's ratio is already
+    against it)."""
+    fixed = {e["name"] for e in entries if e["name"] != AUTO and not e.get("label") and not e.get("params")}
+    return [(e.get("label") or AUTO, arm) for e in entries if e["name"] == AUTO
+            for arm in (e.get("params") or {}).get("arms", AutoParams.arms) if arm in fixed and arm != "random"]

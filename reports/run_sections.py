@@ -113,6 +113,23 @@ def ratios(summary: dict) -> Table:
         "(the interval then understates the uncertainty).</p>")
 
 
+def contrasts(summary: dict) -> Table | None:
+    if not summary.get("contrasts"):
+        return None
+    rows = [[c["strategy"], c["against"], c["n_examples"],
+             interval(summary["strategies"][c["against"]]["ratio"] or {}, 2), interval(c, 2), c["n_seeds"],
+             c["left_out"]] for c in summary["contrasts"]]
+    return Table(
+        ["strategy", "against", "n_examples", "against's ratio vs i.i.d. [95% CI]",
+         "strategy over against, paired [95% CI]", "seeds", "left out"], rows,
+        heading="Head to head: each auto controller against the arms it chooses from",
+        intro="<p>Per replicate, the strategy's ratio over the other's at the same n (the i.i.d. examples each one's "
+        "accuracy is worth), the geometric mean over replicates with a 95% t interval on the log scale. Above 1: "
+        "the strategy needed fewer examples for what it reached. Pairing by replicate removes what two strategies "
+        "of one replicate share, so this interval is narrower than comparing their two ratios above. A replicate "
+        "where either ratio is a bound is left out.</p>")
+
+
 def iid_fit(summary: dict) -> Table | None:
     if not summary.get("iid_fit"):
         return None
@@ -165,5 +182,5 @@ def notes(summary: dict) -> Text | None:
     return Text(list_html(summary["notes"]), heading="Notes")
 
 
-RUN_SECTIONS = (introduction, warnings, verdict, headline, learning_curves, curve_points, ratios, iid_fit, area,
-                compute, configuration, extra_tables, notes)
+RUN_SECTIONS = (introduction, warnings, verdict, headline, learning_curves, curve_points, ratios, contrasts, iid_fit,
+                area, compute, configuration, extra_tables, notes)

@@ -16,7 +16,9 @@ Schema (non-finite numbers become null):
         aulc: {log_n, n_min, n_max, mean, ci_low, ci_high, n_seeds,
                diff_vs_reference: {mean, ci_low, ci_high, n_seeds}},
         deficiency: {mean, ci_low, ci_high, median, n_seeds},
-        compute_seconds: {total, per_seed, by_stage: {stage: seconds}}}}
+        compute_seconds: {total, per_seed, by_stage: {stage: seconds}}}},
+    contrasts: [{strategy, against, n_examples, mean, ci_low, ci_high, n_seeds, left_out}]: each asked-for pair's
+        paired quotient of ratios at the first one's headline size (`reports.contrasts`)
 A ratio's mean is the geometric mean over paired replicates (`reports.efficiency`: estimator "paired" against
 random's point at the same budget, "fitted" where random has none); ci_low/ci_high are null where undefined (one
 replicate; the open side of a bound). bound is null (exact), "lower" (true ratio >= value), "upper" (<=) or
@@ -34,6 +36,7 @@ import polars as pl
 from loop.schema import COMPUTE_MATCHED, SHARED_STRATEGY
 from reports.area import strategy_aulc
 from reports.compute import compute_by_stage
+from reports.contrasts import strategy_contrasts
 from reports.curves import curve_points, fold_shared
 from reports.efficiency import (REFERENCE, headline_ratios, iid_residuals, ratio_estimates, seed_ratios,
                                 strategy_ratios)
@@ -111,9 +114,11 @@ def build_summary(
     config_summary: dict | None = None,
     notes=(),
     tables=(),
+    contrasts=(),
 ) -> dict:
     """Assemble every report number from an evaluations frame (EVAL_SCHEMA) and a timings frame
-    (TIMING_SCHEMA); see the module docstring for the schema."""
+    (TIMING_SCHEMA); see the module docstring for the schema. `contrasts`: (strategy, against) pairs to compare
+    replicate by replicate."""
     folded = fold_shared(evals)
     points = curve_points(evals)
     compute = compute_by_stage(timings)
@@ -156,6 +161,8 @@ def build_summary(
         block["compute_seconds"] = _compute_block(compute, strategy)
         strategies[strategy] = block
 
+    headline_sizes = {name: block["ratio"]["n_examples"] for name, block in strategies.items() if block["ratio"]}
+    paired = strategy_contrasts(per_seed, contrasts, headline_sizes) if per_seed is not None else []
     seeds = sorted(evals["seed"].unique().to_list())
     return clean({
         "title": title,
@@ -170,5 +177,6 @@ def build_summary(
         "iid_fit": iid_fit,
         "shared_compute_seconds": _compute_block(compute, SHARED_STRATEGY),
         "strategies": strategies,
+        "contrasts": paired,
         "tables": list(tables),
     })
