@@ -17,9 +17,10 @@
 #   default-gpu-auto-holdout   auto_h128 (probes of the round's epochs, the default, also scoring 128 pool items they
 #                              keep back) added to default-gpu-auto-probes's 16-replicate store of 2026-12-07, which
 #                              `restore` unpacks first: only its 16 chains run (about 5 minutes beside the next)
-#   smollm2-embedded-auto-holdout  auto_full (the default probes) and auto_h128 added to smollm2-embedded-auto's store
-#                              (about 15 minutes beside the last). In both stores the entry `auto` without
-#                              lookahead_epochs ran half-epoch probes, the default when they ran
+#   smollm2-embedded-auto-holdout  auto_h128 added to smollm2-embedded-auto's store (about 10 minutes beside the
+#                              last); smollm2-embedded-auto-full then adds auto_full (the default probes, no holdout).
+#                              In both stores the entry `auto` without lookahead_epochs ran half-epoch probes, the
+#                              default when they ran
 #   smollm2-embedded-auto      the real-model preset at 16 replicates with auto (lookahead) over premem and loss,
 #                              beside both fixed arms (issue 24's second comparison); about 25 minutes (run on
 #                              2026-12-07 with half-epoch probes, the default then)
@@ -73,12 +74,13 @@ case "$1" in
         {name: auto, label: auto_r3, params: {$arms, lookahead_repeats: 3}},
         {name: auto, label: auto_full, params: {$arms, lookahead_epochs: 8}},
         {name: auto, label: auto_h128, params: {$arms, lookahead_holdout: 128}}]" ;;
-  smollm2-embedded-auto-holdout)
+  smollm2-embedded-auto-holdout|smollm2-embedded-auto-full)  # the stored list as it ran, then the added ones
     arms='arms: [premem, loss]'
+    added="{name: auto, label: auto_h128, params: {$arms, lookahead_holdout: 128}}"
+    if [ "$1" = smollm2-embedded-auto-full ]; then added="$added, {name: auto, label: auto_full, params: {$arms}}"; fi
     time python3 bench/run_engine.py --preset smollm2-embedded --out /tmp/runs/smollm2-embedded-auto \
-      "seeds=[$(seq -s ', ' 0 15)]" sampling.engine=decode "selection.strategies=[random, premem, loss,
-        {name: auto, params: {$arms}}, {name: auto, label: auto_full, params: {$arms}},
-        {name: auto, label: auto_h128, params: {$arms, lookahead_holdout: 128}}]" ;;
+      "seeds=[$(seq -s ', ' 0 15)]" sampling.engine=decode \
+      "selection.strategies=[random, premem, loss, {name: auto, params: {$arms}}, $added]" ;;
   smollm2-embedded-auto|smollm2-embedded-auto-half)
     # The half runs replicates 0-7 into the same store; a later lease restores it (gpu_session.sh restore) and
     # smollm2-embedded-auto adds replicates 8-15 to it. The engine is pinned: a resume under another one stops.
