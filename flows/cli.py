@@ -92,7 +92,8 @@ def _strategies(_: argparse.Namespace) -> int:
     # auto is no registered strategy but the controller choosing among them: `{name: auto, params: {...}}`
     print(f"{AUTO:<16} {DESCRIPTION} Params, with their defaults:")
     for key, default in AutoParams.options().items():
-        print(f"{'':<18}{key}: {json.dumps(default)}")  # as a config file writes it (JSON is YAML)
+        means = f" (= {AutoParams.NULL_MEANS[key]})" if key in AutoParams.NULL_MEANS else ""
+        print(f"{'':<18}{key}: {json.dumps(default)}{means}")  # as a config file writes it (JSON is YAML)
     return 0
 
 

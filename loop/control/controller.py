@@ -70,8 +70,13 @@ class AutoParams:
     lookahead_metric: str = "loss"  # "loss": dev target NLL (no sampling); "accuracy": sampled dev accuracy
     lookahead_draws: int = 2000  # bootstrap draws of the dev items behind P(arm is best)
     lookahead_repeats: int = 1  # probes per arm under different training seeds, averaged (cost x repeats)
-    lookahead_holdout: int = 0  # pool items kept back from the chain, scored by the probes beside dev (holdout.py)
+    # pool items kept back from the chain, scored by the probes beside dev; null = NULL_MEANS below
+    lookahead_holdout: int | None = None  # (loop.control.holdout)
     rule_params: dict = field(default_factory=dict)  # params only a registered stopping rule reads
+
+    # What a null default stands for, where it is not "off" (listed by `curation-loop strategies`).
+    NULL_MEANS = {"lookahead_epochs": "the round's own epochs",
+                  "lookahead_holdout": "min(128, a quarter of the pool, what the pool holds beyond the budgets)"}
 
     def param(self, key: str):
         """An auto param by name: a field, or a stopping rule's (its default where not given)."""
@@ -113,8 +118,8 @@ class AutoParams:
             raise ValueError("strategy auto: lookahead_epochs must be >= 1 or null")
         if int(values.get("lookahead_repeats", cls.lookahead_repeats)) < 1:
             raise ValueError("strategy auto: lookahead_repeats must be >= 1")
-        if int(values.get("lookahead_holdout", cls.lookahead_holdout)) < 0:
-            raise ValueError("strategy auto: lookahead_holdout must be >= 0")
+        if values.get("lookahead_holdout") is not None and int(values["lookahead_holdout"]) < 0:
+            raise ValueError("strategy auto: lookahead_holdout must be >= 0 or null")
         if not values.get("lookahead", cls.lookahead):
             # Probe settings without probes would be silently ignored: a user who wrote them expects probes.
             set_probe = sorted(k for k in values if k.startswith("lookahead_"))

@@ -19,7 +19,8 @@ overrule a clear probe. The bootstrap sees the evaluation items' noise only, not
 probe is one fine-tune). On `default-gpu` (2026-12-07, 16 replicates) that part proved small: probes averaged over 3
 training seeds ranked the arms no better than single ones, while the standard error over the 32 dev items made
 about half to four fifths of a probe gain's variance across replicates (bench/RESULTS.md); so the items, which the
-bootstrap does see, are the larger part of the noise, and more of them (`lookahead_holdout`) the lever to measure.
+bootstrap does see, are the larger part of the noise, and more of them the lever: `lookahead_holdout` (on by
+default since it was measured, `loop.control.holdout`).
 
 Each run (replicate) reads its own probes and its own rewards only: no evidence is pooled across the replicates of a
 comparison, which a user with one run could not do and which would break the independence the report's intervals

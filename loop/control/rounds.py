@@ -12,7 +12,7 @@ import polars as pl
 
 from loop.control.controller import AutoParams, Decision, RoundRecord, arm_params, decide
 from loop.control.generation import GENERATORS, vet
-from loop.control.holdout import holdout_ids, withheld
+from loop.control.holdout import default_size, holdout_ids, withheld
 from loop.control.lookahead import combine, item_scores, paired_gains, probability_best, recorded_cost
 from loop.control.probe import probe_arms, probe_epochs
 from loop.schema import EVAL_SCHEMA, SHARED_STRATEGY
@@ -56,9 +56,11 @@ def select(ctx: RunContext, step, used: list[str], cands: pl.DataFrame, budget: 
 def kept_back_ids(ctx: RunContext, step, auto: AutoParams) -> list[str]:
     """The pool items this replicate's chain keeps back for its probes (`loop.control.holdout`; none without the
     lookahead)."""
-    if not auto.lookahead or auto.lookahead_holdout <= 0:
+    if not auto.lookahead:
         return []
-    return holdout_ids(ctx.examples(step.seed), step.seed, auto.lookahead_holdout)
+    examples = ctx.examples(step.seed)
+    n = auto.lookahead_holdout
+    return holdout_ids(examples, step.seed, default_size(examples, ctx.cfg.selection.budgets) if n is None else n)
 
 
 def look_ahead(ctx: RunContext, step, used: list[str], cands: pl.DataFrame, decision: Decision,

@@ -22,12 +22,13 @@ pytestmark = pytest.mark.integration
 
 
 def cfg(out, *changes):
-    # The embedded base (loop/assets), which learns the task: the probes' dev losses mean something. `changes` are
-    # further overrides, applied after these.
+    # The embedded base (loop/assets), which learns the task: the probes' dev losses mean something. No pool items
+    # kept back (the last test covers those), so that the probed batches are the fixed strategies' own. `changes`
+    # are further overrides, applied after these.
     return build_config("smoke", overrides=[
         f"out_dir={out}", "data.n_seeds=8", "data.pool_per_seed=4", "data.n_test=8", "data.n_dev=8", "workers=1",
         "torch_threads=1", "train.epochs=2", "selection.budgets=[6, 6]", "selection.iid_extra_budgets=[]",
-        "selection.strategies=[random, loss, {name: auto, params: {arms: [loss]}}]", *changes])
+        "selection.strategies=[random, loss, {name: auto, params: {arms: [loss], lookahead_holdout: 0}}]", *changes])
 
 
 def step_dir(out, strategy, round_):
@@ -130,7 +131,8 @@ def test_repeated_probes_average_their_repeats_and_the_first_repeat_is_the_singl
 
     out = tmp_path / "run"
     repeated = cfg(out, "selection.budgets=[6]",
-                   "selection.strategies=[random, {name: auto, params: {arms: [loss], lookahead_repeats: 2}}]")
+                   "selection.strategies=[random, {name: auto, params: {arms: [loss], lookahead_repeats: 2, "
+                   "lookahead_holdout: 0}}]")
     engine = Engine(repeated)
     engine.run_all(progress=False)
     info = json.loads((step_dir(out, "auto", 1) / "step.json").read_text())
@@ -157,11 +159,11 @@ def test_repeated_probes_average_their_repeats_and_the_first_repeat_is_the_singl
 
 
 def test_a_holdout_is_never_selected_by_the_chain_and_the_probes_score_it_beside_dev(tmp_path):
+    """By default: a quarter of the pool of 32 is kept back."""
     from loop.control.holdout import holdout_ids
 
     out = tmp_path / "run"
-    config = cfg(out, "train.epochs=1",
-                 "selection.strategies=[random, {name: auto, params: {arms: [loss], lookahead_holdout: 8}}]")
+    config = cfg(out, "train.epochs=1", "selection.strategies=[random, {name: auto, params: {arms: [loss]}}]")
     engine = Engine(config)
     engine.run_all(progress=False)
     kept = holdout_ids(engine.context.examples(0), 0, 8)

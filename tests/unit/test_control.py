@@ -183,6 +183,8 @@ def test_curation_loop_strategies_lists_auto_with_every_param_it_takes(capsys):
     assert "random " in out[:out.index("\nauto ")]  # the registered strategies come first
     for key, default in options.items():
         assert f"{key}: {json.dumps(default)}" in auto
+    for key, means in AutoParams.NULL_MEANS.items():  # a null that is not "off" says what it stands for
+        assert options[key] is None and f"{key}: null (= {means})" in auto
     assert AutoParams.parse(dict(options)) == AutoParams.parse({})  # the listed defaults are the defaults
 
 

@@ -4,7 +4,7 @@ import polars as pl
 import pytest
 
 from loop.control.controller import AutoParams
-from loop.control.holdout import evaluation_rows, holdout_ids, withheld
+from loop.control.holdout import default_size, evaluation_rows, holdout_ids, withheld
 
 
 def examples(n_pool=20):
@@ -29,7 +29,18 @@ def test_a_holdout_that_leaves_no_pool_is_refused_by_name():
         holdout_ids(examples(20), 0, 20)
     with pytest.raises(ValueError, match="lookahead_holdout"):
         AutoParams.parse({"lookahead_holdout": -1})
-    assert AutoParams.parse({}).lookahead_holdout == 0
+    assert AutoParams.parse({}).lookahead_holdout is None  # the default size (below)
+    assert AutoParams.parse({"lookahead_holdout": 0}).lookahead_holdout == 0  # none kept back
+
+
+def test_the_default_keeps_back_128_or_a_quarter_of_a_smaller_pool_and_leaves_the_budgets():
+    assert default_size(examples(2000), [64, 64]) == 128
+    assert default_size(examples(512), [64, 64]) == 128  # the presets' pools
+    assert default_size(examples(128), [12, 12]) == 32  # the CPU default's
+    assert default_size(examples(20), [4]) == 5
+    assert default_size(examples(12), [6, 4]) == 2  # a quarter (3) would leave the two rounds 9 of their 10
+    assert default_size(examples(12), [8, 8]) == 0  # the budgets outgrow the pool: none
+    assert default_size(examples(3), [1]) == 0  # too small a pool: none
 
 
 def test_the_chain_never_sees_them_and_the_probes_score_them_after_dev():
