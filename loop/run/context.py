@@ -108,8 +108,10 @@ class RunContext:
             return set().union(*(registry.resolve(a).needs_for({}) for a in AutoParams.parse(spec.params).arms))
         return set(registry.resolve(spec.name).needs_for(spec.params))
 
-    def all_needs(self) -> set[str]:
-        return set().union(*(self.needs(s) for s in self.cfg.selection.strategy_names))
+    def all_needs(self, strategies: list[str] | None = None) -> set[str]:
+        """What the strategies labelled `strategies` (default: every one in the config) read, together."""
+        labels = self.cfg.selection.strategy_names if strategies is None else strategies
+        return set().union(*(self.needs(s) for s in labels))
 
     @property
     def measures_dev(self) -> bool:

@@ -41,7 +41,7 @@ def prepare(ctx: RunContext) -> None:
             SELECTORS.resolve(registry.resolve(name).selector)
     needed = ctx.providers(ctx.all_needs())  # so does a signal no provider writes
     drawn = _draw(ctx, {p.name for p in needed if p.level == "seed"})
-    ctx.store.open(cfg, _manifest(ctx, drawn), check_additions=lambda stored, added: _check_added(ctx, stored, added))
+    ctx.store.open(cfg, _manifest(ctx, drawn), check_additions=lambda added: _check_added(ctx, added))
     for seed, (examples, report) in drawn.items():
         if report is not None:  # what loading did (skipped rows, links, contamination), kept with the run
             _store_report(ctx, seed, report)
@@ -51,24 +51,24 @@ def prepare(ctx: RunContext) -> None:
     signal_store.pre_training(ctx, [p for p in needed if p.scope in PRE_TRAINING_SCOPES], drawn)
 
 
-def _check_added(ctx: RunContext, stored: dict, added: Additions) -> None:
+def _check_added(ctx: RunContext, added: Additions) -> None:
     """Refuse strategies added to a stored run that read what its first start did not compute: a signal none of
     the stored strategies reads (the shared round 0 and the base model computed only theirs), or the dev accuracy
     of every round that `auto` rewards itself with (measured only where the stored run had an `auto`)."""
     if not added.strategies:
         return
     kept = [s for s in ctx.cfg.selection.strategy_names if s not in added.strategies]
-    computed = set().union(*(ctx.needs(s) for s in kept))
+    computed = ctx.all_needs(kept)
     for label in added.strategies:
         missing = ctx.needs(label) - computed
         if missing:
             raise ConfigMismatchError(
                 f"{ctx.store.location}: the added strategy {label!r} reads {sorted(missing)}, which the stored run's "
                 f"strategies ({', '.join(kept)}) did not compute; run it with them in another out_dir")
-    stored_auto = any(isinstance(e, dict) and e.get("name") == AUTO for e in stored["selection"]["strategies"])
-    if ctx.measures_dev and not stored_auto:
+    added_autos = [s for s in added.strategies if ctx.cfg.selection.spec(s).name == AUTO]
+    if added_autos and not any(ctx.cfg.selection.spec(s).name == AUTO for s in kept):
         raise ConfigMismatchError(
-            f"{ctx.store.location}: an added `auto` ({', '.join(added.strategies)}) reads every round's dev accuracy, "
+            f"{ctx.store.location}: the added `auto` ({', '.join(added_autos)}) reads every round's dev accuracy, "
             "which the stored run did not measure (it had no `auto`); run it with them in another out_dir")
 
 

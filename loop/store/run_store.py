@@ -66,11 +66,11 @@ class RunStore:
 
     # -- run level -------------------------------------------------------------------------------
     def open(self, cfg: RunConfig, manifest: dict[str, Any],
-             check_additions: Callable[[dict[str, Any], Additions], None] | None = None) -> None:
+             check_additions: Callable[[Additions], None] | None = None) -> None:
         """Create the run folder, or check that an existing one holds this same config (then resume).
 
         A config that only adds replicates or strategies to the stored one resumes it (`loop.store.manifest`), after
-        `check_additions(stored config, additions)` raises nothing. The manifest of the first start is kept: a resume
+        `check_additions(additions)` raises nothing. The manifest of the first start is kept: a resume
         whose library versions, base weights or data differ from it stops with the differences, unless
         cfg.allow_resume_changes; every resume is appended to `manifest.json["resumes"]` with what changed."""
         wanted = cfg.model_dump(mode="json", exclude=NOT_STORED)
@@ -94,7 +94,7 @@ class RunStore:
                         "with the same config (more `seeds` add replicates, more selection.strategies add "
                         "competitors) or choose another out_dir")
                 if check_additions is not None:
-                    check_additions(stored, added)
+                    check_additions(added)
                 log.info("%s: adding replicates %s and strategies %s to the %d replicates and %d strategies finished "
                          "or started", self.location, added.seeds, added.strategies, len(stored["seeds"]),
                          len(stored["selection"]["strategies"]))
