@@ -46,7 +46,8 @@ N_TRAIN = 4096
 DEVICE = "cuda"  # --device cpu with --shape tiny: a dry run of the script's logic on a machine without a GPU
 TRAIN_RUNS = ["preset_32x1"]
 PROFILE = True
-PROFILED_RUNS = ("preset_32x1", "lean_32x1", "lean_liger_32x1", "lean_compile_32x1")
+PROFILED_RUNS = ("preset_32x1", "lean_32x1", "lean_liger_32x1", "lean_compile_32x1", "lean_async_32x1",
+                 "lean_async_compile_32x1")
 
 
 def synchronize() -> None:
@@ -373,7 +374,7 @@ def default_run_label() -> str | None:
 
     levers = resolve_levers(build_config("gsm8k").train, torch.device("cuda"), trackers_on=False, checkpointing=False)
     wanted = [f"train.token_metrics={str(levers.token_metrics).lower()}", f"train.kernels={levers.kernels}",
-              f"train.compile={str(levers.compile).lower()}"]
+              f"train.compile={str(levers.compile).lower()}", f"train.async_step={str(levers.async_step).lower()}"]
     return next((k for k, (batch, o) in LEVER_RUNS.items() if batch == 32 and o == wanted), None)
 
 

@@ -2,10 +2,10 @@
 of a few steps (host time against device time), and several training workers sharing one card.
 
 Each run is one `train_round` of the same examples at the presets' 32 examples per optimizer step, differing only
-in `train.token_metrics`, `train.kernels` and `train.compile` (loop.model.training_levers). The step clock reads
-the wall time at each optimizer step's end without synchronising (a sync would itself change what is measured),
-so the steady rate is taken over the steps after the first WARM_STEPS (compilation and allocator warm-up).
-"""
+in `train.token_metrics`, `train.kernels`, `train.compile` and `train.async_step` (loop.model.training_levers).
+The step clock reads the wall time at each optimizer step's end without synchronising (a sync would itself change
+what is measured), so the steady rate is taken over the steps after the first WARM_STEPS (compilation and
+allocator warm-up)."""
 
 from __future__ import annotations
 
@@ -24,15 +24,27 @@ STEP_SPAN = "curation.train_step"
 
 # label -> (micro-batch, overrides); the first is the step as it ran before the levers.
 LEVER_RUNS = {
-    "preset_32x1": (32, ["train.token_metrics=true", "train.kernels=torch", "train.compile=false"]),
-    "lean_32x1": (32, ["train.token_metrics=false", "train.kernels=torch", "train.compile=false"]),
-    "lean_liger_32x1": (32, ["train.token_metrics=false", "train.kernels=liger", "train.compile=false"]),
-    "lean_compile_32x1": (32, ["train.token_metrics=false", "train.kernels=torch", "train.compile=true"]),
+    "preset_32x1": (32, ["train.token_metrics=true", "train.kernels=torch", "train.compile=false",
+                         "train.async_step=false"]),
+    "lean_32x1": (32, ["train.token_metrics=false", "train.kernels=torch", "train.compile=false",
+                       "train.async_step=false"]),
+    "lean_liger_32x1": (32, ["train.token_metrics=false", "train.kernels=liger", "train.compile=false",
+                             "train.async_step=false"]),
+    "lean_compile_32x1": (32, ["train.token_metrics=false", "train.kernels=torch", "train.compile=true",
+                               "train.async_step=false"]),
+    "lean_async_32x1": (32, ["train.token_metrics=false", "train.kernels=torch", "train.compile=false",
+                             "train.async_step=true"]),
+    "lean_async_compile_32x1": (32, ["train.token_metrics=false", "train.kernels=torch", "train.compile=true",
+                                     "train.async_step=true"]),
     # The same optimizer step in two micro-batches: about half the activation memory, so that 8 workers fit one card.
     "lean_16x2": (16, ["train.token_metrics=false", "train.kernels=torch", "train.compile=false",
-                       "train.gradient_accumulation_steps=2"]),
-    "micro_batch_64x1": (64, ["train.token_metrics=true", "train.kernels=torch", "train.compile=false"]),
-    "micro_batch_128x1": (128, ["train.token_metrics=true", "train.kernels=torch", "train.compile=false"]),
+                       "train.async_step=false", "train.gradient_accumulation_steps=2"]),
+    "lean_async_16x2": (16, ["train.token_metrics=false", "train.kernels=torch", "train.compile=false",
+                             "train.async_step=true", "train.gradient_accumulation_steps=2"]),
+    "micro_batch_64x1": (64, ["train.token_metrics=true", "train.kernels=torch", "train.compile=false",
+                              "train.async_step=false"]),
+    "micro_batch_128x1": (128, ["train.token_metrics=true", "train.kernels=torch", "train.compile=false",
+                                "train.async_step=false"]),
 }
 
 

@@ -44,6 +44,10 @@
 #   compile-reuse              what compiling costs a second train call: in the same process (two compiled train
 #                              calls), and in a new process with Inductor's disk cache warm (then the lean step)
 #   workers-8                  1 and 8 lean-step workers sharing the card, micro-batches of 16 x 2 (an H200)
+#   levers-async               the asynchronous step (train.async_step) beside the step before the levers, the lean
+#                              step and compiled layers, with profiles (read-backs per step), 1,536 examples
+#   workers-async              1, 2, 4 (and 8 on a card of more than 100 GB) asynchronous lean-step workers sharing
+#                              the card, 16 x 2 micro-batches
 #   levers-tests               tests/gpu (the new training step against the old one on the card)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -132,6 +136,17 @@ case "$1" in
   workers-8)  # at 32 x 1 a lean-step worker peaks at 24.5 GB: 8 fit no card, so the same step in 16 x 2 (an H200)
     time python3 bench/bench_gpu.py --out "$out" --sections workers --workers 1,8 --worker-examples 768 \
       --worker-run lean_16x2 ;;
+  levers-async)
+    time python3 bench/bench_gpu.py --out "$out" --sections training --examples 1536 \
+      --train-runs preset_32x1,lean_32x1,lean_async_32x1,lean_compile_32x1,lean_async_compile_32x1 \
+      --results "$out/results.json" ;;
+  workers-async)  # 8 workers of about 16 GB each fit only an H200
+    counts=1,2,4
+    if [ "$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)" -gt 100000 ]; then
+      counts=1,2,4,8
+    fi
+    time python3 bench/bench_gpu.py --out "$out" --sections workers --workers "$counts" --worker-examples 768 \
+      --worker-run lean_async_16x2 ;;
   compile-reuse)
     time python3 bench/bench_gpu.py --out "$out/same-process" --sections training --examples 512 --no-profile \
       --train-runs lean_compile_32x1,lean_compile_32x1

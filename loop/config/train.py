@@ -44,6 +44,12 @@ class TrainConfig(Strict):
         "auto", description="torch.compile each decoder layer (dynamic sequence length): fewer launches per step, "
         "about 27 s of compiling once per process; auto = the measured choice for the device: off (on an H100 a "
         "0.5B step ran 1.53x faster compiled, which repays the compile only past about 3.8M trained tokens)")
+    async_step: bool | Literal["auto"] = Field(
+        "auto", description="queue the step's work without waiting on the GPU: batches copied from pinned memory "
+        "without a wait, a right-padded batch's attention mask left to the kernel's causal mask (the same outputs at "
+        "every real token), and the trainer's NaN filter of the logged loss (a read-back per micro-batch) off. Needs "
+        "train.token_metrics off; auto = the measured choice on a GPU (loop.model.training_levers.GPU_DEFAULTS), off "
+        "on a CPU")
     batch_order: Literal["random", "group_by_length"] = Field(
         "group_by_length",
         description="group_by_length batches examples of similar length (transformers' LengthGroupedSampler, "

@@ -29,6 +29,7 @@ from loop.model.backends import server_card_share
 from loop.model.devices import workers_per_card
 from loop.model.memory import ModelShape, free_for_training, needs_checkpointing, training_bytes
 from loop.model.precision import Precision, enable_tf32, resolve_precision
+from loop.model.async_step import CausalRightPadded, trainer_arguments
 from loop.model.training_levers import LeanSFTTrainer, apply_model_levers, resolve_levers
 
 log = logging.getLogger(__name__)
@@ -144,13 +145,15 @@ def train_round(cfg: RunConfig, tokenizer, examples: pl.DataFrame, *, seed: int,
             completion_only_loss=True, save_strategy="no", optim=_optimizer(cfg, device),
             **trackers.trainer_arguments(tracker_run), disable_tqdm=True, use_cpu=device.type == "cpu",
             bf16=precision.compute == torch.bfloat16, fp16=precision.compute == torch.float16,
-            dataloader_num_workers=0, full_determinism=cfg.deterministic,
+            dataloader_num_workers=0, full_determinism=cfg.deterministic, **trainer_arguments(levers.async_step),
         )
         trainer_class = SFTTrainer if levers.token_metrics else LeanSFTTrainer
         trainer = trainer_class(
             model=model, args=args, processing_class=tokenizer, peft_config=peft_config, train_dataset=dataset,
             callbacks=[_FaultPoint()] + ([_EpochHook(tracker)] if tracker is not None else []),
         )
+        if levers.async_step:
+            trainer.data_collator = CausalRightPadded(trainer.data_collator)
         trainer.remove_callback(PrinterCallback)  # per-round metrics go to the run store, not stdout
         trackers.attach(trainer, tracker_run)
         trainer.train()

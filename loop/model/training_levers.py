@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 # card (bench/RESULTS.md). The lean loss computes what trl's does and is on wherever no tracker reads the metrics
 # (1.60x the step's tokens/s on an H200). Liger measured slower (0.90x the lean step). Compile's step is 1.53x the
 # lean one, but its compile time makes a train call of a round at the presets' or the paper's size slower.
-GPU_DEFAULTS = {"kernels": "torch", "compile": False}
+GPU_DEFAULTS = {"kernels": "torch", "compile": False, "async_step": False}
 
 
 @dataclass(frozen=True)
@@ -67,10 +67,11 @@ class Levers:
     token_metrics: bool
     kernels: str  # "torch" | "liger"
     compile: bool
+    async_step: bool = False  # loop.model.async_step
 
     def describe(self) -> str:
         return f"token_metrics={'on' if self.token_metrics else 'off'} kernels={self.kernels} " \
-               f"compile={'on' if self.compile else 'off'}"
+               f"compile={'on' if self.compile else 'off'} async_step={'on' if self.async_step else 'off'}"
 
 
 def liger_available() -> bool:
@@ -99,7 +100,14 @@ def resolve_levers(train_cfg, device: torch.device, *, trackers_on: bool, checkp
     if compile_ and kernels == "liger":
         raise ValueError("train.kernels=liger and train.compile=true do not combine: torch.compile cannot trace "
                          "Liger's Triton autograd functions; set one of them to torch / false")
-    return Levers(token_metrics=token_metrics, kernels=kernels, compile=bool(compile_))
+    async_step = train_cfg.async_step
+    if async_step == "auto":
+        async_step = cuda and GPU_DEFAULTS["async_step"] and not token_metrics
+    elif async_step and token_metrics:
+        # trl's metrics count the batch's tokens from its attention mask, which the asynchronous step drops.
+        raise ValueError("train.async_step=true needs train.token_metrics off (the metrics read the attention mask "
+                         "the asynchronous step drops, and read back every step); set one of them to false or auto")
+    return Levers(token_metrics=token_metrics, kernels=kernels, compile=bool(compile_), async_step=bool(async_step))
 
 
 def decoder_layers(model) -> list[torch.nn.Module]:

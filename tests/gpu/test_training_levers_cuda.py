@@ -17,12 +17,14 @@ from loop.model.training_levers import apply_model_levers, liger_available, reso
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 CUDA = torch.device("cuda")
-OLD = ["train.token_metrics=true", "train.kernels=torch", "train.compile=false"]
-LEAN = ["train.token_metrics=false", "train.kernels=torch", "train.compile=false"]
+OLD = ["train.token_metrics=true", "train.kernels=torch", "train.compile=false", "train.async_step=false"]
+LEAN = ["train.token_metrics=false", "train.kernels=torch", "train.compile=false", "train.async_step=false"]
 # Each lever beside the lean loss (Liger and compile do not combine: resolve_levers refuses the pair).
-NEW = {"lean": LEAN, "lean+compile": [*LEAN[:2], "train.compile=true"]}
+NEW = {"lean": LEAN, "lean+compile": [*LEAN[:2], "train.compile=true", LEAN[3]],
+       "lean+async": [*LEAN[:3], "train.async_step=true"],
+       "lean+async+compile": [*LEAN[:2], "train.compile=true", "train.async_step=true"]}
 if liger_available():
-    NEW["lean+liger"] = [LEAN[0], "train.kernels=liger", LEAN[2]]
+    NEW["lean+liger"] = [LEAN[0], "train.kernels=liger", *LEAN[2:]]
 
 
 @pytest.mark.parametrize("new", list(NEW))

@@ -1,0 +1,63 @@
+"""The asynchronous step (`train.async_step`): the host queues a training step's work without waiting on the GPU.
+
+On a card, the step of a small model waits on the host (bench/RESULTS.md, issue 22), and every time the host reads
+a value back from the card it drains the card's queue and starts the next kernels from empty. A lean step
+(`train.token_metrics` off) still read back about ten times a step (the profiles of 2026-12-07 count 10.5
+synchronisations per 32-example step, 12 ms of waiting in a 91 ms compiled step). Traced on a CPU with a dispatch
+mode that logs every read-back op (`_local_scalar_dense`, `nonzero`), two reads per micro-batch come from the
+trainer and two from the model; the batch's uploads from pageable memory add one wait per tensor on a card:
+
+- transformers' Trainer tests each micro-batch's loss for NaN and infinity (`logging_nan_inf_filter`), which only
+  decides what the logged loss adds up: off, a NaN loss is logged as NaN instead of being replaced;
+- transformers' mask builder reads the attention mask (`padding_mask.all()`, twice) to decide whether it can hand
+  the kernel its own causal mask. trl's collator pads on the right, so every real token attends only to real
+  tokens before it under the plain causal mask: the outputs at real tokens are the same, the padded positions
+  carry label -100 and add nothing to the loss or its gradients. `CausalRightPadded` checks each batch's mask on
+  the host, where the check is free, and drops it when the batch is right-padded. Without a mask the model reads
+  once instead (its test for packed rows in the position ids), and the kernel takes its causal path, which needs
+  no mask in memory;
+- the batch's tensors are copied to the card from pinned memory without a wait (accelerate's `non_blocking`).
+
+So a micro-batch reads back once where it read four times on a CPU (tests/integration/test_async_step.py counts
+them). On a card trl's fused head also gathers the target positions with a boolean mask, whose size the host must
+know: that read stays. What is trained is unchanged (tests/integration/test_async_step.py: the same weights within
+float32 rounding on a CPU; tests/gpu: the same loss curve within bf16 noise on a card).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def right_padded(mask: torch.Tensor) -> bool:
+    """True when every row of a 0/1 attention mask is a run of ones followed only by zeros (or all ones)."""
+    if mask.dim() != 2:
+        return False
+    ones = mask.bool()
+    return bool(ones[:, 0].all()) and bool((ones[:, 1:] <= ones[:, :-1]).all())
+
+
+class CausalRightPadded:
+    """A collator wrapper: the inner collator's batch, without its attention mask where the mask is right padding
+    alone (so the model runs its plain causal attention, with no mask to read back). Batches with position ids,
+    packed rows or any other mask pass unchanged."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.inner(examples)
+        mask = batch.get("attention_mask")
+        if mask is not None and "position_ids" not in batch and torch.is_tensor(mask) and right_padded(mask):
+            batch = {key: value for key, value in batch.items() if key != "attention_mask"}
+        return batch
+
+
+def trainer_arguments(on: bool) -> dict:
+    """The TrainingArguments the asynchronous step sets (none where it is off)."""
+    if not on:
+        return {}
+    return {"logging_nan_inf_filter": False, "dataloader_pin_memory": True,
+            "accelerator_config": {"non_blocking": True}}

@@ -1,0 +1,35 @@
+"""The asynchronous step's collator drops an attention mask only where it is right padding alone, and sets the
+trainer's arguments only when on."""
+
+import torch
+
+from loop.model.async_step import CausalRightPadded, right_padded, trainer_arguments
+
+
+def test_right_padding_is_recognised_and_nothing_else():
+    assert right_padded(torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 0]]))
+    assert right_padded(torch.ones(2, 4, dtype=torch.long))  # no padding at all
+    assert not right_padded(torch.tensor([[1, 1, 1], [0, 1, 1]]))  # left padding
+    assert not right_padded(torch.tensor([[1, 0, 1]]))  # a hole: not the causal mask
+    assert not right_padded(torch.tensor([[0, 0, 0]]))  # an empty row
+    assert not right_padded(torch.ones(1, 1, 3, 3))  # a 4-D mask is the model's own business
+
+
+def test_the_collator_drops_only_a_right_padded_mask():
+    def inner(batch):
+        return dict(batch)
+
+    ids = torch.tensor([[5, 6, 7], [5, 6, 0]])
+    wrapped = CausalRightPadded(inner)
+    out = wrapped({"input_ids": ids, "attention_mask": torch.tensor([[1, 1, 1], [1, 1, 0]])})
+    assert set(out) == {"input_ids"} and out["input_ids"] is ids
+    left = {"input_ids": ids, "attention_mask": torch.tensor([[1, 1, 1], [0, 1, 1]])}
+    assert set(wrapped(left)) == {"input_ids", "attention_mask"}
+    with_positions = {"input_ids": ids, "attention_mask": torch.ones(2, 3), "position_ids": torch.arange(3)[None]}
+    assert set(wrapped(with_positions)) == {"input_ids", "attention_mask", "position_ids"}
+
+
+def test_trainer_arguments_only_when_on():
+    assert trainer_arguments(False) == {}
+    on = trainer_arguments(True)
+    assert on["logging_nan_inf_filter"] is False and on["accelerator_config"] == {"non_blocking": True}
