@@ -111,7 +111,32 @@ def host_and_device(prof, steps: int) -> dict:
             "sync_calls_per_step": sum(e.count for e in syncs) / steps,
             "sync_wait_ms_per_step": sum(e.cpu_time_total for e in syncs) / steps / 1e3,
             "copy_calls_per_step": sum(e.count for e in copies) / steps,
-            "top_kernels_ms_per_step": {e.key[:70]: e.self_device_time_total / steps / 1e3 for e in top}}
+            "top_kernels_ms_per_step": {e.key[:70]: e.self_device_time_total / steps / 1e3 for e in top},
+            "kernel_ms_per_step_by_kind": kernel_kinds(kernels, steps)}
+
+
+# What a kernel's name says it does, first match wins (cuBLAS/cuDNN/Triton/ATen names on H100 and H200).
+KERNEL_KINDS = (
+    ("attention", ("sdpa", "flash", "fmha", "attention")),
+    ("matmul", ("nvjet", "gemm", "cutlass", "sm90_xmma", "ampere_", "cublas", "splitk")),
+    ("optimizer", ("multi_tensor_apply", "adam", "fused_adam")),
+    ("fused_triton", ("triton_",)),  # Inductor's fused kernels, whatever ops they fuse
+    ("lm_head_and_loss", ("log_softmax", "logsumexp", "cross_entropy", "nll_loss", "_chunked")),
+    ("copy_and_cast", ("copy", "cast", "memcpy", "memset", "fill")),
+    ("reduction", ("reduce", "sum", "norm", "mean", "max")),
+    ("elementwise", ("elementwise", "vectorized", "unrolled")),
+)
+
+
+def kernel_kinds(kernels, steps: int) -> dict:
+    """Milliseconds per step of device time by what the kernels do (`KERNEL_KINDS`, by name), the rest as other:
+    where a step's kernel time goes beyond the top kernels."""
+    kinds: dict[str, float] = {}
+    for e in kernels:
+        name = e.key.lower()
+        kind = next((k for k, words in KERNEL_KINDS if any(w in name for w in words)), "other")
+        kinds[kind] = kinds.get(kind, 0.0) + e.self_device_time_total / steps / 1e3
+    return dict(sorted(kinds.items(), key=lambda kv: -kv[1]))
 
 
 def is_annotation(event) -> bool:

@@ -1,0 +1,25 @@
+"""bench/gpu_levers.py sorts a profile's kernels by what their names say they do, per step."""
+
+from types import SimpleNamespace
+
+import pytest
+
+gpu_levers = pytest.importorskip("bench.gpu_levers")
+
+
+def kernel(name, us):
+    return SimpleNamespace(key=name, self_device_time_total=us)
+
+
+def test_kernels_are_summed_by_kind_per_step():
+    events = [kernel("nvjet_sm90_tst_192x192_64x3_1x2_h_bz_coopB_NTN", 4000),
+              kernel("sm90_xmma_gemm_bf16bf16_bf16f32", 2000),
+              kernel("cudnn_generated_fort_native_sdpa_sm90_flash_fprop", 3000),
+              kernel("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<at::", 1000),
+              kernel("triton_poi_fused__unsafe_view_mul_silu_12", 600),
+              kernel("void at::native::vectorized_elementwise_kernel<4, at::native::BinaryFu", 400),
+              kernel("something_unheard_of", 200)]
+    kinds = gpu_levers.kernel_kinds(events, steps=2)
+    assert kinds == {"matmul": 3.0, "attention": 1.5, "optimizer": 0.5, "fused_triton": 0.3, "elementwise": 0.2,
+                     "other": 0.1}
+    assert list(kinds) == sorted(kinds, key=kinds.get, reverse=True)
