@@ -134,6 +134,18 @@ class AutoParams:
     def make_policy(self):
         return POLICIES[self.policy](discount=self.discount, floor=self.floor)
 
+    def as_run(self) -> dict:
+        """Every param as this code runs it: the given values and the defaults, a stopping rule's params included,
+        and a null default with a meaning written as that meaning (`null: ...`). The run store's manifest keeps it,
+        so that a resume under code whose defaults have changed is stopped before it decides otherwise."""
+        values = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "rule_params"}
+        values |= {key: self.rule_params.get(key, default) for key, default in stopping.rule_params().items()
+                   if key not in values}
+        for name, meaning in self.NULL_MEANS.items():
+            if values[name] is None:
+                values[name] = f"null: {meaning}"
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
 
 @dataclass(frozen=True)
 class RoundRecord:

@@ -111,6 +111,10 @@ def _manifest(ctx: RunContext, drawn: dict[int, tuple[pl.DataFrame, object]]) ->
         "precision": resolve_precision(cfg.model, cfg.train, ctx.device).name,
         "sampling_engine": sampling_engine(cfg, ctx.device),
         "data_per_replicate": cfg.data.per_replicate,
+        # each `auto`'s params as this code runs them: a default that changes between a start and its resume would
+        # make the resumed chain decide otherwise than it began
+        "strategy_params": {spec.key: AutoParams.parse(spec.params).as_run()
+                            for spec in cfg.selection.strategies if spec.name == AUTO},
         "examples": {str(seed): {"rows": ex.height, "sha256": hashlib.sha256(ex.write_csv().encode()).hexdigest()}
                      for seed, (ex, _) in drawn.items()},
         "opened": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -27,7 +27,10 @@ class ResumeMismatchError(ValueError):
 
 # What a resume must share with the first start: anything else (the machine, the time) may change.
 RESUME_KEYS = ("versions", "model", "model_weights_sha256", "precision", "sampling_engine", "data_per_replicate",
-               "examples")
+               "examples", "strategy_params")
+# Per-replicate and per-strategy entries: compared for the replicates and strategies the first start had (one added
+# since has nothing to compare with), and merged into the first start's record when added.
+GROWING_KEYS = ("examples", "strategy_params")
 # Config fields that say how to run, not what was run: a run store may be moved (out_dir) and resumed there, and
 # resumed with other trackers watching it (tracking).
 NOT_STORED = {"preset", "allow_resume_changes", "out_dir", "scale", "tracking"}
@@ -91,9 +94,19 @@ def _without_growth(config: dict[str, Any]) -> dict[str, Any]:
 def resume_changes(first: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
     """How this start's manifest differs from the first start's in what a resume must share. A key the first manifest
     lacks was not recorded yet when the run started: nothing to compare it with. Per-replicate entries (`examples`)
-    are compared for the replicates the first start had; a replicate added since has nothing to compare with."""
+    and per-strategy ones (`strategy_params`, each `auto`'s params as the code ran them) are compared for the
+    replicates and strategies the first start had; one added since has nothing to compare with."""
     keys = [k for k in RESUME_KEYS if k in first]
     now = {k: manifest.get(k) for k in keys}
-    if isinstance(first.get("examples"), dict) and isinstance(now.get("examples"), dict):
-        now["examples"] = {seed: v for seed, v in now["examples"].items() if seed in first["examples"]}
+    for key in GROWING_KEYS:
+        if isinstance(first.get(key), dict) and isinstance(now.get(key), dict):
+            now[key] = {name: v for name, v in now[key].items() if name in first[key]}
     return diff({k: first[k] for k in keys}, now)
+
+
+def merge_added(first: dict[str, Any], manifest: dict[str, Any]) -> None:
+    """Keep the entries of replicates and strategies added by this start beside the first start's (for later
+    resumes to check); the first start's own entries stay as they were."""
+    for key in GROWING_KEYS:
+        if isinstance(first.get(key), dict):
+            first[key] = {**(manifest.get(key) or {}), **first[key]}

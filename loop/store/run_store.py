@@ -25,7 +25,7 @@ from loop.schema import EVAL_SCHEMA, LEDGER_SCHEMA, TIMING_SCHEMA
 from loop.store import layout
 from loop.store.files import DamagedFileError, file_sha256, read_frame, write_atomic, writer_alive
 from loop.store.manifest import (NOT_STORED, ConfigMismatchError, ResumeMismatchError, Additions, additions,
-                                 config_differences, resume_changes)
+                                 config_differences, merge_added, resume_changes)
 from loop.store.sync import Remote, is_remote
 
 log = logging.getLogger(__name__)
@@ -156,10 +156,9 @@ class RunStore:
             resume["replicates_added"] = added.seeds
         if added.strategies:
             resume["strategies_added"] = added.strategies
-        if isinstance(first.get("examples"), dict):
-            # A replicate the first start lacked (added now, or by a resume killed before this record) has its data
-            # hash kept beside the others', for later resumes to check (`resume_changes` compares those only).
-            first["examples"] = {**manifest.get("examples", {}), **first["examples"]}
+        # A replicate or strategy the first start lacked (added now, or by a resume killed before this record) has
+        # its data hash or params kept beside the others', for later resumes to check.
+        merge_added(first, manifest)
         first.setdefault("resumes", []).append(resume)
         self.write_json(layout.MANIFEST, first)
 

@@ -147,3 +147,21 @@ def test_more_strategies_add_competitors_to_a_finished_run_and_keep_what_it_had(
     # A stored strategy changed or dropped is another run.
     with pytest.raises(ConfigMismatchError, match="selection.strategies"):
         Engine(build_config("smoke", overrides=[*overrides(tiny_model_dir, grown), kept])).prepare()
+
+
+def test_a_resume_under_code_whose_auto_defaults_changed_stops_before_it_decides(tiny_model_dir, tmp_path,
+                                                                                monkeypatch):
+    """The manifest keeps each `auto`'s params as the code ran them (defaults and what a null means): a resume under
+    code that reads them otherwise would decide otherwise than the chain began, so it stops and says which."""
+    from loop.control.controller import AutoParams
+    from loop.store import ResumeMismatchError
+
+    with_auto = [*overrides(tiny_model_dir, tmp_path),
+                 "selection.strategies=[random, {name: auto, params: {arms: [loss]}}]"]
+    Engine(build_config("smoke", overrides=with_auto)).prepare()
+    ran = json.loads((tmp_path / "manifest.json").read_text())["strategy_params"]["auto"]
+    assert ran["arms"] == ["random", "loss"] and ran["lookahead_epochs"] == "null: the round's own epochs"
+    Engine(build_config("smoke", overrides=with_auto)).prepare()  # the same code resumes
+    monkeypatch.setattr(AutoParams, "NULL_MEANS", {**AutoParams.NULL_MEANS, "lookahead_epochs": "half the round's"})
+    with pytest.raises(ResumeMismatchError, match="strategy_params.auto.lookahead_epochs"):
+        Engine(build_config("smoke", overrides=with_auto)).prepare()

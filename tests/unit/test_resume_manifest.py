@@ -56,3 +56,35 @@ def test_a_resume_checks_the_data_of_the_replicates_it_had_and_not_of_added_ones
     # A replicate the first start had and this one lacks is a change, not an added one.
     assert resume_changes(first, {"versions": {"torch": "1"}, "examples": {"0": {"sha256": "a"}}}) == [
         "examples.1: {'sha256': 'b'} -> None"]
+
+
+def test_a_resume_checks_each_stored_autos_params_as_the_code_runs_them():
+    from loop.control.controller import AutoParams
+
+    ran = AutoParams.parse({"arms": ["loss"]}).as_run()
+    # Defaults are written out, a meaningful null as its meaning: a code whose null means otherwise differs.
+    assert ran["arms"] == ["random", "loss"] and ran["lookahead_epochs"] == "null: the round's own epochs"
+    assert ran["lookahead_repeats"] == 1 and "plateau_rounds" in ran
+    assert AutoParams.parse({"arms": ["loss"], "lookahead_holdout": 0}).as_run()["lookahead_holdout"] == 0
+    first = {"versions": {"torch": "1"}, "strategy_params": {"auto": ran}}
+    assert resume_changes(first, {"versions": {"torch": "1"}, "strategy_params": {"auto": dict(ran)}}) == []
+    # An auto added by this resume has nothing to compare with.
+    grown = {"versions": {"torch": "1"}, "strategy_params": {"auto": ran, "auto_b": {"lookahead": False}}}
+    assert resume_changes(first, grown) == []
+    # Code whose default changed since the start: the resume is told which param of which strategy.
+    changed = {**ran, "lookahead_holdout": "null: off"}
+    assert resume_changes(first, {"versions": {"torch": "1"}, "strategy_params": {"auto": changed}}) == [
+        f"strategy_params.auto.lookahead_holdout: {ran['lookahead_holdout']!r} -> 'null: off'"]
+    # A store started before the params were recorded is compared on the rest only.
+    assert resume_changes({"versions": {"torch": "1"}}, grown) == []
+
+
+def test_the_first_starts_record_keeps_its_entries_and_gains_the_added_ones():
+    from loop.store.manifest import merge_added
+
+    first = {"examples": {"0": "a"}, "strategy_params": {"auto": {"x": 1}}}
+    merge_added(first, {"examples": {"0": "CHANGED", "1": "b"}, "strategy_params": {"auto": {"x": 2}, "new": {}}})
+    assert first == {"examples": {"0": "a", "1": "b"}, "strategy_params": {"auto": {"x": 1}, "new": {}}}
+    old = {"examples": {"0": "a"}}  # recorded before strategy params were: nothing to merge them into
+    merge_added(old, {"strategy_params": {"auto": {}}})
+    assert old == {"examples": {"0": "a"}}
