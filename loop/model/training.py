@@ -29,7 +29,7 @@ from loop.model.backends import server_card_share
 from loop.model.devices import workers_per_card
 from loop.model.memory import ModelShape, free_for_training, needs_checkpointing, training_bytes
 from loop.model.precision import Precision, enable_tf32, resolve_precision
-from loop.model.async_step import CausalRightPadded, trainer_arguments
+from loop.model.async_step import CausalRightPadded, attention_kernels, trainer_arguments
 from loop.model.training_levers import LeanSFTTrainer, apply_model_levers, resolve_levers
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,8 @@ def train_round(cfg: RunConfig, tokenizer, examples: pl.DataFrame, *, seed: int,
             trainer.data_collator = CausalRightPadded(trainer.data_collator)
         trainer.remove_callback(PrinterCallback)  # per-round metrics go to the run store, not stdout
         trackers.attach(trainer, tracker_run)
-        trainer.train()
+        with attention_kernels(levers.async_step, device):
+            trainer.train()
         model = trainer.model
     model.eval()
     seconds = time.perf_counter() - started - (tracker.seconds if tracker else 0.0)

@@ -33,3 +33,17 @@ def test_trainer_arguments_only_when_on():
     assert trainer_arguments(False) == {}
     on = trainer_arguments(True)
     assert on["logging_nan_inf_filter"] is False and on["accelerator_config"] == {"non_blocking": True}
+
+
+def test_attention_kernels_leave_cudnn_out_only_for_the_asynchronous_step_on_a_card():
+    import contextlib
+
+    from loop.model.async_step import attention_kernels
+
+    assert isinstance(attention_kernels(False, torch.device("cuda")), contextlib.nullcontext)
+    assert isinstance(attention_kernels(True, torch.device("cpu")), contextlib.nullcontext)
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    with attention_kernels(True, torch.device("cuda")):  # sets torch's backend switches; no card needed to read them
+        assert torch.backends.cuda.cudnn_sdp_enabled() is False
+        assert torch.backends.cuda.flash_sdp_enabled() is True
+    assert torch.backends.cuda.cudnn_sdp_enabled() is before  # the step's choice ends with the step
