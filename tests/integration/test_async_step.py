@@ -103,7 +103,11 @@ def test_the_asynchronous_step_resolves_by_device_and_metrics(tiny_model_dir):
     assert resolve_levers(t, CPU, trackers_on=False, checkpointing=False).async_step is False
     on = config(tiny_model_dir, "train.async_step=true").train
     assert resolve_levers(on, CPU, trackers_on=False, checkpointing=False).async_step is True
-    # auto follows the metrics: trackers turn token metrics on, and those read the mask the step drops.
+    # On a GPU auto takes it wherever token metrics are off; trackers turn them on, and they read the mask it drops.
+    cuda = torch.device("cuda")  # resolving reads no card
+    metrics_auto = config(tiny_model_dir, "train.token_metrics=auto").train
+    assert resolve_levers(metrics_auto, cuda, trackers_on=False, checkpointing=False).async_step is True
+    assert resolve_levers(metrics_auto, cuda, trackers_on=True, checkpointing=False).async_step is False
     with pytest.raises(ValueError, match="train.async_step=true needs train.token_metrics off"):
         resolve_levers(config(tiny_model_dir, "train.async_step=true", "train.token_metrics=true").train, CPU,
                        trackers_on=False, checkpointing=False)
