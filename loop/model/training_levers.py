@@ -1,7 +1,8 @@
 """The training step's speed levers: the same loss and updates, computed with less host time per step.
 
 A round's step on a small model is host-bound on a GPU (bench/gpu/2026-12-01-h200-profile.txt: 235 ms of host
-work against 36 ms of kernels for 32 examples of a 0.5B model). Three levers cut the host side; none changes
+work against 36 ms of kernels for 32 examples of a 0.5B model). Three levers cut the host side, and a fourth, the
+asynchronous step, has a module of its own (loop.model.async_step) and is resolved here with them. None changes
 what is computed, only how (checked by tests/integration/test_training_levers.py on CPU and
 tests/gpu/test_training_levers_cuda.py on a card):
 
@@ -9,8 +10,8 @@ tests/gpu/test_training_levers_cuda.py on a card):
   reads them, and its token count, back with `.item()`, which makes the host wait for the card three times a
   step. The lean trainer computes the same loss (summed target log-probabilities over the step's target tokens,
   trl's own fused head) and nothing else. The metrics only ever fed the experiment trackers, so `auto` keeps
-  them where trackers are on. One wait remains per micro-batch: trl's head gathers the target positions with a
-  boolean mask, whose size the host must read.
+  them where trackers are on. One wait remains per micro-batch (beside those `async_step` removes): trl's head
+  gathers the target positions with a boolean mask, whose size the host must read.
 - `kernels: liger`: Liger's Triton RMSNorm and SwiGLU replace a dozen element-wise launches per layer with
   two, on this model instance only. Liger's apply functions also swap the modeling module's classes for every
   model built later in the process (`modeling_qwen2.Qwen2RMSNorm = LigerRMSNorm`), so `instance_only` puts the
