@@ -40,7 +40,8 @@ A fourth, `async_step` (loop.model.async_step), takes the host's remaining waits
 loss with the asynchronous step 64.2k (19.2%, 1.19x; the step `auto` takes on a GPU), compiled layers 82.8k
 (24.8%), both 87.3k (26.2%, 2.76x the preset step).
 
-Each lever is resolved for the device at hand by `resolve_levers`. On a CPU, kernels and compile resolve to off
+Each lever is resolved for the device at hand by `resolve_levers`. On a CPU, kernels, compile and the asynchronous
+step resolve to off
 and the lean loss trains bit-identical weights to trl's, so the CPU path's figures stay exactly as they were.
 """
 
