@@ -41,8 +41,8 @@ loss with the asynchronous step 64.2k (19.2%, 1.19x; the step `auto` takes on a 
 (24.8%), both 87.3k (26.2%, 2.76x the preset step).
 
 Each lever is resolved for the device at hand by `resolve_levers`. On a CPU, kernels, compile and the asynchronous
-step resolve to off
-and the lean loss trains bit-identical weights to trl's, so the CPU path's figures stay exactly as they were.
+step resolve to off and the lean loss trains bit-identical weights to trl's, so the CPU path's figures stay exactly
+as they were.
 """
 
 from __future__ import annotations
