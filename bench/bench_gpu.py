@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from bench.gpu_levers import LEVER_RUNS, StepClock, run_workers  # noqa: E402
+from bench.gpu_levers import LEVER_RUNS, StepClock, lever_overrides, run_workers  # noqa: E402
 from bench.shapes import SHAPES, VOCAB, random_text, word_tokenizer  # noqa: E402
 
 DATASHEET_BF16 = 989e12  # H100/H200 SXM dense bf16, the vendor's figure
@@ -373,8 +373,7 @@ def default_run_label() -> str | None:
     from loop.model.training_levers import resolve_levers
 
     levers = resolve_levers(build_config("gsm8k").train, torch.device("cuda"), trackers_on=False, checkpointing=False)
-    wanted = [f"train.token_metrics={str(levers.token_metrics).lower()}", f"train.kernels={levers.kernels}",
-              f"train.compile={str(levers.compile).lower()}", f"train.async_step={str(levers.async_step).lower()}"]
+    wanted = lever_overrides(levers.token_metrics, levers.kernels, levers.compile, levers.async_step)
     return next((k for k, (batch, o) in LEVER_RUNS.items() if batch == 32 and o == wanted), None)
 
 

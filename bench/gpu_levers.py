@@ -22,29 +22,26 @@ WARM_STEPS = 8
 PROFILE_STEPS = (12, 16)  # profiled optimizer steps [start, end)
 STEP_SPAN = "curation.train_step"
 
+def lever_overrides(token_metrics: bool, kernels: str = "torch", compile_: bool = False,
+                    async_step: bool = False) -> list[str]:
+    """The config overrides that pin every lever of `train_round` (loop.model.training_levers), in one order."""
+    return [f"train.token_metrics={str(token_metrics).lower()}", f"train.kernels={kernels}",
+            f"train.compile={str(compile_).lower()}", f"train.async_step={str(async_step).lower()}"]
+
+
 # label -> (micro-batch, overrides); the first is the step as it ran before the levers.
 LEVER_RUNS = {
-    "preset_32x1": (32, ["train.token_metrics=true", "train.kernels=torch", "train.compile=false",
-                         "train.async_step=false"]),
-    "lean_32x1": (32, ["train.token_metrics=false", "train.kernels=torch", "train.compile=false",
-                       "train.async_step=false"]),
-    "lean_liger_32x1": (32, ["train.token_metrics=false", "train.kernels=liger", "train.compile=false",
-                             "train.async_step=false"]),
-    "lean_compile_32x1": (32, ["train.token_metrics=false", "train.kernels=torch", "train.compile=true",
-                               "train.async_step=false"]),
-    "lean_async_32x1": (32, ["train.token_metrics=false", "train.kernels=torch", "train.compile=false",
-                             "train.async_step=true"]),
-    "lean_async_compile_32x1": (32, ["train.token_metrics=false", "train.kernels=torch", "train.compile=true",
-                                     "train.async_step=true"]),
+    "preset_32x1": (32, lever_overrides(True)),
+    "lean_32x1": (32, lever_overrides(False)),
+    "lean_liger_32x1": (32, lever_overrides(False, kernels="liger")),
+    "lean_compile_32x1": (32, lever_overrides(False, compile_=True)),
+    "lean_async_32x1": (32, lever_overrides(False, async_step=True)),
+    "lean_async_compile_32x1": (32, lever_overrides(False, compile_=True, async_step=True)),
     # The same optimizer step in two micro-batches: about half the activation memory, so that 8 workers fit one card.
-    "lean_16x2": (16, ["train.token_metrics=false", "train.kernels=torch", "train.compile=false",
-                       "train.async_step=false", "train.gradient_accumulation_steps=2"]),
-    "lean_async_16x2": (16, ["train.token_metrics=false", "train.kernels=torch", "train.compile=false",
-                             "train.async_step=true", "train.gradient_accumulation_steps=2"]),
-    "micro_batch_64x1": (64, ["train.token_metrics=true", "train.kernels=torch", "train.compile=false",
-                              "train.async_step=false"]),
-    "micro_batch_128x1": (128, ["train.token_metrics=true", "train.kernels=torch", "train.compile=false",
-                                "train.async_step=false"]),
+    "lean_16x2": (16, [*lever_overrides(False), "train.gradient_accumulation_steps=2"]),
+    "lean_async_16x2": (16, [*lever_overrides(False, async_step=True), "train.gradient_accumulation_steps=2"]),
+    "micro_batch_64x1": (64, lever_overrides(True)),
+    "micro_batch_128x1": (128, lever_overrides(True)),
 }
 
 

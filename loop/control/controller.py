@@ -138,9 +138,7 @@ class AutoParams:
         """Every param as this code runs it: the given values and the defaults, a stopping rule's params included,
         and a null default with a meaning written as that meaning (`null: ...`). The run store's manifest keeps it,
         so that a resume under code whose defaults have changed is stopped before it decides otherwise."""
-        values = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "rule_params"}
-        values |= {key: self.rule_params.get(key, default) for key, default in stopping.rule_params().items()
-                   if key not in values}
+        values = {key: self.param(key) for key in self.options()}
         for name, meaning in self.NULL_MEANS.items():
             if values[name] is None:
                 values[name] = f"null: {meaning}"
