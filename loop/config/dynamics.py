@@ -53,6 +53,9 @@ class DynamicsConfig(Strict):
     nll_batch_size: int = Field(64, gt=0, description="most sequences per teacher-forced NLL pass (64 is fastest on CPU)")
     nll_batch_tokens: int | None = Field(
         None, gt=0, description="most tokens (padding included) per NLL pass; null = 16k on CPU, 64k on a GPU")
+    nll_async: bool | Literal["auto"] = Field(
+        "auto", description="queue the NLL batches on the card without waiting on it (pinned uploads, no padding "
+        "mask, one read-back per call); auto = on a GPU, off on a CPU (loop.model.scoring)")
     nll_engine: Literal["transformers", "vllm"] = Field(
         "transformers", description="teacher-forced NLL in this process (target positions only, chunked head, fp32 "
         "log-softmax) or through vLLM's prompt_logprobs")

@@ -10,7 +10,14 @@ target NLL (= log PPL of the target); with `score_from` = 1, the NLL of the whol
 - log-softmax in float32 over each chunk's logits, whatever dtype the matmuls ran in;
 - or, with `head_kernel="trl"`, trl's tiled log-probability kernel (`trl.kernels.ChunkedLogProbFunction`: the
   same float32 log-sum-exp folded tile by tile in Triton, so no float32 logits are written at all);
-- on CUDA out of memory, a batch is halved and retried (`loop.model.oom`).
+- on CUDA out of memory, a batch is halved and retried (`loop.model.oom`);
+- asynchronously on a card (`asynchronous`, `dynamics.nll_async`): the host queues every batch without waiting
+  on the card. Batches are uploaded from pinned memory without a wait; the attention mask, which `_pad` makes of
+  right padding alone, is left out, so the model neither reads it back nor builds a mask, and its attention takes
+  the plain causal path (FlashAttention, not cuDNN's per-length graphs: `loop.model.async_step`); the per-sequence
+  means stay on the card until the call's end, where they are read back once. Every real token attends to the
+  same tokens as under the mask, and padded positions are never scored, so the NLL is the same up to the
+  kernels' summation order.
 Models that post-process logits are handled (final soft-capping, logit scales); the first call on a model checks
 the fast path against the model's own full forward and falls back to it, logged, when they disagree.
 
@@ -29,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from loop import faults
+from loop.model.async_step import attention_kernels
 from loop.model.oom import halve_on_oom
 
 log = logging.getLogger(__name__)
@@ -104,18 +112,27 @@ class _Head:
         return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
 
 
-def _pad(sequences: Sequence[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def _upload(tensor: torch.Tensor, device, asynchronous: bool) -> torch.Tensor:
+    """`tensor` on `device`; asynchronously from pinned memory where that is a card."""
+    if asynchronous and torch.device(device).type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+def _pad(sequences: Sequence[list[int]], pad_id: int, device,
+         asynchronous: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids padded on the right to the longest sequence, and the 0/1 mask of real tokens."""
     width = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, seq in enumerate(sequences):
         ids[row, : len(seq)] = torch.tensor(seq)
         mask[row, : len(seq)] = 1
-    return ids.to(device), mask.to(device)
+    return _upload(ids, device, asynchronous), _upload(mask, device, asynchronous)
 
 
-def _targets(sequences: Sequence[list[int]], score_from: Sequence[int], device):
-    """(row, position) of every hidden state that predicts a scored token, the token, and each row's count."""
+def _targets(sequences: Sequence[list[int]], score_from: Sequence[int], device, asynchronous: bool = False):
+    """(row, position) of every hidden state that predicts a scored token, and each row's count."""
     rows, positions = [], []
     counts = []
     for row, (seq, start) in enumerate(zip(sequences, score_from)):
@@ -124,14 +141,19 @@ def _targets(sequences: Sequence[list[int]], score_from: Sequence[int], device):
         rows.append(torch.full((n,), row, dtype=torch.long))
         positions.append(torch.arange(first - 1, len(seq) - 1, dtype=torch.long))
         counts.append(n)
-    return torch.cat(rows).to(device), torch.cat(positions).to(device), counts
+    return (_upload(torch.cat(rows), device, asynchronous), _upload(torch.cat(positions), device, asynchronous),
+            counts)
 
 
 def _batch_nll(head: _Head, sequences, score_from, pad_id: int, device, use_fast: bool,
-               kernel: str = "chunked") -> np.ndarray:
-    ids, mask = _pad(sequences, pad_id, device)
-    rows, positions, counts = _targets(sequences, score_from, device)
+               kernel: str = "chunked", asynchronous: bool = False) -> torch.Tensor:
+    """Mean NLL of each sequence's scored tokens, float64 on `device` (not read back)."""
+    ids, mask = _pad(sequences, pad_id, device, asynchronous)
+    rows, positions, counts = _targets(sequences, score_from, device, asynchronous)
     labels = ids[rows, positions + 1]
+    # `_pad` pads on the right, so the mask is right padding alone: without it the model runs its causal attention,
+    # which gives every real token the same inputs (see the module docstring).
+    mask = None if asynchronous else mask
     if use_fast:
         hidden = head.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
         token_nll = head.token_nll(hidden[rows, positions], labels, kernel)
@@ -139,8 +161,8 @@ def _batch_nll(head: _Head, sequences, score_from, pad_id: int, device, use_fast
         logits = head.model(input_ids=ids, attention_mask=mask).logits
         token_nll = _gathered_nll(logits, rows, positions, labels, head.chunk)
     sums = torch.zeros(len(sequences), dtype=torch.float64, device=device).index_add_(0, rows, token_nll.double())
-    counts_t = torch.tensor(counts, dtype=torch.float64, device=device).clamp(min=1)
-    return (sums / counts_t).cpu().numpy()
+    counts_t = _upload(torch.tensor(counts, dtype=torch.float64), device, asynchronous).clamp(min=1)
+    return sums / counts_t
 
 
 def _gathered_nll(logits, rows, positions, labels, chunk: int) -> torch.Tensor:
@@ -186,17 +208,28 @@ def default_batch_tokens(device: torch.device) -> int:
     return 65536 if device.type == "cuda" else 16384
 
 
+def resolve_asynchronous(setting: bool | str, device: torch.device) -> bool:
+    """`dynamics.nll_async`: `auto` is on on a card and off on a CPU, where the scorer never waited on a device and
+    the embedded default's figures stay as they were (the masked attention sums in its own order)."""
+    if setting == "auto":
+        return device.type == "cuda"
+    if not isinstance(setting, bool):
+        raise ValueError(f"nll_async must be true, false or auto, not {setting!r}")
+    return setting
+
+
 @torch.no_grad()
 def mean_nll(
     model, sequences: Sequence[list[int]], score_from: Sequence[int], *, pad_id: int, batch_size: int = 64,
     batch_tokens: int | None = None, autocast: contextlib.AbstractContextManager | None = None,
-    head_kernel: str = "auto",
+    head_kernel: str = "auto", asynchronous: bool | str = "auto",
 ) -> np.ndarray:
     """Mean NLL (nats per token) over tokens [score_from[i], len) of each sequence, in input order.
 
     A batch holds at most `batch_size` sequences and `batch_tokens` tokens (padding included; default 16k on
     CPU, 64k on a GPU). `autocast`: the region the forward passes run in (the run's precision).
-    `head_kernel`: how the LM head and log-softmax are computed (`resolve_head_kernel`).
+    `head_kernel`: how the LM head and log-softmax are computed (`resolve_head_kernel`). `asynchronous`: whether
+    the host queues all batches without waiting on the device (`resolve_asynchronous`; the module docstring).
     """
     if len(sequences) != len(score_from):
         raise ValueError("one score_from per sequence is needed")
@@ -205,21 +238,30 @@ def mean_nll(
         return out
     device = next(model.parameters()).device
     kernel = resolve_head_kernel(head_kernel, device)
+    asynchronous = resolve_asynchronous(asynchronous, device)
     budget = batch_tokens or default_batch_tokens(device)
     was_training = model.training
     model.eval()
     head = _Head(model)
+    done: list[tuple[np.ndarray, torch.Tensor]] = []  # each batch's indices and its means, still on the device
     try:
-        with autocast or contextlib.nullcontext():
+        with autocast or contextlib.nullcontext(), attention_kernels(asynchronous, device):
             use_fast = head.fast and _fast_path_agrees(head, pad_id, device)
 
             def run(part: np.ndarray) -> None:
                 faults.reached("nll.batch")
-                out[part] = _batch_nll(head, [sequences[i] for i in part], [score_from[i] for i in part],
-                                       pad_id, device, use_fast, kernel)
+                means = _batch_nll(head, [sequences[i] for i in part], [score_from[i] for i in part],
+                                   pad_id, device, use_fast, kernel, asynchronous)
+                if asynchronous:
+                    done.append((part, means))
+                else:
+                    out[part] = means.cpu().numpy()
 
             for idx in batches_by_tokens([len(s) for s in sequences], batch_size, budget):
                 halve_on_oom(run, idx, what="teacher-forced NLL")
+        if done:  # one read-back for the whole call
+            values = torch.cat([means for _, means in done]).cpu().numpy()
+            out[np.concatenate([part for part, _ in done])] = values
     finally:
         if was_training:
             model.train()

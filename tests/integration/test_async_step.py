@@ -1,18 +1,16 @@
 """The asynchronous step (loop.model.async_step) trains what the lean step trains, and reads one value back from the
 device per micro-batch where the lean step read four: checked on a CPU, where both run the same kernels."""
 
-import traceback
-
 import polars as pl
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from loop.config import build_config
 from loop.embedded.task import make_task
 from loop.model.loading import load_base, load_tokenizer
 from loop.model.training import train_round
 from loop.model.training_levers import resolve_levers
+from tests.readbacks import ReadBacks
 
 pytestmark = pytest.mark.integration
 CPU = torch.device("cpu")
@@ -29,24 +27,6 @@ def config(model_dir, *extra):
 @pytest.fixture(scope="module")
 def seeds():
     return make_task(n_seeds=16, pool_per_seed=1, n_dev=0, n_test=2, seed=3).filter(pl.col("split") == "seed")
-
-
-class ReadBacks(TorchDispatchMode):
-    """Counts the ops that read a tensor's value back to the host (`.item()`, `bool(tensor)`, `nonzero`), leaving
-    out the CPU optimizer's own reads of its step counter (a fused GPU optimizer keeps it on the device) and the
-    data loader's (the sampler and the collator work on host tensors, before the batch is uploaded)."""
-
-    READS = {"aten._local_scalar_dense.default", "aten.nonzero.default", "aten.is_nonzero.default"}
-
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if str(func) in self.READS and not any("torch/optim" in f.filename or "torch/utils/data" in f.filename
-                                               for f in traceback.extract_stack()):
-            self.count += 1
-        return func(*args, **(kwargs or {}))
 
 
 def trained(model_dir, seeds, *extra, epochs=1):

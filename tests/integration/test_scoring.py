@@ -14,6 +14,7 @@ from loop.model import scoring
 from loop.model.formatting import encode_examples
 from loop.model.loading import load_base, load_tokenizer
 from loop.model.scoring import batches_by_tokens, mean_nll, mean_nll_reference
+from tests.readbacks import ReadBacks
 
 pytestmark = pytest.mark.integration
 CPU = torch.device("cpu")
@@ -97,3 +98,34 @@ def test_the_head_kernel_auto_is_trls_on_a_gpu_and_the_chunked_head_elsewhere():
     assert scoring.resolve_head_kernel("chunked", torch.device("cuda")) == "chunked"
     with pytest.raises(ValueError, match="head_kernel must be one of"):
         scoring.resolve_head_kernel("fast", CPU)
+
+
+@pytest.mark.parametrize("kind", ["embedded", "qwen2", "gpt2", "gemma2-softcap"])
+def test_the_asynchronous_scorer_gives_the_same_nll_and_reads_back_once(kind, tok, items):
+    """Without the right-padding mask every real token sees the same tokens (the causal path), so the NLL is the
+    masked one up to summation order; and no batch reads a value back (the masked scorer read per batch)."""
+    model = load_base(ModelConfig(), CPU) if kind == "embedded" else tiny(kind.split("-")[0], len(tok))
+    sequences, score_from = items
+    mean_nll(model, sequences[:2], score_from[:2], pad_id=tok.pad_token_id)  # the model's fast-path check, once
+    runs = {}
+    for asynchronous in (False, True):
+        with ReadBacks() as reads:
+            nll = mean_nll(model, sequences, score_from, pad_id=tok.pad_token_id, batch_size=8, batch_tokens=900,
+                           asynchronous=asynchronous)
+        runs[asynchronous] = nll, reads.count
+    batches = len(batches_by_tokens([len(s) for s in sequences], 8, 900))
+    assert batches >= 5 and len({len(s) for s in sequences}) > 1  # many batches, each padded
+    np.testing.assert_allclose(runs[True][0], runs[False][0], rtol=0, atol=1e-5)
+    assert np.abs(runs[True][0] - mean_nll_reference(model, sequences, score_from)).max() < 1e-4
+    # With the mask, transformers' mask builder tests it twice per forward (Gemma-2's sliding-window builder does
+    # not), and on a card each batch's means are copied back as well (not a dispatched read on a CPU).
+    assert runs[False][1] == (0 if kind.startswith("gemma2") else 2 * batches)
+    assert runs[True][1] == 0  # nothing per batch; the call's one copy back is the only wait on a card
+
+
+def test_nll_async_auto_is_on_on_a_gpu_only():
+    assert scoring.resolve_asynchronous("auto", CPU) is False
+    assert scoring.resolve_asynchronous("auto", torch.device("cuda")) is True
+    assert scoring.resolve_asynchronous(True, CPU) is True
+    with pytest.raises(ValueError, match="nll_async must be"):
+        scoring.resolve_asynchronous("yes", CPU)
