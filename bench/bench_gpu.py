@@ -37,7 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from bench.gpu_levers import LEVER_RUNS, StepClock, lever_overrides, run_workers  # noqa: E402
+from bench.gpu_levers import (  # noqa: E402
+    LEVER_RUNS, STEP_SPAN, StepClock, host_and_device, lever_overrides, run_workers)
+from bench.gpu_nll import NLL_BEFORE, NLL_VARIANTS, PROFILED, default_nll_variant as nll_default  # noqa: E402
 from bench.shapes import SHAPES, VOCAB, random_text, word_tokenizer  # noqa: E402
 
 DATASHEET_BF16 = 989e12  # H100/H200 SXM dense bf16, the vendor's figure
@@ -95,16 +97,20 @@ def n_params(model) -> int:
 
 
 def section_nll(shape: str) -> None:
+    """The paper's per-example loop, then each of `NLL_VARIANTS` (bench/gpu_nll.py): median seconds of 3 calls after
+    a warm-up (whose own seconds are kept: a compiled variant compiles there), and for `PROFILED` a profile of one
+    call (host time, waits on the card, kernel time by kind; "step" there means the call)."""
     from loop.model.precision import Precision
     from loop.model.scoring import mean_nll
+    from loop.model.training_levers import decoder_layers
 
-    model = build_model(shape)
     vocab = VOCAB[shape]
     g = torch.Generator().manual_seed(1)
     seqs = [torch.randint(2, vocab, (300,), generator=g).tolist() for _ in range(256)]
     starts = [100] * len(seqs)
     target_tokens = sum(len(s) - st for s, st in zip(seqs, starts))
     all_tokens = sum(len(s) for s in seqs)
+    model = build_model(shape)
 
     @torch.no_grad()
     def paper_loop(n: int) -> None:  # one example per forward, float32, full logits (the authors' script)
@@ -120,39 +126,46 @@ def section_nll(shape: str) -> None:
     torch.backends.cuda.matmul.allow_tf32 = True
     autocast = Precision(torch.float32, torch.bfloat16, DEVICE).autocast
     out = {"paper_target_tokens_per_s": paper_rate}
-    bf16 = None
-    for label, weights, head in (("fp32_master_bf16_autocast", "fp32", "chunked"),
-                                 ("fp32_master_bf16_autocast_trl_head", "fp32", "trl"),
-                                 ("bf16_weights", "bf16", "chunked"), ("bf16_weights_trl_head", "bf16", "trl")):
-        if weights == "bf16" and bf16 is None:
-            bf16 = model.to(torch.bfloat16)
-        m = model if weights == "fp32" else bf16
-        run = lambda: mean_nll(m, seqs, starts, pad_id=0, batch_size=256, batch_tokens=None,  # noqa: E731
-                               autocast=autocast(), head_kernel=head)
+    for label, v in NLL_VARIANTS.items():
+        if v.weights == "bf16" and next(model.parameters()).dtype != torch.bfloat16:
+            del model
+            model = build_model(shape, dtype=torch.bfloat16)  # fresh, uncompiled layers
+        if v.compiled:
+            for layer in decoder_layers(model):
+                layer.compile(dynamic=True)
+        m = model
+        run = lambda: mean_nll(m, seqs, starts, pad_id=0, batch_size=v.rows, batch_tokens=None,  # noqa: E731
+                               autocast=autocast(), head_kernel=v.head, asynchronous=v.asynchronous)
         try:
-            t = statistics.median(sync_time(run, repeats=3))
-        except Exception:  # noqa: BLE001 - a head that fails here is a result
+            first = sync_time(run, repeats=1, warmup=0)[0]
+            t = statistics.median(sync_time(run, repeats=3, warmup=0))
+        except Exception:  # noqa: BLE001 - a variant that fails here is a result
             out[label] = {"error": traceback.format_exc()[-1500:]}
             continue
-        rate = target_tokens / t
         flops = 2 * n_params(m) * all_tokens / t
-        out[label] = {"seconds": t, "target_tokens_per_s": rate, "speedup_vs_paper": rate / paper_rate,
-                      "model_tflops": flops / 1e12, "fraction_of_datasheet_peak": flops / DATASHEET_BF16,
+        out[label] = {"seconds": t, "first_call_seconds": first, "target_tokens_per_s": target_tokens / t,
+                      "speedup_vs_paper": target_tokens / t / paper_rate, "model_tflops": flops / 1e12,
+                      "fraction_of_datasheet_peak": flops / DATASHEET_BF16,
                       "fraction_of_measured_peak": flops / (RESULTS.get("peak", {}).get("bf16_matmul_tflops", 989) * 1e12)}
-        if label == "fp32_master_bf16_autocast" and DEVICE == "cuda":
-            from torch.profiler import ProfilerActivity, profile
-
-            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-                run()
-                synchronize()
-            events = sorted(prof.key_averages(), key=lambda e: getattr(e, "self_device_time_total", 0), reverse=True)
-            out[label]["top_device_ops_ms"] = {e.key[:70]: getattr(e, "self_device_time_total", 0) / 1e3
-                                               for e in events[:15]}
-    m = bf16
+        if label in PROFILED and DEVICE == "cuda" and PROFILE:
+            out[label]["profile_per_call"] = profile_call(run)
+        print(f"  nll {label}: {out[label]['fraction_of_datasheet_peak']:.3f} of peak, {t * 1e3:.0f} ms", flush=True)
     RESULTS["nll"] = out
-    del model, m
+    del model
     if DEVICE == "cuda":
         torch.cuda.empty_cache()
+
+
+def profile_call(run) -> dict:
+    """One call under torch.profiler: host time, waits on the card and kernel time by kind (gpu_levers)."""
+    from torch.autograd.profiler import record_function
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        with record_function(STEP_SPAN):
+            run()
+        synchronize()
+    return host_and_device(prof, 1)
 
 
 def section_sampling(shape: str) -> None:
@@ -335,6 +348,7 @@ def main() -> int:
 
 def summarize(r: dict) -> dict:
     nll = r.get("nll", {}).get(default_nll_variant(), {})
+    nll_before = r.get("nll", {}).get(NLL_BEFORE, {})
     samp = r.get("sampling", {}).get("decode_loop_graphs", {})
     nll_heads = {k: v for k, v in r.get("nll", {}).items() if isinstance(v, dict) and "fraction_of_datasheet_peak" in v}
     best_nll = max(nll_heads, key=lambda k: nll_heads[k]["fraction_of_datasheet_peak"], default=None)
@@ -346,6 +360,7 @@ def summarize(r: dict) -> dict:
     return {"device": r["device"], "date": r["date"], "shape": r["shape"],
             "nll_speedup_vs_per_example": nll.get("speedup_vs_paper"),
             "nll_fraction_of_peak": nll.get("fraction_of_datasheet_peak"),
+            "nll_fraction_of_peak_before": nll_before.get("fraction_of_datasheet_peak"),
             "nll_fraction_of_peak_best": nll_heads.get(best_nll, {}).get("fraction_of_datasheet_peak"),
             "nll_best_variant": best_nll,
             "train_mfu_before": runs.get("preset_32x1", {}).get("steady_mfu_datasheet"),
@@ -357,14 +372,13 @@ def summarize(r: dict) -> dict:
             "sampling_speedup_vs_batched_generate": samp.get("speedup_vs_generate")}
 
 
-def default_nll_variant() -> str:
-    """The NLL variant the loop runs on a GPU: fp32 master weights under autocast, with `head_kernel: auto`'s head."""
-    import torch
-
+def default_nll_variant() -> str | None:
+    """The NLL variant the loop runs on a GPU (bench/gpu_nll.py): `head_kernel: auto`'s head on a card, the asynchronous
+    scorer, and the rows per batch of `dynamics.nll_batch_size`'s default."""
+    from loop.config import DynamicsConfig
     from loop.model.scoring import resolve_head_kernel
 
-    trl = resolve_head_kernel("auto", torch.device("cuda")) == "trl"
-    return "fp32_master_bf16_autocast" + ("_trl_head" if trl else "")
+    return nll_default(resolve_head_kernel("auto", torch.device("cuda")), DynamicsConfig().nll_batch_size)
 
 
 def default_run_label() -> str | None:

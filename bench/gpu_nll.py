@@ -1,0 +1,46 @@
+"""The NLL scorer's variants as bench_gpu.py's nll section times them (issue 22: NLL at 40% of the card's peak).
+
+Each variant is one `loop.model.scoring.mean_nll` call over the same sequences, differing in the weights' dtype
+(float32 master weights under bf16 autocast, as a checkpoint in training is scored; or bf16 weights, as a frozen
+base), the LM head (`head_kernel`), the asynchronous scorer (`asynchronous`: pinned uploads, no padding mask, one
+read-back per call), the rows per batch (256, or the loop's `dynamics.nll_batch_size` default of 64) and compiled
+decoder layers (what `train.compile` leaves on a trained model: `layer.compile(dynamic=True)`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class NllVariant:
+    weights: str  # "fp32" (master weights under bf16 autocast) | "bf16"
+    head: str  # mean_nll's head_kernel
+    asynchronous: bool
+    rows: int = 256
+    compiled: bool = False
+
+
+# In the order they run: compiled layers stay compiled on the model, so they come last for each weight dtype.
+NLL_VARIANTS = {
+    "fp32_master_bf16_autocast": NllVariant("fp32", "chunked", False),  # the scorer of 2026-12-03
+    "fp32_master_bf16_autocast_trl_head": NllVariant("fp32", "trl", False),  # the GPU default of 2026-12-06
+    "fp32_master_bf16_autocast_trl_head_async": NllVariant("fp32", "trl", True),
+    "fp32_master_bf16_autocast_trl_head_async_rows64": NllVariant("fp32", "trl", True, rows=64),  # the GPU default
+    "fp32_master_bf16_autocast_trl_head_async_compiled": NllVariant("fp32", "trl", True, compiled=True),
+    "bf16_weights_trl_head": NllVariant("bf16", "trl", False),
+    "bf16_weights_trl_head_async": NllVariant("bf16", "trl", True),
+    "bf16_weights_trl_head_async_compiled": NllVariant("bf16", "trl", True, compiled=True),
+}
+NLL_BEFORE = "fp32_master_bf16_autocast_trl_head"  # the loop's GPU scorer before the asynchronous one
+PROFILED = ("fp32_master_bf16_autocast_trl_head", "fp32_master_bf16_autocast_trl_head_async",
+            "fp32_master_bf16_autocast_trl_head_async_compiled", "bf16_weights_trl_head_async",
+            "bf16_weights_trl_head_async_compiled")
+
+
+def default_nll_variant(cuda_head: str, rows: int) -> str | None:
+    """The variant the loop runs on a GPU: fp32 master weights under autocast, `head_kernel: auto`'s head on a card
+    (`cuda_head`), the asynchronous scorer (`dynamics.nll_async: auto`), `rows` a batch (`dynamics.nll_batch_size`'s
+    default on a GPU); None where no variant matches."""
+    wanted = NllVariant("fp32", cuda_head, True, rows=rows)
+    return next((label for label, v in NLL_VARIANTS.items() if v == wanted), None)
