@@ -51,9 +51,10 @@
 #   levers-tests               tests/gpu (the new training step against the old one on the card)
 #   nll-async                  bench/bench_gpu.py's peak and nll sections: the NLL scorer's variants (bench/gpu_nll.py),
 #                              the asynchronous scorer among them, with profiles; then tests/gpu's NLL test on the card
-#   default-gpu-auto-24        a fresh default-gpu comparison at 24 replicates: auto with today's defaults (lookahead,
-#                              full-epoch probes, 128 pool items kept back) over premem, loss and perplexity, beside
-#                              every fixed arm, compute-matched off as in the earlier auto runs (about 15 minutes)
+#   default-gpu-auto-16        a fresh default-gpu comparison at the preset's 16 replicates: auto with today's defaults
+#                              (lookahead, full-epoch probes, 128 pool items kept back) over premem, loss and
+#                              perplexity, beside every fixed arm, compute-matched off as in the earlier auto runs
+#                              (about 11 minutes); default-gpu-auto-24 the same at 24 replicates (about 16 minutes)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=/tmp/site-loop:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -161,11 +162,12 @@ case "$1" in
     time python3 -m pytest -q -p no:cacheprovider tests/gpu --durations=5 ;;
   nll-async)
     time python3 bench/bench_gpu.py --out "$out" --sections peak,nll --results "$out/results.json"
+    time python3 bench/nll_host_profile.py > "$out/host-profile.txt" 2>&1
     time python3 -m pytest -q -p no:cacheprovider tests/gpu/test_cuda_paths.py -k nll ;;
-  default-gpu-auto-24)
+  default-gpu-auto-16|default-gpu-auto-24)
     arms='arms: [premem, loss, perplexity]'
     time python3 bench/run_engine.py --preset default-gpu --out "$out" selection.compute_matched=false \
-      "seeds=[$(seq -s ', ' 0 23)]" "selection.strategies=[random, premem, loss, perplexity, {name: auto, params: {$arms}}]" ;;
+      "seeds=[$(seq -s ', ' 0 $(( ${1##*-} - 1 )))]" "selection.strategies=[random, premem, loss, perplexity, {name: auto, params: {$arms}}]" ;;
   *)
     echo "unknown run $1" >&2; exit 2 ;;
 esac

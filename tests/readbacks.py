@@ -16,9 +16,13 @@ class ReadBacks(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.count = 0
+        self.where: list[str] = []  # the innermost file of each read's stack outside torch
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if str(func) in self.READS and not any("torch/optim" in f.filename or "torch/utils/data" in f.filename
-                                               for f in traceback.extract_stack()):
-            self.count += 1
+        if str(func) in self.READS:
+            stack = traceback.extract_stack()
+            if not any("torch/optim" in f.filename or "torch/utils/data" in f.filename for f in stack):
+                self.count += 1
+                self.where.append(next((f.filename for f in reversed(stack) if "/torch/" not in f.filename
+                                        and "readbacks" not in f.filename), "?"))
         return func(*args, **(kwargs or {}))

@@ -13,9 +13,10 @@ target NLL (= log PPL of the target); with `score_from` = 1, the NLL of the whol
 - on CUDA out of memory, a batch is halved and retried (`loop.model.oom`);
 - asynchronously on a card (`asynchronous`, `dynamics.nll_async`): the host queues every batch without waiting
   on the card. Batches are uploaded from pinned memory without a wait; the attention mask, which `_pad` makes of
-  right padding alone, is left out, so the model neither reads it back nor builds a mask, and its attention takes
-  the plain causal path (FlashAttention, not cuDNN's per-length graphs: `loop.model.async_step`); the per-sequence
-  means stay on the card until the call's end, where they are read back once. Every real token attends to the
+  right padding alone, is left out, so the model builds no mask (it reads back once per forward instead, testing
+  its position ids for packed rows) and its attention takes the plain causal path (FlashAttention, not cuDNN's
+  per-length graphs: `loop.model.async_step`); the per-sequence means stay on the card until the call's end,
+  where they are read back once. Every real token attends to the
   same tokens as under the mask, and padded positions are never scored, so the NLL is the same up to the
   kernels' summation order.
 Models that post-process logits are handled (final soft-capping, logit scales); the first call on a model checks
@@ -154,11 +155,13 @@ def _batch_nll(head: _Head, sequences, score_from, pad_id: int, device, use_fast
     # `_pad` pads on the right, so the mask is right padding alone: without it the model runs its causal attention,
     # which gives every real token the same inputs (see the module docstring).
     mask = None if asynchronous else mask
+    # No key/value cache: a scoring pass is never continued, and a cache's per-layer state would also make compiled
+    # layers recompile (dynamo guards on it).
     if use_fast:
-        hidden = head.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+        hidden = head.backbone(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
         token_nll = head.token_nll(hidden[rows, positions], labels, kernel)
     else:  # the model's own forward; its logits stay in the matmul dtype until gathered
-        logits = head.model(input_ids=ids, attention_mask=mask).logits
+        logits = head.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
         token_nll = _gathered_nll(logits, rows, positions, labels, head.chunk)
     sums = torch.zeros(len(sequences), dtype=torch.float64, device=device).index_add_(0, rows, token_nll.double())
     counts_t = _upload(torch.tensor(counts, dtype=torch.float64), device, asynchronous).clamp(min=1)
@@ -178,8 +181,8 @@ def _fast_path_agrees(head: _Head, pad_id: int, device) -> bool:
     hf = _hf(head.model)
     if not hasattr(hf, "_curation_fast_nll"):
         ids, mask = _pad([list(range(3, 15))], pad_id, device)
-        full = head.model(input_ids=ids, attention_mask=mask).logits[0].float()
-        fast = head.logits(head.backbone(input_ids=ids, attention_mask=mask).last_hidden_state[0])
+        full = head.model(input_ids=ids, attention_mask=mask, use_cache=False).logits[0].float()
+        fast = head.logits(head.backbone(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state[0])
         agree = bool(torch.allclose(fast, full, rtol=1e-3, atol=1e-3 * max(1.0, float(full.abs().max()))))
         if not agree:
             log.warning("%s: backbone + LM head differ from the model's forward; scoring with the full forward",
