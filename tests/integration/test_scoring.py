@@ -130,3 +130,14 @@ def test_nll_async_auto_is_on_on_a_gpu_only():
     assert scoring.resolve_asynchronous(True, CPU) is True
     with pytest.raises(ValueError, match="nll_async must be"):
         scoring.resolve_asynchronous("yes", CPU)
+
+
+def test_padding_and_target_positions_on_hand_made_sequences():
+    sequences, score_from = [[5, 6, 7, 8], [9, 10], [11, 12, 13]], [2, 3, 0]
+    ids, mask = scoring._pad(sequences, 0, CPU)
+    assert ids.tolist() == [[5, 6, 7, 8], [9, 10, 0, 0], [11, 12, 13, 0]]
+    assert mask.tolist() == [[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]]
+    rows, positions, counts = scoring._targets(sequences, score_from, CPU)
+    # Row 0 scores tokens 2..3 (from positions 1, 2); row 1 nothing (score_from past its end); row 2 from token 1.
+    assert counts == [2, 0, 2]
+    assert rows.tolist() == [0, 0, 2, 2] and positions.tolist() == [1, 2, 0, 1]
