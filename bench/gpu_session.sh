@@ -13,6 +13,10 @@
 #   bash bench/gpu_session.sh restore TGZ          # a collected runs.tgz carried back (under .device/), unpacked
 #                                                  # into /tmp/runs: a run resumes its store (more replicates)
 #
+# The machine goes back 30 s after a call ends, whatever runs in the background: keep a `wait` call in flight for
+# as long as runs go on, and `collect` in the last call (on 2026-12-07 a 24-replicate comparison and every figure
+# of the run before it went with a machine released while a script was being written between calls).
+#
 # The parts are built here by `python3 bench/device_wheels.py` (.device/parts/, git-ignored); each call carries one
 # ([".device/parts/vllm.tar.part00"], ...). Python there: the image's python3 (torch 2.11.0+cu130).
 set -euo pipefail
