@@ -96,7 +96,7 @@ def n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def section_nll(shape: str) -> None:
+def section_nll(shape: str, variants: list[str] | None = None) -> None:
     """The paper's per-example loop, then each of `NLL_VARIANTS` (bench/gpu_nll.py): median seconds of 3 calls after
     a warm-up (whose own seconds are kept: a compiled variant compiles there), and for `PROFILED` a profile of one
     call (host time, waits on the card, kernel time by kind; "step" there means the call)."""
@@ -127,6 +127,8 @@ def section_nll(shape: str) -> None:
     autocast = Precision(torch.float32, torch.bfloat16, DEVICE).autocast
     out = {"paper_target_tokens_per_s": paper_rate}
     for label, v in NLL_VARIANTS.items():
+        if variants and label not in variants:
+            continue
         if v.weights == "bf16" and next(model.parameters()).dtype != torch.bfloat16:
             del model
             model = build_model(shape, dtype=torch.bfloat16)  # fresh, uncompiled layers
@@ -315,6 +317,8 @@ def main() -> int:
     parser.add_argument("--workers", default="1,2,4,8", help="worker counts sharing the card (workers section)")
     parser.add_argument("--worker-run", default="lean_32x1", help="the training run each worker times")
     parser.add_argument("--worker-examples", type=int, default=1024)
+    parser.add_argument("--nll-variants", default=None,
+                        help=f"NLL variants to time, of {', '.join(NLL_VARIANTS)} (default: all)")
     args = parser.parse_args()
     global DEVICE, N_TRAIN, TRAIN_RUNS, PROFILE
     DEVICE, N_TRAIN, TRAIN_RUNS = args.device, args.examples, args.train_runs.split(",")
@@ -328,7 +332,7 @@ def main() -> int:
     for name in args.sections.split(","):
         started = time.perf_counter()
         try:
-            {"peak": section_peak, "nll": lambda: section_nll(args.shape), "sampling": lambda: section_sampling(args.shape),
+            {"peak": section_peak, "nll": lambda: section_nll(args.shape, args.nll_variants and args.nll_variants.split(",")), "sampling": lambda: section_sampling(args.shape),
              "training": lambda: section_training(args.shape),
              "workers": lambda: RESULTS.__setitem__("workers", run_workers(
                  Path(__file__), out, [int(n) for n in args.workers.split(",")], args.worker_run,

@@ -51,6 +51,7 @@
 #   levers-tests               tests/gpu (the new training step against the old one on the card)
 #   nll-async                  bench/bench_gpu.py's peak and nll sections: the NLL scorer's variants (bench/gpu_nll.py),
 #                              the asynchronous scorer among them, with profiles; then tests/gpu's NLL test on the card
+#   nll-quick                  the host profile, then three NLL variants (before, the default now, compiled)
 #   nll-host-profile           bench/nll_host_profile.py: the host's ops in one NLL call, asynchronous and masked
 #   default-gpu-auto-16        a fresh default-gpu comparison at the preset's 16 replicates: auto with today's defaults
 #                              (lookahead, full-epoch probes, 128 pool items kept back) over premem, loss and
@@ -165,6 +166,11 @@ case "$1" in
     time python3 bench/bench_gpu.py --out "$out" --sections peak,nll --results "$out/results.json"
     time python3 bench/nll_host_profile.py > "$out/host-profile.txt" 2>&1
     time python3 -m pytest -q -p no:cacheprovider tests/gpu/test_cuda_paths.py -k nll ;;
+  nll-quick)  # for a lease of a few minutes: the host profile, then the scorer before, now and compiled
+    mkdir -p "$out"
+    time python3 bench/nll_host_profile.py > "$out/host-profile.txt" 2>&1
+    time python3 bench/bench_gpu.py --out "$out" --sections nll --results "$out/results.json" --nll-variants \
+      fp32_master_bf16_autocast_trl_head,fp32_master_bf16_autocast_trl_head_async_rows64,fp32_master_bf16_autocast_trl_head_async_compiled ;;
   nll-host-profile)  # the host side of one NLL call, asynchronous and masked (about 1 minute)
     mkdir -p "$out"
     time python3 bench/nll_host_profile.py > "$out/async.txt" 2>&1

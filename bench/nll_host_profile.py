@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from bench.bench_gpu import build_model  # noqa: E402
+from bench import bench_gpu  # noqa: E402
 from bench.shapes import VOCAB  # noqa: E402
 from loop.model.precision import Precision  # noqa: E402
 from loop.model.scoring import mean_nll  # noqa: E402
@@ -28,18 +28,20 @@ def main() -> int:
     parser.add_argument("--shape", default="qwen2.5-0.5b")
     parser.add_argument("--rows", type=int, default=256)
     parser.add_argument("--sync", action="store_true", help="the masked scorer (asynchronous off)")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: a dry run with --shape tiny")
     args = parser.parse_args()
+    bench_gpu.DEVICE = args.device
     from torch.profiler import ProfilerActivity, profile
 
     g = torch.Generator().manual_seed(1)
     seqs = [torch.randint(2, VOCAB[args.shape], (300,), generator=g).tolist() for _ in range(256)]
-    model = build_model(args.shape)
-    autocast = Precision(torch.float32, torch.bfloat16, "cuda").autocast
+    model = bench_gpu.build_model(args.shape)
+    autocast = Precision(torch.float32, torch.bfloat16, args.device).autocast
 
     def run():
         mean_nll(model, seqs, [100] * len(seqs), pad_id=0, batch_size=args.rows, autocast=autocast(),
                  head_kernel="trl", asynchronous=not args.sync)
-        torch.cuda.synchronize()
+        bench_gpu.synchronize()
 
     for _ in range(2):
         run()
