@@ -39,7 +39,8 @@ import torch.nn.functional as F  # noqa: E402
 
 from bench.gpu_levers import (  # noqa: E402
     LEVER_RUNS, STEP_SPAN, StepClock, host_and_device, lever_overrides, run_workers)
-from bench.gpu_nll import NLL_BEFORE, NLL_VARIANTS, PROFILED, default_nll_variant as nll_default  # noqa: E402
+from bench.gpu_nll import (  # noqa: E402
+    NLL_BEFORE, NLL_VARIANTS, PROFILED, default_nll_variant as nll_default, nll_workload)
 from bench.shapes import SHAPES, VOCAB, random_text, word_tokenizer  # noqa: E402
 
 DATASHEET_BF16 = 989e12  # H100/H200 SXM dense bf16, the vendor's figure
@@ -104,12 +105,7 @@ def section_nll(shape: str, variants: list[str] | None = None) -> None:
     from loop.model.scoring import mean_nll
     from loop.model.training_levers import decoder_layers
 
-    vocab = VOCAB[shape]
-    g = torch.Generator().manual_seed(1)
-    seqs = [torch.randint(2, vocab, (300,), generator=g).tolist() for _ in range(256)]
-    starts = [100] * len(seqs)
-    target_tokens = sum(len(s) - st for s, st in zip(seqs, starts))
-    all_tokens = sum(len(s) for s in seqs)
+    seqs, starts = nll_workload(VOCAB[shape], "fixed")
     model = build_model(shape)
 
     @torch.no_grad()
@@ -136,8 +132,12 @@ def section_nll(shape: str, variants: list[str] | None = None) -> None:
             for layer in decoder_layers(model):
                 layer.compile(dynamic=True)
         m = model
-        run = lambda: mean_nll(m, seqs, starts, pad_id=0, batch_size=v.rows, batch_tokens=None,  # noqa: E731
-                               autocast=autocast(), head_kernel=v.head, asynchronous=v.asynchronous)
+        sequences, score_from = nll_workload(VOCAB[shape], v.lengths)
+        target_tokens = sum(len(s) - st for s, st in zip(sequences, score_from))
+        all_tokens = sum(len(s) for s in sequences)
+        run = lambda: mean_nll(m, sequences, score_from, pad_id=0, batch_size=v.rows,  # noqa: E731
+                               batch_tokens=None, autocast=autocast(), head_kernel=v.head,
+                               asynchronous=v.asynchronous)
         try:
             first = sync_time(run, repeats=1, warmup=0)[0]
             t = statistics.median(sync_time(run, repeats=3, warmup=0))

@@ -4,12 +4,16 @@ Each variant is one `loop.model.scoring.mean_nll` call over the same sequences, 
 (float32 master weights under bf16 autocast, as a checkpoint in training is scored; or bf16 weights, as a frozen
 base), the LM head (`head_kernel`), the asynchronous scorer (`asynchronous`: pinned uploads, no padding mask, one
 read-back per call), the rows per batch (256, or the loop's `dynamics.nll_batch_size` default of 64) and compiled
-decoder layers (what `train.compile` leaves on a trained model: `layer.compile(dynamic=True)`).
+decoder layers (what `train.compile` leaves on a trained model: `layer.compile(dynamic=True)`). The sequences are
+256 of 300 tokens (100 prompt, 200 target), or for the `mixed` variants 256 of 120 to 310 tokens (a third prompt),
+the loop's case: padded batches whose width changes from batch to batch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import torch
 
 
 @dataclass(frozen=True)
@@ -19,6 +23,7 @@ class NllVariant:
     asynchronous: bool
     rows: int = 256
     compiled: bool = False
+    lengths: str = "fixed"  # "fixed" | "mixed" (nll_workload)
 
 
 # In the order they run: compiled layers stay compiled on the model, so they come last for each weight dtype.
@@ -27,13 +32,15 @@ NLL_VARIANTS = {
     "fp32_master_bf16_autocast_trl_head": NllVariant("fp32", "trl", False),  # the GPU default of 2026-12-06
     "fp32_master_bf16_autocast_trl_head_async": NllVariant("fp32", "trl", True),
     "fp32_master_bf16_autocast_trl_head_async_rows64": NllVariant("fp32", "trl", True, rows=64),  # the GPU default
+    "mixed_lengths_trl_head_rows64": NllVariant("fp32", "trl", False, rows=64, lengths="mixed"),
+    "mixed_lengths_trl_head_async_rows64": NllVariant("fp32", "trl", True, rows=64, lengths="mixed"),
     "fp32_master_bf16_autocast_trl_head_async_compiled": NllVariant("fp32", "trl", True, compiled=True),
     "bf16_weights_trl_head": NllVariant("bf16", "trl", False),
     "bf16_weights_trl_head_async": NllVariant("bf16", "trl", True),
     "bf16_weights_trl_head_async_compiled": NllVariant("bf16", "trl", True, compiled=True),
 }
 NLL_BEFORE = "fp32_master_bf16_autocast_trl_head"  # the loop's GPU scorer before the asynchronous one
-PROFILED = ("fp32_master_bf16_autocast_trl_head", "fp32_master_bf16_autocast_trl_head_async",
+PROFILED = ("mixed_lengths_trl_head_rows64", "mixed_lengths_trl_head_async_rows64", "fp32_master_bf16_autocast_trl_head", "fp32_master_bf16_autocast_trl_head_async",
             "fp32_master_bf16_autocast_trl_head_async_compiled", "bf16_weights_trl_head_async",
             "bf16_weights_trl_head_async_compiled")
 
@@ -42,5 +49,14 @@ def default_nll_variant(cuda_head: str, rows: int) -> str | None:
     """The variant the loop runs on a GPU: fp32 master weights under autocast, `head_kernel: auto`'s head on a card
     (`cuda_head`), the asynchronous scorer (`dynamics.nll_async: auto`), `rows` a batch (`dynamics.nll_batch_size`'s
     default on a GPU); None where no variant matches."""
-    wanted = NllVariant("fp32", cuda_head, True, rows=rows)
+    wanted = NllVariant("fp32", cuda_head, True, rows=rows)  # on the fixed lengths, comparable across runs
     return next((label for label, v in NLL_VARIANTS.items() if v == wanted), None)
+
+
+def nll_workload(vocab: int, lengths: str) -> tuple[list[list[int]], list[int]]:
+    """The sequences and prompt lengths a variant scores (seeded, the same in every run)."""
+    g = torch.Generator().manual_seed(1)
+    if lengths == "fixed":
+        return [torch.randint(2, vocab, (300,), generator=g).tolist() for _ in range(256)], [100] * 256
+    sizes = torch.randint(120, 311, (256,), generator=g).tolist()
+    return [torch.randint(2, vocab, (n,), generator=g).tolist() for n in sizes], [n // 3 for n in sizes]

@@ -2,7 +2,7 @@
 
 import torch
 
-from bench.gpu_nll import NLL_BEFORE, NLL_VARIANTS, default_nll_variant
+from bench.gpu_nll import NLL_BEFORE, NLL_VARIANTS, default_nll_variant, nll_workload
 from loop.config import DynamicsConfig
 from loop.model.scoring import resolve_asynchronous, resolve_head_kernel
 
@@ -20,3 +20,13 @@ def test_variants_that_no_default_runs_are_not_reported_as_the_loops():
     assert default_nll_variant("trl", 256) == "fp32_master_bf16_autocast_trl_head_async"
     assert default_nll_variant("trl", 128) is None
     assert NLL_VARIANTS[NLL_BEFORE].asynchronous is False and NLL_VARIANTS[NLL_BEFORE].head == "trl"
+
+
+def test_the_workloads_fixed_and_mixed_lengths():
+    fixed, starts = nll_workload(1000, "fixed")
+    assert len(fixed) == 256 and {len(s) for s in fixed} == {300} and set(starts) == {100}
+    assert fixed == nll_workload(1000, "fixed")[0]  # seeded: every run scores the same tokens
+    mixed, prompts = nll_workload(1000, "mixed")
+    lengths = [len(s) for s in mixed]
+    assert min(lengths) >= 120 and max(lengths) <= 310 and len(set(lengths)) > 50
+    assert prompts == [n // 3 for n in lengths]
