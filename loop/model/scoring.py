@@ -16,9 +16,10 @@ target NLL (= log PPL of the target); with `score_from` = 1, the NLL of the whol
   right padding alone, is left out, so the model builds no mask (it reads back once per forward instead, testing
   its position ids for packed rows) and its attention takes the plain causal path (FlashAttention, not cuDNN's
   per-length graphs: `loop.model.async_step`); the per-sequence means stay on the card until the call's end,
-  where they are read back once. Every real token attends to the
-  same tokens as under the mask, and padded positions are never scored, so the NLL is the same up to the
-  kernels' summation order.
+  where they are read back once. Every real token attends to the same tokens as under the mask, and padded
+  positions are never scored, so the NLL is the same up to the kernels' summation order. Measured on one H200
+  (2026-12-07, bench/RESULTS.md): neutral (0.98x the masked call on equal-length batches), with the call's
+  synchronisations down from 16 to 3; the call was bound by the host's work, not its waits.
 Models that post-process logits are handled (final soft-capping, logit scales); the first call on a model checks
 the fast path against the model's own full forward and falls back to it, logged, when they disagree.
 
