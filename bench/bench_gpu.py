@@ -105,7 +105,8 @@ def section_nll(shape: str, variants: list[str] | None = None) -> None:
     from loop.model.scoring import mean_nll
     from loop.model.training_levers import decoder_layers
 
-    seqs, starts = nll_workload(VOCAB[shape], "fixed")
+    workloads = {lengths: nll_workload(VOCAB[shape], lengths) for lengths in ("fixed", "mixed")}
+    seqs, starts = workloads["fixed"]
     model = build_model(shape)
 
     @torch.no_grad()
@@ -132,7 +133,7 @@ def section_nll(shape: str, variants: list[str] | None = None) -> None:
             for layer in decoder_layers(model):
                 layer.compile(dynamic=True)
         m = model
-        sequences, score_from = nll_workload(VOCAB[shape], v.lengths)
+        sequences, score_from = workloads[v.lengths]
         target_tokens = sum(len(s) - st for s, st in zip(sequences, score_from))
         all_tokens = sum(len(s) for s in sequences)
         run = lambda: mean_nll(m, sequences, score_from, pad_id=0, batch_size=v.rows,  # noqa: E731
@@ -332,7 +333,9 @@ def main() -> int:
     for name in args.sections.split(","):
         started = time.perf_counter()
         try:
-            {"peak": section_peak, "nll": lambda: section_nll(args.shape, args.nll_variants and args.nll_variants.split(",")), "sampling": lambda: section_sampling(args.shape),
+            {"peak": section_peak,
+             "nll": lambda: section_nll(args.shape, args.nll_variants and args.nll_variants.split(",")),
+             "sampling": lambda: section_sampling(args.shape),
              "training": lambda: section_training(args.shape),
              "workers": lambda: RESULTS.__setitem__("workers", run_workers(
                  Path(__file__), out, [int(n) for n in args.workers.split(",")], args.worker_run,
@@ -380,9 +383,11 @@ def default_nll_variant() -> str | None:
     """The NLL variant the loop runs on a GPU (bench/gpu_nll.py): `head_kernel: auto`'s head on a card, the asynchronous
     scorer, and the rows per batch of `dynamics.nll_batch_size`'s default."""
     from loop.config import DynamicsConfig
-    from loop.model.scoring import resolve_head_kernel
+    from loop.model.scoring import resolve_asynchronous, resolve_head_kernel
 
-    return nll_default(resolve_head_kernel("auto", torch.device("cuda")), DynamicsConfig().nll_batch_size)
+    cuda, dynamics = torch.device("cuda"), DynamicsConfig()
+    return nll_default(resolve_head_kernel("auto", cuda), dynamics.nll_batch_size,
+                       resolve_asynchronous(dynamics.nll_async, cuda))
 
 
 def default_run_label() -> str | None:

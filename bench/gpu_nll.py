@@ -40,16 +40,17 @@ NLL_VARIANTS = {
     "bf16_weights_trl_head_async_compiled": NllVariant("bf16", "trl", True, compiled=True),
 }
 NLL_BEFORE = "fp32_master_bf16_autocast_trl_head"  # the loop's GPU scorer before the asynchronous one
-PROFILED = ("mixed_lengths_trl_head_rows64", "mixed_lengths_trl_head_async_rows64", "fp32_master_bf16_autocast_trl_head", "fp32_master_bf16_autocast_trl_head_async",
+PROFILED = ("fp32_master_bf16_autocast_trl_head", "fp32_master_bf16_autocast_trl_head_async",
+            "mixed_lengths_trl_head_rows64", "mixed_lengths_trl_head_async_rows64",
             "fp32_master_bf16_autocast_trl_head_async_compiled", "bf16_weights_trl_head_async",
             "bf16_weights_trl_head_async_compiled")
 
 
-def default_nll_variant(cuda_head: str, rows: int) -> str | None:
+def default_nll_variant(cuda_head: str, rows: int, asynchronous: bool) -> str | None:
     """The variant the loop runs on a GPU: fp32 master weights under autocast, `head_kernel: auto`'s head on a card
-    (`cuda_head`), the asynchronous scorer (`dynamics.nll_async: auto`), `rows` a batch (`dynamics.nll_batch_size`'s
-    default on a GPU); None where no variant matches."""
-    wanted = NllVariant("fp32", cuda_head, True, rows=rows)  # on the fixed lengths, comparable across runs
+    (`cuda_head`), `rows` a batch (`dynamics.nll_batch_size`'s default) and `dynamics.nll_async`'s default on a card
+    (`asynchronous`); None where no variant matches."""
+    wanted = NllVariant("fp32", cuda_head, asynchronous, rows=rows)  # on the fixed lengths, comparable across runs
     return next((label for label, v in NLL_VARIANTS.items() if v == wanted), None)
 
 

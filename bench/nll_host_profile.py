@@ -1,5 +1,6 @@
 """Where the host's time goes in one `mean_nll` call on a card (bench_gpu.py's nll section found the call's host time
-above its kernel time): the top host ops by self time, and the call's wall time with and without the profiler.
+above its kernel time): the top host ops by self time, and the call's wall time, on the nll section's fixed-length
+sequences.
 
     python bench/nll_host_profile.py [--shape qwen2.5-0.5b] [--rows 256] [--sync]
 """
@@ -18,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from bench import bench_gpu  # noqa: E402
+from bench.gpu_nll import nll_workload  # noqa: E402
 from bench.shapes import VOCAB  # noqa: E402
 from loop.model.precision import Precision  # noqa: E402
 from loop.model.scoring import mean_nll  # noqa: E402
@@ -33,13 +35,12 @@ def main() -> int:
     bench_gpu.DEVICE = args.device
     from torch.profiler import ProfilerActivity, profile
 
-    g = torch.Generator().manual_seed(1)
-    seqs = [torch.randint(2, VOCAB[args.shape], (300,), generator=g).tolist() for _ in range(256)]
+    seqs, starts = nll_workload(VOCAB[args.shape], "fixed")
     model = bench_gpu.build_model(args.shape)
     autocast = Precision(torch.float32, torch.bfloat16, args.device).autocast
 
     def run():
-        mean_nll(model, seqs, [100] * len(seqs), pad_id=0, batch_size=args.rows, autocast=autocast(),
+        mean_nll(model, seqs, starts, pad_id=0, batch_size=args.rows, autocast=autocast(),
                  head_kernel="trl", asynchronous=not args.sync)
         bench_gpu.synchronize()
 

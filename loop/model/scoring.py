@@ -123,15 +123,16 @@ def _upload(tensor: torch.Tensor, device, asynchronous: bool) -> torch.Tensor:
 
 
 def _pad(sequences: Sequence[list[int]], pad_id: int, device,
-         asynchronous: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids padded on the right to the longest sequence, and the 0/1 mask of real tokens (built in numpy at
-    once: a loop over rows cost the host about 14 ms a batch of 218 x 300 tokens, 2026-12-07, this project's CPU)."""
+         asynchronous: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Token ids padded on the right to the longest sequence, and the 0/1 mask of real tokens, or None for the
+    asynchronous scorer, which runs without it (built in numpy at once: a loop over rows cost the host about 14 ms
+    a batch of 218 x 300 tokens, 2026-12-07, this project's CPU)."""
     lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
     real = np.arange(int(lengths.max()))[None, :] < lengths[:, None]
     ids = np.full(real.shape, pad_id, dtype=np.int64)
     ids[real] = np.fromiter(itertools.chain.from_iterable(sequences), dtype=np.int64, count=int(lengths.sum()))
-    return (_upload(torch.from_numpy(ids), device, asynchronous),
-            _upload(torch.from_numpy(real.astype(np.int64)), device, asynchronous))
+    mask = None if asynchronous else _upload(torch.from_numpy(real.astype(np.int64)), device, asynchronous)
+    return _upload(torch.from_numpy(ids), device, asynchronous), mask
 
 
 def _targets(sequences: Sequence[list[int]], score_from: Sequence[int], device, asynchronous: bool = False):
@@ -153,9 +154,8 @@ def _batch_nll(head: _Head, sequences, score_from, pad_id: int, device, use_fast
     ids, mask = _pad(sequences, pad_id, device, asynchronous)
     rows, positions, counts = _targets(sequences, score_from, device, asynchronous)
     labels = ids[rows, positions + 1]
-    # `_pad` pads on the right, so the mask is right padding alone: without it the model runs its causal attention,
-    # which gives every real token the same inputs (see the module docstring).
-    mask = None if asynchronous else mask
+    # `_pad` pads on the right, so the mask is right padding alone: without it (asynchronous) the model runs its
+    # causal attention, which gives every real token the same inputs (see the module docstring).
     # No key/value cache: a scoring pass is never continued, and a cache's per-layer state would also make compiled
     # layers recompile (dynamo guards on it).
     if use_fast:

@@ -137,6 +137,8 @@ def test_padding_and_target_positions_on_hand_made_sequences():
     ids, mask = scoring._pad(sequences, 0, CPU)
     assert ids.tolist() == [[5, 6, 7, 8], [9, 10, 0, 0], [11, 12, 13, 0]]
     assert mask.tolist() == [[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]]
+    ids_async, no_mask = scoring._pad(sequences, 0, CPU, asynchronous=True)  # the asynchronous scorer runs without
+    assert torch.equal(ids_async, ids) and no_mask is None
     rows, positions, counts = scoring._targets(sequences, score_from, CPU)
     # Row 0 scores tokens 2..3 (from positions 1, 2); row 1 nothing (score_from past its end); row 2 from token 1.
     assert counts == [2, 0, 2]

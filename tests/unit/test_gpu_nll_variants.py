@@ -9,7 +9,8 @@ from loop.model.scoring import resolve_asynchronous, resolve_head_kernel
 
 def test_the_default_variant_is_what_the_loops_defaults_resolve_to_on_a_card():
     cuda = torch.device("cuda")
-    label = default_nll_variant(resolve_head_kernel("auto", cuda), DynamicsConfig().nll_batch_size)
+    label = default_nll_variant(resolve_head_kernel("auto", cuda), DynamicsConfig().nll_batch_size,
+                                resolve_asynchronous(DynamicsConfig().nll_async, cuda))
     variant = NLL_VARIANTS[label]
     assert variant.head == resolve_head_kernel("auto", cuda)
     assert variant.asynchronous == resolve_asynchronous(DynamicsConfig().nll_async, cuda)
@@ -17,8 +18,9 @@ def test_the_default_variant_is_what_the_loops_defaults_resolve_to_on_a_card():
 
 
 def test_variants_that_no_default_runs_are_not_reported_as_the_loops():
-    assert default_nll_variant("trl", 256) == "fp32_master_bf16_autocast_trl_head_async"
-    assert default_nll_variant("trl", 128) is None
+    assert default_nll_variant("trl", 256, True) == "fp32_master_bf16_autocast_trl_head_async"
+    assert default_nll_variant("trl", 256, False) == NLL_BEFORE
+    assert default_nll_variant("trl", 128, True) is None
     assert NLL_VARIANTS[NLL_BEFORE].asynchronous is False and NLL_VARIANTS[NLL_BEFORE].head == "trl"
 
 
