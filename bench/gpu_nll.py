@@ -4,7 +4,9 @@ Each variant is one `loop.model.scoring.mean_nll` call over the same sequences, 
 (float32 master weights under bf16 autocast, as a checkpoint in training is scored; or bf16 weights, as a frozen
 base), the LM head (`head_kernel`), the asynchronous scorer (`asynchronous`: pinned uploads, no padding mask, one
 read-back per call), the rows per batch (256, or the loop's `dynamics.nll_batch_size` default of 64) and compiled
-decoder layers (what `train.compile` leaves on a trained model: `layer.compile(dynamic=True)`). The sequences are
+decoder layers (what `train.compile` leaves on a trained model: `layer.compile(dynamic=True)`); `mask_builder`
+variants run the asynchronous scorer as it ran before 2026-12-08, with the model's mask builder and its read-back
+per forward (`loop.model.causal_attention`). The sequences are
 256 of 300 tokens (100 prompt, 200 target), or for the `mixed` variants 256 of 120 to 310 tokens (a third prompt),
 the loop's case: padded batches whose width changes from batch to batch.
 """
@@ -24,6 +26,7 @@ class NllVariant:
     rows: int = 256
     compiled: bool = False
     lengths: str = "fixed"  # "fixed" | "mixed" (nll_workload)
+    mask_builder: bool = False  # the asynchronous scorer with the model's mask builder, as before 2026-12-08
 
 
 # In the order they run: compiled layers stay compiled on the model, so they come last for each weight dtype.
@@ -31,8 +34,12 @@ NLL_VARIANTS = {
     "fp32_master_bf16_autocast": NllVariant("fp32", "chunked", False),  # the scorer of 2026-12-03
     "fp32_master_bf16_autocast_trl_head": NllVariant("fp32", "trl", False),  # the GPU default of 2026-12-06
     "fp32_master_bf16_autocast_trl_head_async": NllVariant("fp32", "trl", True),
+    "fp32_master_bf16_autocast_trl_head_async_rows64_mask_builder":  # the GPU default of 2026-12-07
+        NllVariant("fp32", "trl", True, rows=64, mask_builder=True),
     "fp32_master_bf16_autocast_trl_head_async_rows64": NllVariant("fp32", "trl", True, rows=64),  # the GPU default
     "mixed_lengths_trl_head_rows64": NllVariant("fp32", "trl", False, rows=64, lengths="mixed"),
+    "mixed_lengths_trl_head_async_rows64_mask_builder":
+        NllVariant("fp32", "trl", True, rows=64, lengths="mixed", mask_builder=True),
     "mixed_lengths_trl_head_async_rows64": NllVariant("fp32", "trl", True, rows=64, lengths="mixed"),
     "fp32_master_bf16_autocast_trl_head_async_compiled": NllVariant("fp32", "trl", True, compiled=True),
     "bf16_weights_trl_head": NllVariant("bf16", "trl", False),
@@ -41,7 +48,9 @@ NLL_VARIANTS = {
 }
 NLL_BEFORE = "fp32_master_bf16_autocast_trl_head"  # the loop's GPU scorer before the asynchronous one
 PROFILED = ("fp32_master_bf16_autocast_trl_head", "fp32_master_bf16_autocast_trl_head_async",
-            "mixed_lengths_trl_head_rows64", "mixed_lengths_trl_head_async_rows64",
+            "fp32_master_bf16_autocast_trl_head_async_rows64_mask_builder",
+            "fp32_master_bf16_autocast_trl_head_async_rows64", "mixed_lengths_trl_head_rows64",
+            "mixed_lengths_trl_head_async_rows64_mask_builder", "mixed_lengths_trl_head_async_rows64",
             "fp32_master_bf16_autocast_trl_head_async_compiled", "bf16_weights_trl_head_async",
             "bf16_weights_trl_head_async_compiled")
 

@@ -51,8 +51,9 @@
 #   levers-tests               tests/gpu (the new training step against the old one on the card)
 #   nll-async                  bench/bench_gpu.py's peak and nll sections: the NLL scorer's variants (bench/gpu_nll.py),
 #                              the asynchronous scorer among them, with profiles; then tests/gpu's NLL test on the card
-#   nll-quick                  the host profile, then five NLL variants (before, the default now, both on mixed
-#                              lengths, compiled)
+#   nll-quick                  the host profiles (with and without the mask builder), then seven NLL variants
+#                              (masked, asynchronous with and without the mask builder, on fixed and mixed lengths,
+#                              compiled)
 #   nll-host-profile           bench/nll_host_profile.py: the host's ops in one NLL call, asynchronous and masked
 #   default-gpu-auto-16        a fresh default-gpu comparison at the preset's 16 replicates: auto with today's defaults
 #                              (lookahead, full-epoch probes, 128 pool items kept back) over premem, loss and
@@ -170,8 +171,13 @@ case "$1" in
   nll-quick)  # for a lease of a few minutes: the host profile, then the scorer before, now and compiled
     mkdir -p "$out"
     time python3 bench/nll_host_profile.py > "$out/host-profile.txt" 2>&1
-    time python3 bench/bench_gpu.py --out "$out" --sections nll --results "$out/results.json" --nll-variants \
-      fp32_master_bf16_autocast_trl_head,fp32_master_bf16_autocast_trl_head_async_rows64,mixed_lengths_trl_head_rows64,mixed_lengths_trl_head_async_rows64,fp32_master_bf16_autocast_trl_head_async_compiled ;;
+    time python3 bench/nll_host_profile.py --mask-builder > "$out/host-profile-mask-builder.txt" 2>&1
+    variants=(fp32_master_bf16_autocast_trl_head fp32_master_bf16_autocast_trl_head_async_rows64_mask_builder
+      fp32_master_bf16_autocast_trl_head_async_rows64 mixed_lengths_trl_head_rows64
+      mixed_lengths_trl_head_async_rows64_mask_builder mixed_lengths_trl_head_async_rows64
+      fp32_master_bf16_autocast_trl_head_async_compiled)
+    time python3 bench/bench_gpu.py --out "$out" --sections nll --results "$out/results.json" \
+      --nll-variants "$(IFS=,; echo "${variants[*]}")" ;;
   nll-host-profile)  # the host side of one NLL call, asynchronous and masked (about 1 minute)
     mkdir -p "$out"
     time python3 bench/nll_host_profile.py > "$out/async.txt" 2>&1

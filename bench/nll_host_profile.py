@@ -30,6 +30,8 @@ def main() -> int:
     parser.add_argument("--shape", default="qwen2.5-0.5b")
     parser.add_argument("--rows", type=int, default=256)
     parser.add_argument("--sync", action="store_true", help="the masked scorer (asynchronous off)")
+    parser.add_argument("--mask-builder", action="store_true",
+                        help="the asynchronous scorer with the model's mask builder (as before 2026-12-08)")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: a dry run with --shape tiny")
     args = parser.parse_args()
     bench_gpu.DEVICE = args.device
@@ -41,7 +43,7 @@ def main() -> int:
 
     def run():
         mean_nll(model, seqs, starts, pad_id=0, batch_size=args.rows, autocast=autocast(),
-                 head_kernel="trl", asynchronous=not args.sync)
+                 head_kernel="trl", asynchronous=not args.sync, mask_builder=args.mask_builder)
         bench_gpu.synchronize()
 
     for _ in range(2):

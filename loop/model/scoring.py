@@ -13,13 +13,14 @@ target NLL (= log PPL of the target); with `score_from` = 1, the NLL of the whol
 - on CUDA out of memory, a batch is halved and retried (`loop.model.oom`);
 - asynchronously on a card (`asynchronous`, `dynamics.nll_async`): the host queues every batch without waiting
   on the card. Batches are uploaded from pinned memory without a wait; the attention mask, which `_pad` makes of
-  right padding alone, is left out, so the model builds no mask (it reads back once per forward instead, testing
-  its position ids for packed rows) and its attention takes the plain causal path (FlashAttention, not cuDNN's
-  per-length graphs: `loop.model.async_step`); the per-sequence means stay on the card until the call's end,
-  where they are read back once. Every real token attends to the same tokens as under the mask, and padded
-  positions are never scored, so the NLL is the same up to the kernels' summation order. Measured on one H200
-  (2026-12-07, bench/RESULTS.md): neutral (0.98x the masked call on equal-length batches), with the call's
-  synchronisations down from 16 to 3; the call was bound by the host's work, not its waits.
+  right padding alone, is left out, and where causality is the whole mask the model's mask builder is kept out
+  too (`loop.model.causal_attention`: given no mask it would still read back once per forward, testing the
+  position ids for packed rows, and the host would wait there for the card to finish the batch before). The
+  attention takes the plain causal path (FlashAttention, not cuDNN's per-length graphs: `loop.model.async_step`);
+  the per-sequence means stay on the card until the call's end, where they are read back once. Every real token
+  attends to the same tokens as under the mask, and padded positions are never scored, so the NLL is the same up
+  to the kernels' summation order. Measured on one H200 (2026-12-07, bench/RESULTS.md), with the builder still
+  in: neutral (0.98x the masked call on equal-length batches), with the call's synchronisations down from 16 to 3.
 Models that post-process logits are handled (final soft-capping, logit scales); the first call on a model checks
 the fast path against the model's own full forward and falls back to it, logged, when they disagree.
 
@@ -40,6 +41,7 @@ import torch.nn.functional as F
 
 from loop import faults
 from loop.model.async_step import attention_kernels
+from loop.model.causal_attention import causal_attention
 from loop.model.oom import halve_on_oom
 
 log = logging.getLogger(__name__)
@@ -226,7 +228,7 @@ def resolve_asynchronous(setting: bool | str, device: torch.device) -> bool:
 def mean_nll(
     model, sequences: Sequence[list[int]], score_from: Sequence[int], *, pad_id: int, batch_size: int = 64,
     batch_tokens: int | None = None, autocast: contextlib.AbstractContextManager | None = None,
-    head_kernel: str = "auto", asynchronous: bool | str = "auto",
+    head_kernel: str = "auto", asynchronous: bool | str = "auto", mask_builder: bool = False,
 ) -> np.ndarray:
     """Mean NLL (nats per token) over tokens [score_from[i], len) of each sequence, in input order.
 
@@ -234,6 +236,8 @@ def mean_nll(
     CPU, 64k on a GPU). `autocast`: the region the forward passes run in (the run's precision).
     `head_kernel`: how the LM head and log-softmax are computed (`resolve_head_kernel`). `asynchronous`: whether
     the host queues all batches without waiting on the device (`resolve_asynchronous`; the module docstring).
+    `mask_builder`: let the model's mask builder run in the asynchronous scorer, as it did before 2026-12-08 (for
+    the bench's comparison; it reads back once per forward).
     """
     if len(sequences) != len(score_from):
         raise ValueError("one score_from per sequence is needed")
@@ -261,8 +265,12 @@ def mean_nll(
                 else:
                     out[part] = means.cpu().numpy()
 
-            for idx in batches_by_tokens([len(s) for s in sequences], batch_size, budget):
-                halve_on_oom(run, idx, what="teacher-forced NLL")
+            lengths = [len(s) for s in sequences]
+            # The asynchronous scorer gives no mask: where causality is the whole mask, the model is also kept from
+            # building one, whose test for packed rows would make the host wait once per forward.
+            with causal_attention(model, max(lengths), on=asynchronous and not mask_builder):
+                for idx in batches_by_tokens(lengths, batch_size, budget):
+                    halve_on_oom(run, idx, what="teacher-forced NLL")
         if done:  # one read-back for the whole call
             values = torch.cat([means for _, means in done]).cpu().numpy()
             out[np.concatenate([part for part, _ in done])] = values

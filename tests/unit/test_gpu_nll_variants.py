@@ -15,6 +15,7 @@ def test_the_default_variant_is_what_the_loops_defaults_resolve_to_on_a_card():
     assert variant.head == resolve_head_kernel("auto", cuda)
     assert variant.asynchronous == resolve_asynchronous(DynamicsConfig().nll_async, cuda)
     assert variant.rows == DynamicsConfig().nll_batch_size and variant.weights == "fp32" and not variant.compiled
+    assert not variant.mask_builder  # the loop keeps the model's mask builder out (loop.model.causal_attention)
 
 
 def test_variants_that_no_default_runs_are_not_reported_as_the_loops():
