@@ -15,7 +15,9 @@ trainer and two from the model; the batch's uploads from pageable memory add one
   carry label -100 and add nothing to the loss or its gradients. `CausalRightPadded` checks each batch's mask on
   the host, where the check is free, and drops it when the batch is right-padded. Without a mask the model reads
   once instead (its test for packed rows in the position ids), and the kernel takes its causal path, which needs
-  no mask in memory;
+  no mask in memory. Given no mask the model's builder still read back once, testing the position ids for packed
+  rows; where the batches are padded (not `train.padding_free`) and causality is the model's whole mask, the
+  builder is kept out (`loop.model.causal_attention`), and the collator refuses a batch that is not right-padded;
 - the batch's tensors are copied to the card from pinned memory without a wait (accelerate's `non_blocking`).
 
 Without a mask the attention is the plain causal one, which torch's FlashAttention kernel runs; cuDNN's attention
@@ -28,10 +30,11 @@ a new length almost every step (the masked path the lean step took showed no suc
 
 With FlashAttention in its place, in the same kind of run: the lean step 53.7k tokens/s, the asynchronous step
 64.2k (1.19x, 19.2% MFU), host time per step 157 to 151 ms, read-backs 10.5 to 5.2 a step; with compiled layers
-82.8k and 87.3k (1.05x, 26.2% MFU). On a GPU `auto` turns it on wherever `train.token_metrics` is off.
+82.8k and 87.3k (1.05x, 26.2% MFU), with the mask builder still in. On a GPU `auto` turns it on wherever
+`train.token_metrics` is off.
 
-So a micro-batch reads back once where it read four times on a CPU (tests/integration/test_async_step.py counts
-them). On a card trl's fused head also gathers the target positions with a boolean mask, whose size the host must
+So a micro-batch reads nothing back where it read four times on a CPU (tests/integration/test_async_step.py counts
+them; one, the builder's, where the builder stays). On a card trl's fused head also gathers the target positions with a boolean mask, whose size the host must
 know: that read stays. What is trained is unchanged (tests/integration/test_async_step.py: the same weights within
 float32 rounding on a CPU; tests/gpu/test_training_levers_cuda.py: the same loss curve within bf16 noise, with and
 without compiled layers, passed on one H100 on 2026-12-07).
@@ -56,16 +59,22 @@ def right_padded(mask: torch.Tensor) -> bool:
 class CausalRightPadded:
     """A collator wrapper: the inner collator's batch, without its attention mask where the mask is right padding
     alone (so the model runs its plain causal attention, with no mask to read back). Batches with position ids,
-    packed rows or any other mask pass unchanged."""
+    packed rows or any other mask pass unchanged, unless `strict`: then the model's mask builder is kept out
+    (`loop.model.causal_attention`), would drop their mask, and such a batch is refused instead."""
 
-    def __init__(self, inner):
+    def __init__(self, inner, strict: bool = False):
         self.inner = inner
+        self.strict = strict
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         batch = self.inner(examples)
         mask = batch.get("attention_mask")
         if mask is not None and "position_ids" not in batch and torch.is_tensor(mask) and right_padded(mask):
-            batch = {key: value for key, value in batch.items() if key != "attention_mask"}
+            return {key: value for key, value in batch.items() if key != "attention_mask"}
+        if self.strict and (mask is not None or "position_ids" in batch):
+            raise ValueError("the asynchronous step attends causally without the model's mask builder, which needs "
+                             "right-padded batches: this batch has "
+                             + ("position ids" if "position_ids" in batch else "a mask that is not right padding"))
         return batch
 
 

@@ -1,6 +1,7 @@
 """The asynchronous step's collator drops an attention mask only where it is right padding alone, and sets the
 trainer's arguments only when on."""
 
+import pytest
 import torch
 
 from loop.model.async_step import CausalRightPadded, right_padded, trainer_arguments
@@ -27,6 +28,17 @@ def test_the_collator_drops_only_a_right_padded_mask():
     assert set(wrapped(left)) == {"input_ids", "attention_mask"}
     with_positions = {"input_ids": ids, "attention_mask": torch.ones(2, 3), "position_ids": torch.arange(3)[None]}
     assert set(wrapped(with_positions)) == {"input_ids", "attention_mask", "position_ids"}
+
+
+def test_a_strict_collator_refuses_what_causal_attention_alone_would_get_wrong():
+    ids = torch.tensor([[5, 6, 7], [5, 6, 0]])
+    strict = CausalRightPadded(dict, strict=True)
+    assert set(strict({"input_ids": ids, "attention_mask": torch.tensor([[1, 1, 1], [1, 1, 0]])})) == {"input_ids"}
+    with pytest.raises(ValueError, match="a mask that is not right padding"):
+        strict({"input_ids": ids, "attention_mask": torch.tensor([[1, 1, 1], [0, 1, 1]])})
+    with pytest.raises(ValueError, match="position ids"):
+        strict({"input_ids": ids, "position_ids": torch.arange(3)[None]})
+    assert set(strict({"input_ids": ids})) == {"input_ids"}  # no mask, no positions: causal is all it needs
 
 
 def test_trainer_arguments_only_when_on():
