@@ -30,8 +30,10 @@ a new length almost every step (the masked path the lean step took showed no suc
 
 With FlashAttention in its place, in the same kind of run: the lean step 53.7k tokens/s, the asynchronous step
 64.2k (1.19x, 19.2% MFU), host time per step 157 to 151 ms, read-backs 10.5 to 5.2 a step; with compiled layers
-82.8k and 87.3k (1.05x, 26.2% MFU), with the mask builder still in. On a GPU `auto` turns it on wherever
-`train.token_metrics` is off.
+82.8k and 87.3k (1.05x, 26.2% MFU), with the mask builder still in. Without the builder, on one H100 that
+evening: 4.2 read-backs a step instead of 5.2, the lean step 51.9k and the asynchronous one 52.4k (1.01x), compiled
+61.4k and 79.5k (1.30x, 23.8% MFU): its gain varies from run to run, and the host stays the limit (kernel
+launches). On a GPU `auto` turns it on wherever `train.token_metrics` is off.
 
 So a micro-batch reads nothing back where it read four times on a CPU (tests/integration/test_async_step.py counts
 them; one, the builder's, where the builder stays). On a card trl's fused head also gathers the target positions with a boolean mask, whose size the host must

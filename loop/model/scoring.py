@@ -19,8 +19,10 @@ target NLL (= log PPL of the target); with `score_from` = 1, the NLL of the whol
   attention takes the plain causal path (FlashAttention, not cuDNN's per-length graphs: `loop.model.async_step`);
   the per-sequence means stay on the card until the call's end, where they are read back once. Every real token
   attends to the same tokens as under the mask, and padded positions are never scored, so the NLL is the same up
-  to the kernels' summation order. Measured on one H200 (2026-12-07, bench/RESULTS.md), with the builder still
-  in: neutral (0.98x the masked call on equal-length batches), with the call's synchronisations down from 16 to 3.
+  to the kernels' summation order. Measured (bench/RESULTS.md): on one H200 (2026-12-07), with the builder still
+  in, neutral (0.98x the masked call on equal-length batches), synchronisations down from 16 to 3; on one H100 that
+  evening, without the builder, no time left waiting (88 ms a call before) and 1.14x the masked call on batches of
+  mixed lengths, the loop's case, but no faster than with the builder: the host then waits in kernel launches.
 Models that post-process logits are handled (final soft-capping, logit scales); the first call on a model checks
 the fast path against the model's own full forward and falls back to it, logged, when they disagree.
 
