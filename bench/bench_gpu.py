@@ -138,7 +138,8 @@ def section_nll(shape: str, variants: list[str] | None = None) -> None:
         all_tokens = sum(len(s) for s in sequences)
         run = lambda: mean_nll(m, sequences, score_from, pad_id=0, batch_size=v.rows,  # noqa: E731
                                batch_tokens=None, autocast=autocast(), head_kernel=v.head,
-                               asynchronous=v.asynchronous, mask_builder=v.mask_builder)
+                               asynchronous=v.asynchronous, mask_builder=v.mask_builder,
+                               cuda_graphs=v.cuda_graphs)
         try:
             first = sync_time(run, repeats=1, warmup=0)[0]
             t = statistics.median(sync_time(run, repeats=3, warmup=0))

@@ -6,7 +6,8 @@ base), the LM head (`head_kernel`), the asynchronous scorer (`asynchronous`: pin
 read-back per call), the rows per batch (256, or the loop's `dynamics.nll_batch_size` default of 64) and compiled
 decoder layers (what `train.compile` leaves on a trained model: `layer.compile(dynamic=True)`); `mask_builder`
 variants run the asynchronous scorer as it ran before 2026-12-08, with the model's mask builder and its read-back
-per forward (`loop.model.causal_attention`). The sequences are
+per forward (`loop.model.causal_attention`); `cuda_graphs` variants replay the backbone as CUDA graphs
+(`loop.model.nll_graphs`). The sequences are
 256 of 300 tokens (100 prompt, 200 target), or for the `mixed` variants 256 of 120 to 310 tokens (a third prompt),
 the loop's case: padded batches whose width changes from batch to batch.
 """
@@ -27,6 +28,7 @@ class NllVariant:
     compiled: bool = False
     lengths: str = "fixed"  # "fixed" | "mixed" (nll_workload)
     mask_builder: bool = False  # the asynchronous scorer with the model's mask builder, as before 2026-12-08
+    cuda_graphs: bool = False  # the backbone replayed as CUDA graphs (dynamics.nll_cuda_graphs)
 
 
 # In the order they run: compiled layers stay compiled on the model, so they come last for each weight dtype.
@@ -41,6 +43,10 @@ NLL_VARIANTS = {
     "mixed_lengths_trl_head_async_rows64_mask_builder":
         NllVariant("fp32", "trl", True, rows=64, lengths="mixed", mask_builder=True),
     "mixed_lengths_trl_head_async_rows64": NllVariant("fp32", "trl", True, rows=64, lengths="mixed"),
+    "fp32_master_bf16_autocast_trl_head_async_rows64_cuda_graphs":
+        NllVariant("fp32", "trl", True, rows=64, cuda_graphs=True),
+    "mixed_lengths_trl_head_async_rows64_cuda_graphs":
+        NllVariant("fp32", "trl", True, rows=64, lengths="mixed", cuda_graphs=True),
     "fp32_master_bf16_autocast_trl_head_async_compiled": NllVariant("fp32", "trl", True, compiled=True),
     "bf16_weights_trl_head": NllVariant("bf16", "trl", False),
     "bf16_weights_trl_head_async": NllVariant("bf16", "trl", True),
@@ -51,6 +57,8 @@ PROFILED = ("fp32_master_bf16_autocast_trl_head", "fp32_master_bf16_autocast_trl
             "fp32_master_bf16_autocast_trl_head_async_rows64_mask_builder",
             "fp32_master_bf16_autocast_trl_head_async_rows64", "mixed_lengths_trl_head_rows64",
             "mixed_lengths_trl_head_async_rows64_mask_builder", "mixed_lengths_trl_head_async_rows64",
+            "fp32_master_bf16_autocast_trl_head_async_rows64_cuda_graphs",
+            "mixed_lengths_trl_head_async_rows64_cuda_graphs",
             "fp32_master_bf16_autocast_trl_head_async_compiled", "bf16_weights_trl_head_async",
             "bf16_weights_trl_head_async_compiled")
 

@@ -54,6 +54,8 @@
 #   nll-quick                  the host profiles (with and without the mask builder), then seven NLL variants
 #                              (masked, asynchronous with and without the mask builder, on fixed and mixed lengths,
 #                              compiled)
+#   nll-graphs                 tests/gpu's CUDA-graph NLL test, then the NLL scorer with and without CUDA graphs
+#                              on fixed and mixed lengths (about 1 minute)
 #   nll-host-profile           bench/nll_host_profile.py: the host's ops in one NLL call, asynchronous and masked
 #   default-gpu-auto-16        a fresh default-gpu comparison at the preset's 16 replicates: auto with today's defaults
 #                              (lookahead, full-epoch probes, 128 pool items kept back) over premem, loss and
@@ -176,6 +178,12 @@ case "$1" in
       fp32_master_bf16_autocast_trl_head_async_rows64 mixed_lengths_trl_head_rows64
       mixed_lengths_trl_head_async_rows64_mask_builder mixed_lengths_trl_head_async_rows64
       fp32_master_bf16_autocast_trl_head_async_compiled)
+    time python3 bench/bench_gpu.py --out "$out" --sections nll --results "$out/results.json" \
+      --nll-variants "$(IFS=,; echo "${variants[*]}")" ;;
+  nll-graphs)  # the backbone as CUDA graphs (dynamics.nll_cuda_graphs) beside the default, fixed and mixed lengths
+    variants=(fp32_master_bf16_autocast_trl_head_async_rows64 fp32_master_bf16_autocast_trl_head_async_rows64_cuda_graphs
+      mixed_lengths_trl_head_async_rows64 mixed_lengths_trl_head_async_rows64_cuda_graphs)
+    time python3 -m pytest -q -p no:cacheprovider tests/gpu/test_cuda_paths.py -k cuda_graphs
     time python3 bench/bench_gpu.py --out "$out" --sections nll --results "$out/results.json" \
       --nll-variants "$(IFS=,; echo "${variants[*]}")" ;;
   nll-host-profile)  # the host side of one NLL call, asynchronous and masked (about 1 minute)

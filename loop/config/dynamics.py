@@ -56,6 +56,9 @@ class DynamicsConfig(Strict):
     nll_async: bool | Literal["auto"] = Field(
         "auto", description="queue the NLL batches on the card without waiting on it (pinned uploads, no padding "
         "mask, one read-back per call); auto = on a GPU, off on a CPU (loop.model.scoring)")
+    nll_cuda_graphs: bool = Field(
+        False, description="replay the NLL scorer's backbone forward as CUDA graphs, one per 64-token width bucket, "
+        "where the asynchronous scorer runs on a card (loop.model.nll_graphs); off by default: not yet measured")
     nll_engine: Literal["transformers", "vllm"] = Field(
         "transformers", description="teacher-forced NLL in this process (target positions only, chunked head, fp32 "
         "log-softmax) or through vLLM's prompt_logprobs")

@@ -54,7 +54,8 @@ class TransformersScorer:
         dyn = self.cfg.dynamics
         return mean_nll(self.model, [e.input_ids for e in items], [e.n_prompt for e in items],
                         pad_id=self.tokenizer.pad_token_id, batch_size=dyn.nll_batch_size,
-                        batch_tokens=dyn.nll_batch_tokens, autocast=self.autocast(), asynchronous=dyn.nll_async)
+                        batch_tokens=dyn.nll_batch_tokens, autocast=self.autocast(), asynchronous=dyn.nll_async,
+                        cuda_graphs=dyn.nll_cuda_graphs)
 
 
 class TransformersBackend:

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from loop import faults
 from loop.model.async_step import attention_kernels
 from loop.model.causal_attention import causal_attention
+from loop.model.nll_graphs import BackboneGraphs
 from loop.model.oom import halve_on_oom
 
 log = logging.getLogger(__name__)
@@ -153,8 +154,9 @@ def _targets(sequences: Sequence[list[int]], score_from: Sequence[int], device, 
 
 
 def _batch_nll(head: _Head, sequences, score_from, pad_id: int, device, use_fast: bool,
-               kernel: str = "chunked", asynchronous: bool = False) -> torch.Tensor:
-    """Mean NLL of each sequence's scored tokens, float64 on `device` (not read back)."""
+               kernel: str = "chunked", asynchronous: bool = False, graphs=None) -> torch.Tensor:
+    """Mean NLL of each sequence's scored tokens, float64 on `device` (not read back). `graphs`: the call's
+    `loop.model.nll_graphs.BackboneGraphs`, where the backbone runs as CUDA graphs."""
     ids, mask = _pad(sequences, pad_id, device, asynchronous)
     rows, positions, counts = _targets(sequences, score_from, device, asynchronous)
     labels = ids[rows, positions + 1]
@@ -163,8 +165,10 @@ def _batch_nll(head: _Head, sequences, score_from, pad_id: int, device, use_fast
     # No key/value cache: a scoring pass is never continued, and a cache's per-layer state would also make compiled
     # layers recompile (dynamo guards on it).
     if use_fast:
-        hidden = head.backbone(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-        token_nll = head.token_nll(hidden[rows, positions], labels, kernel)
+        hidden = graphs.hidden(ids) if graphs is not None else None
+        if hidden is None:
+            hidden = head.backbone(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+        token_nll = head.token_nll(hidden[rows, positions], labels, kernel)  # gathered before any next replay
     else:  # the model's own forward; its logits stay in the matmul dtype until gathered
         logits = head.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
         token_nll = _gathered_nll(logits, rows, positions, labels, head.chunk)
@@ -231,6 +235,7 @@ def mean_nll(
     model, sequences: Sequence[list[int]], score_from: Sequence[int], *, pad_id: int, batch_size: int = 64,
     batch_tokens: int | None = None, autocast: contextlib.AbstractContextManager | None = None,
     head_kernel: str = "auto", asynchronous: bool | str = "auto", mask_builder: bool = False,
+    cuda_graphs: bool = False,
 ) -> np.ndarray:
     """Mean NLL (nats per token) over tokens [score_from[i], len) of each sequence, in input order.
 
@@ -239,7 +244,9 @@ def mean_nll(
     `head_kernel`: how the LM head and log-softmax are computed (`resolve_head_kernel`). `asynchronous`: whether
     the host queues all batches without waiting on the device (`resolve_asynchronous`; the module docstring).
     `mask_builder`: let the model's mask builder run in the asynchronous scorer, as it did before 2026-12-08 (for
-    the bench's comparison; it reads back once per forward).
+    the bench's comparison; it reads back once per forward). `cuda_graphs`: the backbone's forward replayed as
+    CUDA graphs (`loop.model.nll_graphs`), where the scorer is asynchronous on a card without the mask builder;
+    elsewhere it is ignored.
     """
     if len(sequences) != len(score_from):
         raise ValueError("one score_from per sequence is needed")
@@ -261,7 +268,7 @@ def mean_nll(
             def run(part: np.ndarray) -> None:
                 faults.reached("nll.batch")
                 means = _batch_nll(head, [sequences[i] for i in part], [score_from[i] for i in part],
-                                   pad_id, device, use_fast, kernel, asynchronous)
+                                   pad_id, device, use_fast, kernel, asynchronous, graphs)
                 if asynchronous:
                     done.append((part, means))
                 else:
@@ -270,7 +277,10 @@ def mean_nll(
             lengths = [len(s) for s in sequences]
             # The asynchronous scorer gives no mask: where causality is the whole mask, the model is also kept from
             # building one, whose test for packed rows would make the host wait once per forward.
-            with causal_attention(model, max(lengths), on=asynchronous and not mask_builder):
+            with causal_attention(model, max(lengths), on=asynchronous and not mask_builder) as causal:
+                graphs = None
+                if cuda_graphs and causal and use_fast and device.type == "cuda":
+                    graphs = BackboneGraphs(head.backbone, batch_size, pad_id)
                 for idx in batches_by_tokens(lengths, batch_size, budget):
                     halve_on_oom(run, idx, what="teacher-forced NLL")
         if done:  # one read-back for the whole call

@@ -65,6 +65,36 @@ def test_nll_on_cuda_is_the_float32_definition(kind, tok, task):
 
 
 @pytest.mark.parametrize("kind", ["embedded", "qwen2"])
+def test_nll_through_cuda_graphs_is_the_eager_nll(kind, tok, task):
+    """dynamics.nll_cuda_graphs: the backbone replayed as graphs over padded shapes gives the eager scorer's NLL,
+    in float32 and under bf16 autocast, with fewer graphs than batches (widths share a bucket)."""
+    from loop.model import nll_graphs
+
+    model = load_base(ModelConfig(), CUDA) if kind == "embedded" else qwen(len(tok))
+    enc = encode_examples(tok, task, eos=True)
+    seqs, starts = [e.input_ids for e in enc], [e.n_prompt for e in enc]
+    captured = []
+    original = nll_graphs.BackboneGraphs._capture
+
+    def counted(self, ids, width):
+        captured.append(width)
+        return original(self, ids, width)
+
+    nll_graphs.BackboneGraphs._capture = counted
+    try:
+        for autocast in (None, Precision(torch.float32, torch.bfloat16, "cuda").autocast):
+            kwargs = {"pad_id": tok.pad_token_id, "batch_size": 8, "asynchronous": True}
+            eager = mean_nll(model, seqs, starts, autocast=autocast and autocast(), **kwargs)
+            graphed = mean_nll(model, seqs, starts, autocast=autocast and autocast(), cuda_graphs=True, **kwargs)
+            np.testing.assert_allclose(graphed, eager, rtol=0, atol=1e-4 if autocast is None else 2e-2)
+    finally:
+        nll_graphs.BackboneGraphs._capture = original
+    batches = -(-len(seqs) // 8)
+    assert captured and len(captured) < 2 * batches  # both calls captured, some widths shared a graph
+    assert all(width % nll_graphs.LENGTH_BUCKET == 0 for width in captured)
+
+
+@pytest.mark.parametrize("kind", ["embedded", "qwen2"])
 def test_decode_loop_on_cuda_equals_generate_and_graphs_equal_eager(kind, tok, task):
     model = load_base(ModelConfig(), CUDA) if kind == "embedded" else qwen(len(tok))
     questions = task.filter(pl.col("split") == "test")["question"].to_list()

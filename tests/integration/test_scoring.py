@@ -151,3 +151,15 @@ def test_padding_and_target_positions_on_hand_made_sequences():
     # Row 0 scores tokens 2..3 (from positions 1, 2); row 1 nothing (score_from past its end); row 2 from token 1.
     assert counts == [2, 0, 2]
     assert rows.tolist() == [0, 0, 2, 2] and positions.tolist() == [1, 2, 0, 1]
+
+
+def test_cuda_graphs_are_ignored_off_a_card_and_widths_round_up_to_their_bucket(tok, items):
+    from loop.model.nll_graphs import LENGTH_BUCKET, bucket_width
+
+    assert [bucket_width(w) for w in (1, LENGTH_BUCKET, LENGTH_BUCKET + 1)] == [LENGTH_BUCKET, LENGTH_BUCKET,
+                                                                                2 * LENGTH_BUCKET]
+    model = tiny("qwen2", len(tok))
+    sequences, score_from = items
+    asked = mean_nll(model, sequences, score_from, pad_id=tok.pad_token_id, asynchronous=True, cuda_graphs=True)
+    np.testing.assert_array_equal(asked, mean_nll(model, sequences, score_from, pad_id=tok.pad_token_id,
+                                                  asynchronous=True))
