@@ -5,9 +5,9 @@ Each variant is one `loop.model.scoring.mean_nll` call over the same sequences, 
 base), the LM head (`head_kernel`), the asynchronous scorer (`asynchronous`: pinned uploads, no padding mask, one
 read-back per call), the rows per batch (256, or the loop's `dynamics.nll_batch_size` default of 64) and compiled
 decoder layers (what `train.compile` leaves on a trained model: `layer.compile(dynamic=True)`); `mask_builder`
-variants run the asynchronous scorer as it ran before 2026-12-08, with the model's mask builder and its read-back
-per forward (`loop.model.causal_attention`); `cuda_graphs` variants replay the backbone as CUDA graphs
-(`loop.model.nll_graphs`). The sequences are
+variants run the asynchronous scorer as it ran until the evening of 2026-12-07, with the model's mask builder and
+its read-back per forward (`loop.model.causal_attention`); `cuda_graphs` variants replay the backbone as CUDA
+graphs (`loop.model.nll_graphs`). The sequences are
 256 of 300 tokens (100 prompt, 200 target), or for the `mixed` variants 256 of 120 to 310 tokens (a third prompt),
 the loop's case: padded batches whose width changes from batch to batch.
 """
@@ -27,7 +27,7 @@ class NllVariant:
     rows: int = 256
     compiled: bool = False
     lengths: str = "fixed"  # "fixed" | "mixed" (nll_workload)
-    mask_builder: bool = False  # the asynchronous scorer with the model's mask builder, as before 2026-12-08
+    mask_builder: bool = False  # the asynchronous scorer with the model's mask builder, as until 2026-12-07 evening
     cuda_graphs: bool = False  # the backbone replayed as CUDA graphs (dynamics.nll_cuda_graphs)
 
 

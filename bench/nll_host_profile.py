@@ -31,7 +31,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=256)
     parser.add_argument("--sync", action="store_true", help="the masked scorer (asynchronous off)")
     parser.add_argument("--mask-builder", action="store_true",
-                        help="the asynchronous scorer with the model's mask builder (as before 2026-12-08)")
+                        help="the asynchronous scorer with the model's mask builder (as until the evening of 2026-12-07)")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: a dry run with --shape tiny")
     args = parser.parse_args()
     bench_gpu.DEVICE = args.device

@@ -36,10 +36,11 @@ evening: 4.2 read-backs a step instead of 5.2, the lean step 51.9k and the async
 launches). On a GPU `auto` turns it on wherever `train.token_metrics` is off.
 
 So a micro-batch reads nothing back where it read four times on a CPU (tests/integration/test_async_step.py counts
-them; one, the builder's, where the builder stays). On a card trl's fused head also gathers the target positions with a boolean mask, whose size the host must
-know: that read stays. What is trained is unchanged (tests/integration/test_async_step.py: the same weights within
-float32 rounding on a CPU; tests/gpu/test_training_levers_cuda.py: the same loss curve within bf16 noise, with and
-without compiled layers, passed on one H100 on 2026-12-07).
+them; one, the builder's, where the builder stays). On a card trl's fused head also gathers the target positions
+with a boolean mask, whose size the host must know: that read stays. What is trained is unchanged
+(tests/integration/test_async_step.py: the same weights within float32 rounding on a CPU;
+tests/gpu/test_training_levers_cuda.py: the same loss curve within bf16 noise, with and without compiled layers,
+passed on one H100 on 2026-12-07, and again that evening with the builder kept out).
 """
 
 from __future__ import annotations

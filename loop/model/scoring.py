@@ -243,10 +243,10 @@ def mean_nll(
     CPU, 64k on a GPU). `autocast`: the region the forward passes run in (the run's precision).
     `head_kernel`: how the LM head and log-softmax are computed (`resolve_head_kernel`). `asynchronous`: whether
     the host queues all batches without waiting on the device (`resolve_asynchronous`; the module docstring).
-    `mask_builder`: let the model's mask builder run in the asynchronous scorer, as it did before 2026-12-08 (for
-    the bench's comparison; it reads back once per forward). `cuda_graphs`: the backbone's forward replayed as
-    CUDA graphs (`loop.model.nll_graphs`), where the scorer is asynchronous on a card without the mask builder;
-    elsewhere it is ignored.
+    `mask_builder`: let the model's mask builder run in the asynchronous scorer, as it did until the evening of
+    2026-12-07 (for the bench's comparison; it reads back once per forward). `cuda_graphs`: the backbone's forward
+    replayed as CUDA graphs (`loop.model.nll_graphs`), where the scorer is asynchronous on a card without the mask
+    builder; elsewhere it is ignored.
     """
     if len(sequences) != len(score_from):
         raise ValueError("one score_from per sequence is needed")
