@@ -17,6 +17,11 @@
 # as long as runs go on, and `collect` in the last call (on 2026-12-07 a 24-replicate comparison and every figure
 # of the run before it went with a machine released while a script was being written between calls).
 #
+# Starting one (2026-12-07): a failed start costs about 90 s of device time and locks that kind out for about 4-5
+# minutes; a call during a lockout is refused at 15 s, so wait the minutes the refusal names before the next try. A
+# call naming nvidia-h200 may be given an H100; keep naming the same kind for every call of the lease, or the held
+# machine goes back. Put the runs that must not be lost first in a chain, and collect after each.
+#
 # The parts are built here by `python3 bench/device_wheels.py` (.device/parts/, git-ignored); each call carries one
 # ([".device/parts/vllm.tar.part00"], ...). Python there: the image's python3 (torch 2.11.0+cu130).
 set -euo pipefail
