@@ -8,8 +8,9 @@ where the asynchronous scorer keeps the model's mask builder out (`loop.model.ca
 - a batch of r rows and width w is written into a fixed input of `rows` x W token ids, W = w rounded up to a
   multiple of `LENGTH_BUCKET`, the rest filled with padding. Under causal attention a real token's hidden state
   depends only on its own row's tokens before it, so the extra rows and columns change nothing it sees;
-- one graph per (rows, W), captured on first use after two warm-up forwards on a side stream, each with its own
-  memory pool (batches replay in any order, so pools are not shared), at most `MAX_GRAPHS` a call;
+- one graph per width W (the rows are the call's `batch_size`), captured on first use after two warm-up forwards
+  on a side stream, each with its own memory pool (batches replay in any order, so pools are not shared), at
+  most `MAX_GRAPHS` a call;
 - graphs live for one `mean_nll` call only: they hold the model's weights as they were (and, under autocast, the
   casts autocast cached for the call), so the next call, on a model trained since, captures its own.
 
@@ -18,11 +19,7 @@ The LM head runs outside the graph (its number of target positions changes from 
 
 from __future__ import annotations
 
-import logging
-
 import torch
-
-log = logging.getLogger(__name__)
 
 LENGTH_BUCKET = 64  # tokens: widths are rounded up to a multiple of this, so a call captures a few graphs
 MAX_GRAPHS = 16  # per call; wider batches beyond this many shapes run eagerly
