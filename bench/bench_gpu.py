@@ -105,7 +105,7 @@ def section_nll(shape: str, variants: list[str] | None = None) -> None:
     from loop.model.scoring import mean_nll
     from loop.model.training_levers import decoder_layers
 
-    workloads = {lengths: nll_workload(VOCAB[shape], lengths) for lengths in ("fixed", "mixed")}
+    workloads = {lengths: nll_workload(VOCAB[shape], lengths) for lengths in ("fixed", "mixed", "pool")}
     seqs, starts = workloads["fixed"]
     model = build_model(shape)
 

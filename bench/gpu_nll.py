@@ -26,7 +26,7 @@ class NllVariant:
     asynchronous: bool
     rows: int = 256
     compiled: bool = False
-    lengths: str = "fixed"  # "fixed" | "mixed" (nll_workload)
+    lengths: str = "fixed"  # "fixed" | "mixed" | "pool" (nll_workload)
     mask_builder: bool = False  # the asynchronous scorer with the model's mask builder, as until 2026-12-07 evening
     cuda_graphs: bool = False  # the backbone replayed as CUDA graphs (dynamics.nll_cuda_graphs)
 
@@ -47,6 +47,10 @@ NLL_VARIANTS = {
         NllVariant("fp32", "trl", True, rows=64, cuda_graphs=True),
     "mixed_lengths_trl_head_async_rows64_cuda_graphs":
         NllVariant("fp32", "trl", True, rows=64, lengths="mixed", cuda_graphs=True),
+    # A call the size of a pool: the graphs' captures (one per width bucket) spread over 64 batches, not 4.
+    "pool_lengths_trl_head_async_rows64": NllVariant("fp32", "trl", True, rows=64, lengths="pool"),
+    "pool_lengths_trl_head_async_rows64_cuda_graphs":
+        NllVariant("fp32", "trl", True, rows=64, lengths="pool", cuda_graphs=True),
     "fp32_master_bf16_autocast_trl_head_async_compiled": NllVariant("fp32", "trl", True, compiled=True),
     "bf16_weights_trl_head": NllVariant("bf16", "trl", False),
     "bf16_weights_trl_head_async": NllVariant("bf16", "trl", True),
@@ -72,9 +76,12 @@ def default_nll_variant(cuda_head: str, rows: int, asynchronous: bool) -> str | 
 
 
 def nll_workload(vocab: int, lengths: str) -> tuple[list[list[int]], list[int]]:
-    """The sequences and prompt lengths a variant scores (seeded, the same in every run)."""
+    """The sequences and prompt lengths a variant scores (seeded, the same in every run): 256 of 300 tokens
+    ("fixed"), 256 of 120-310 tokens ("mixed"), or 4,096 of 120-310 tokens ("pool", a pool's scoring call)."""
     g = torch.Generator().manual_seed(1)
     if lengths == "fixed":
         return [torch.randint(2, vocab, (300,), generator=g).tolist() for _ in range(256)], [100] * 256
-    sizes = torch.randint(120, 311, (256,), generator=g).tolist()
+    if lengths not in ("mixed", "pool"):
+        raise ValueError(f"nll_workload: lengths must be fixed, mixed or pool, not {lengths!r}")
+    sizes = torch.randint(120, 311, (4096 if lengths == "pool" else 256,), generator=g).tolist()
     return [torch.randint(2, vocab, (n,), generator=g).tolist() for n in sizes], [n // 3 for n in sizes]

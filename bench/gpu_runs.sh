@@ -56,6 +56,7 @@
 #                              compiled)
 #   nll-graphs                 tests/gpu's CUDA-graph NLL test, then the NLL scorer with and without CUDA graphs
 #                              on fixed and mixed lengths (about 1 minute)
+#   nll-graphs-pool            the scorer with and without CUDA graphs on a call of 4,096 mixed lengths (a pool's)
 #   nll-host-profile           bench/nll_host_profile.py: the host's ops in one NLL call, asynchronous and masked
 #   default-gpu-auto-16        a fresh default-gpu comparison at the preset's 16 replicates: auto with today's defaults
 #                              (lookahead, full-epoch probes, 128 pool items kept back) over premem, loss and
@@ -184,6 +185,10 @@ case "$1" in
     variants=(fp32_master_bf16_autocast_trl_head_async_rows64 fp32_master_bf16_autocast_trl_head_async_rows64_cuda_graphs
       mixed_lengths_trl_head_async_rows64 mixed_lengths_trl_head_async_rows64_cuda_graphs)
     time python3 -m pytest -q -p no:cacheprovider tests/gpu/test_cuda_paths.py -k cuda_graphs
+    time python3 bench/bench_gpu.py --out "$out" --sections nll --results "$out/results.json" \
+      --nll-variants "$(IFS=,; echo "${variants[*]}")" ;;
+  nll-graphs-pool)  # the same on a pool-sized call (4,096 mixed lengths), where the captures are spread thinner
+    variants=(pool_lengths_trl_head_async_rows64 pool_lengths_trl_head_async_rows64_cuda_graphs)
     time python3 bench/bench_gpu.py --out "$out" --sections nll --results "$out/results.json" \
       --nll-variants "$(IFS=,; echo "${variants[*]}")" ;;
   nll-host-profile)  # the host side of one NLL call, asynchronous and masked (about 1 minute)

@@ -1,5 +1,6 @@
 """bench/gpu_nll.py: the NLL figure reported as the loop's is the variant the loop's defaults run on a card."""
 
+import pytest
 import torch
 
 from bench.gpu_nll import NLL_BEFORE, NLL_VARIANTS, default_nll_variant, nll_workload
@@ -33,3 +34,16 @@ def test_the_workloads_fixed_and_mixed_lengths():
     lengths = [len(s) for s in mixed]
     assert min(lengths) >= 120 and max(lengths) <= 310 and len(set(lengths)) > 50
     assert prompts == [n // 3 for n in lengths]
+
+
+def test_the_pool_workload_is_a_pool_sized_call_of_mixed_lengths():
+    pool, prompts = nll_workload(1000, "pool")
+    lengths = [len(s) for s in pool]
+    assert len(pool) == 4096 and min(lengths) >= 120 and max(lengths) <= 310
+    assert prompts == [n // 3 for n in lengths]
+    assert NLL_VARIANTS["pool_lengths_trl_head_async_rows64_cuda_graphs"].cuda_graphs
+
+
+def test_an_unknown_workload_is_refused_by_name():
+    with pytest.raises(ValueError, match="'ragged'"):
+        nll_workload(1000, "ragged")
