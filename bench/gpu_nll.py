@@ -52,6 +52,12 @@ NLL_VARIANTS = {
     "pool_lengths_trl_head_async_rows64_cuda_graphs":
         NllVariant("fp32", "trl", True, rows=64, lengths="pool", cuda_graphs=True),
     "fp32_master_bf16_autocast_trl_head_async_compiled": NllVariant("fp32", "trl", True, compiled=True),
+    # Compiled layers on the loop's case: 64 rows of mixed lengths, and a pool-sized call (dynamic lengths, so one
+    # compile serves every width; the first of these calls compiles, as a worker's first scoring call would).
+    "mixed_lengths_trl_head_async_rows64_compiled":
+        NllVariant("fp32", "trl", True, rows=64, lengths="mixed", compiled=True),
+    "pool_lengths_trl_head_async_rows64_compiled":
+        NllVariant("fp32", "trl", True, rows=64, lengths="pool", compiled=True),
     "bf16_weights_trl_head": NllVariant("bf16", "trl", False),
     "bf16_weights_trl_head_async": NllVariant("bf16", "trl", True),
     "bf16_weights_trl_head_async_compiled": NllVariant("bf16", "trl", True, compiled=True),

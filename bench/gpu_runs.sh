@@ -56,7 +56,8 @@
 #                              compiled)
 #   nll-graphs                 tests/gpu's CUDA-graph NLL test, then the NLL scorer with and without CUDA graphs
 #                              on fixed and mixed lengths (about 1 minute)
-#   nll-graphs-pool            the scorer with and without CUDA graphs on a call of 4,096 mixed lengths (a pool's)
+#   nll-graphs-pool            the scorer eager, as CUDA graphs and with compiled layers on a call of 4,096 mixed
+#                              lengths (a pool's), and compiled on 256 mixed lengths (about 2 minutes)
 #   nll-host-profile           bench/nll_host_profile.py: the host's ops in one NLL call, asynchronous and masked
 #   default-gpu-auto-16        a fresh default-gpu comparison at the preset's 16 replicates: auto with today's defaults
 #                              (lookahead, full-epoch probes, 128 pool items kept back) over premem, loss and
@@ -188,7 +189,8 @@ case "$1" in
     time python3 bench/bench_gpu.py --out "$out" --sections nll --results "$out/results.json" \
       --nll-variants "$(IFS=,; echo "${variants[*]}")" ;;
   nll-graphs-pool)  # the same on a pool-sized call (4,096 mixed lengths), where the captures are spread thinner
-    variants=(pool_lengths_trl_head_async_rows64 pool_lengths_trl_head_async_rows64_cuda_graphs)
+    variants=(pool_lengths_trl_head_async_rows64 pool_lengths_trl_head_async_rows64_cuda_graphs
+      mixed_lengths_trl_head_async_rows64_compiled pool_lengths_trl_head_async_rows64_compiled)
     time python3 bench/bench_gpu.py --out "$out" --sections nll --results "$out/results.json" \
       --nll-variants "$(IFS=,; echo "${variants[*]}")" ;;
   nll-host-profile)  # the host side of one NLL call, asynchronous and masked (about 1 minute)
