@@ -40,7 +40,7 @@ import torch.nn.functional as F  # noqa: E402
 from bench.gpu_levers import (  # noqa: E402
     LEVER_RUNS, STEP_SPAN, StepClock, host_and_device, lever_overrides, run_workers)
 from bench.gpu_nll import (  # noqa: E402
-    NLL_BEFORE, NLL_VARIANTS, PROFILED, default_nll_variant as nll_default, nll_workload)
+    NLL_BEFORE, NLL_VARIANTS, PROFILED, default_nll_variant as nll_default, nll_matmul_flops, nll_workload)
 from bench.shapes import SHAPES, VOCAB, random_text, word_tokenizer  # noqa: E402
 
 DATASHEET_BF16 = 989e12  # H100/H200 SXM dense bf16, the vendor's figure
@@ -146,7 +146,7 @@ def section_nll(shape: str, variants: list[str] | None = None) -> None:
         except Exception:  # noqa: BLE001 - a variant that fails here is a result
             out[label] = {"error": traceback.format_exc()[-1500:]}
             continue
-        flops = 2 * n_params(m) * all_tokens / t
+        flops = nll_matmul_flops(m, all_tokens, target_tokens) / t
         out[label] = {"seconds": t, "first_call_seconds": first, "target_tokens_per_s": target_tokens / t,
                       "speedup_vs_paper": target_tokens / t / paper_rate, "model_tflops": flops / 1e12,
                       "fraction_of_datasheet_peak": flops / DATASHEET_BF16,

@@ -9,7 +9,8 @@ variants run the asynchronous scorer as it ran until the evening of 2026-12-07, 
 its read-back per forward (`loop.model.causal_attention`); `cuda_graphs` variants replay the backbone as CUDA
 graphs (`loop.model.nll_graphs`). The sequences are
 256 of 300 tokens (100 prompt, 200 target), or for the `mixed` variants 256 of 120 to 310 tokens (a third prompt),
-the loop's case: padded batches whose width changes from batch to batch.
+the loop's case: padded batches whose width changes from batch to batch; `pool` variants score 4,096 of those.
+A variant's share of peak is `nll_matmul_flops` over its seconds.
 """
 
 from __future__ import annotations
@@ -91,3 +92,21 @@ def nll_workload(vocab: int, lengths: str) -> tuple[list[list[int]], list[int]]:
         raise ValueError(f"nll_workload: lengths must be fixed, mixed or pool, not {lengths!r}")
     sizes = torch.randint(120, 311, (4096 if lengths == "pool" else 256,), generator=g).tolist()
     return [torch.randint(2, vocab, (n,), generator=g).tolist() for n in sizes], [n // 3 for n in sizes]
+
+
+def nll_matmul_flops(model, all_tokens: int, target_tokens: int) -> float:
+    """The matmul FLOPs of one scoring pass, the work a share of peak is counted from:
+
+        F = 2 * P_body * all_tokens + 2 * P_head * target_tokens
+
+    P_head is the LM head's weight count: the scorer runs the head only at the positions that predict a target
+    token. P_body is every other parameter but the input embedding (a lookup, not a matmul): the decoder layers and
+    norms, each used at every token. With tied embeddings the shared matrix counts once, as the head. Attention's
+    score and value products are left out, as in the training step's 6N count. Until 2026-12-08 the bench counted
+    2 x every parameter x every token, about 10% above this on its fixed workload (100 prompt + 200 target tokens).
+    """
+    embedding = model.get_input_embeddings().weight
+    head = model.get_output_embeddings().weight
+    params = sum(p.numel() for p in model.parameters())  # shared (tied) parameters are yielded once
+    body = params - embedding.numel() - (0 if head is embedding else head.numel())
+    return 2.0 * body * all_tokens + 2.0 * head.numel() * target_tokens

@@ -1,9 +1,10 @@
-"""bench/gpu_nll.py: the NLL figure reported as the loop's is the variant the loop's defaults run on a card."""
+"""bench/gpu_nll.py: the NLL figure reported as the loop's is the variant the loop's defaults run on a card, and its
+share of peak counts the work the scorer does."""
 
 import pytest
 import torch
 
-from bench.gpu_nll import NLL_BEFORE, NLL_VARIANTS, default_nll_variant, nll_workload
+from bench.gpu_nll import NLL_BEFORE, NLL_VARIANTS, default_nll_variant, nll_matmul_flops, nll_workload
 from loop.config import DynamicsConfig
 from loop.model.scoring import resolve_asynchronous, resolve_head_kernel
 
@@ -47,3 +48,19 @@ def test_the_pool_workload_is_a_pool_sized_call_of_mixed_lengths():
 def test_an_unknown_workload_is_refused_by_name():
     with pytest.raises(ValueError, match="'ragged'"):
         nll_workload(1000, "ragged")
+
+
+def _tiny_llama(tied: bool):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=100, hidden_size=8, intermediate_size=16, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=tied)
+    return LlamaForCausalLM(config)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_nll_flops_count_the_head_at_target_positions_and_no_embedding_lookup(tied):
+    # By hand: each layer has q, k, v, o (4 x 8 x 8 = 256), gate, up, down (3 x 8 x 16 = 384) and two norms (16):
+    # 656 a layer, 1,312 for two, plus the final norm (8): 1,320 body parameters. The head is 100 x 8 = 800.
+    model = _tiny_llama(tied)
+    assert nll_matmul_flops(model, all_tokens=30, target_tokens=20) == 2 * 1320 * 30 + 2 * 800 * 20
