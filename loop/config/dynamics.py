@@ -58,7 +58,8 @@ class DynamicsConfig(Strict):
         "mask, one read-back per call); auto = on a GPU, off on a CPU (loop.model.scoring)")
     nll_cuda_graphs: bool = Field(
         False, description="replay the NLL scorer's backbone forward as CUDA graphs, one per 64-token width bucket, "
-        "where the asynchronous scorer runs on a card (loop.model.nll_graphs); off by default: not yet measured")
+        "where the asynchronous scorer runs on a card (loop.model.nll_graphs); off by default: on one H100 it ran 0.61x "
+        "the eager scorer on 256 sequences, 0.34x on mixed lengths (each width's capture costs more than it saves)")
     nll_engine: Literal["transformers", "vllm"] = Field(
         "transformers", description="teacher-forced NLL in this process (target positions only, chunked head, fp32 "
         "log-softmax) or through vLLM's prompt_logprobs")
