@@ -50,6 +50,8 @@ from typing import Any
 
 import torch
 
+from loop.model.causal_attention import causal_attention
+
 
 def right_padded(mask: torch.Tensor) -> bool:
     """True when every row of a 0/1 attention mask is a run of ones followed only by zeros (or all ones)."""
@@ -97,3 +99,23 @@ def trainer_arguments(on: bool) -> dict:
         return {}
     return {"logging_nan_inf_filter": False, "dataloader_pin_memory": True,
             "accelerator_config": {"non_blocking": True}}
+
+
+@contextlib.contextmanager
+def asynchronous_step(trainer, on: bool, device: torch.device, longest: int, padded: bool):
+    """Around `trainer.train()`, what the asynchronous step changes besides its `trainer_arguments`: the collator
+    drops right-padding masks (`CausalRightPadded`), the card keeps cuDNN's attention out (`attention_kernels`),
+    and where batches are `padded` (not padding-free: there the position ids are how the model tells its rows
+    apart) the model's mask builder is kept out for sequences of up to `longest` tokens, the collator then
+    refusing a batch that is not right-padded. Nothing changes where `on` is False; all is undone after."""
+    if not on:
+        yield
+        return
+    inner = trainer.data_collator
+    collator = trainer.data_collator = CausalRightPadded(inner)
+    try:
+        with attention_kernels(True, device), causal_attention(trainer.model, longest, on=padded) as switched:
+            collator.strict = switched  # only the switch knows whether it applied to this model
+            yield
+    finally:
+        trainer.data_collator = inner

@@ -29,8 +29,7 @@ from loop.model.backends import server_card_share
 from loop.model.devices import workers_per_card
 from loop.model.memory import ModelShape, free_for_training, needs_checkpointing, training_bytes
 from loop.model.precision import Precision, enable_tf32, resolve_precision
-from loop.model.async_step import CausalRightPadded, attention_kernels, trainer_arguments
-from loop.model.causal_attention import causal_attention
+from loop.model.async_step import asynchronous_step, trainer_arguments
 from loop.model.training_levers import LeanSFTTrainer, apply_model_levers, resolve_levers
 
 log = logging.getLogger(__name__)
@@ -153,16 +152,9 @@ def train_round(cfg: RunConfig, tokenizer, examples: pl.DataFrame, *, seed: int,
             model=model, args=args, processing_class=tokenizer, peft_config=peft_config, train_dataset=dataset,
             callbacks=[_FaultPoint()] + ([_EpochHook(tracker)] if tracker is not None else []),
         )
-        if levers.async_step:
-            trainer.data_collator = CausalRightPadded(trainer.data_collator)
         trainer.remove_callback(PrinterCallback)  # per-round metrics go to the run store, not stdout
         trackers.attach(trainer, tracker_run)
-        # Padded batches only: a padding-free batch's position ids are how the model tells its rows apart.
-        without_builder = levers.async_step and not t.padding_free
-        with attention_kernels(levers.async_step, device), \
-                causal_attention(trainer.model, longest, on=without_builder) as switched:
-            if switched:
-                trainer.data_collator.strict = True
+        with asynchronous_step(trainer, levers.async_step, device, longest, padded=not t.padding_free):
             trainer.train()
         model = trainer.model
     model.eval()

@@ -6,10 +6,13 @@ import pytest
 import torch
 
 from loop.config import build_config
+from loop.model.async_step import CausalRightPadded, asynchronous_step
+from loop.model.causal_attention import CAUSAL_SDPA
 from loop.embedded.task import make_task
 from loop.model.loading import load_base, load_tokenizer
 from loop.model.training import train_round
 from loop.model.training_levers import resolve_levers
+from tests.integration.test_causal_attention import qwen2
 from tests.readbacks import ReadBacks
 
 pytestmark = pytest.mark.integration
@@ -92,3 +95,23 @@ def test_the_asynchronous_step_resolves_by_device_and_metrics(tiny_model_dir):
     with pytest.raises(ValueError, match="train.async_step=true needs train.token_metrics off"):
         resolve_levers(config(tiny_model_dir, "train.async_step=true", "train.token_metrics=true").train, CPU,
                        trackers_on=False, checkpointing=False)
+
+
+class _TrainerParts:
+    """The two parts of a trainer that `asynchronous_step` touches: its model and its collator."""
+
+    def __init__(self, model):
+        self.model = model
+        self.data_collator = dict
+
+
+@pytest.mark.parametrize("padded", [True, False])
+def test_the_asynchronous_step_wraps_the_collator_and_switches_attention_only_inside(padded):
+    trainer = _TrainerParts(qwen2())
+    with asynchronous_step(trainer, True, torch.device("cpu"), longest=20, padded=padded):
+        assert isinstance(trainer.data_collator, CausalRightPadded) and trainer.data_collator.inner is dict
+        assert trainer.data_collator.strict is padded  # strict exactly where the builder is kept out
+        assert (trainer.model.config._attn_implementation == CAUSAL_SDPA) is padded
+    assert trainer.data_collator is dict and trainer.model.config._attn_implementation == "sdpa"
+    with asynchronous_step(trainer, False, torch.device("cpu"), longest=20, padded=True):
+        assert trainer.data_collator is dict and trainer.model.config._attn_implementation == "sdpa"
