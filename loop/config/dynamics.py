@@ -60,6 +60,10 @@ class DynamicsConfig(Strict):
         False, description="replay the NLL scorer's backbone forward as CUDA graphs, one per 64-token width bucket, "
         "where the asynchronous scorer runs on a card (loop.model.nll_graphs); off by default: on one H100 it ran 0.61x "
         "the eager scorer on 256 sequences, 0.34x on mixed lengths (each width's capture costs more than it saves)")
+    nll_compile: bool = Field(
+        False, description="compile each decoder layer for the NLL scorer's calls (loop.model.compiled_layers; "
+        "undone after each call): 1.40x the eager scorer on one H100 on equal-length batches, a compile of some "
+        "seconds once per process; off by default until measured on the loop's mixed lengths")
     nll_engine: Literal["transformers", "vllm"] = Field(
         "transformers", description="teacher-forced NLL in this process (target positions only, chunked head, fp32 "
         "log-softmax) or through vLLM's prompt_logprobs")

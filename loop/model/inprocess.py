@@ -55,7 +55,7 @@ class TransformersScorer:
         return mean_nll(self.model, [e.input_ids for e in items], [e.n_prompt for e in items],
                         pad_id=self.tokenizer.pad_token_id, batch_size=dyn.nll_batch_size,
                         batch_tokens=dyn.nll_batch_tokens, autocast=self.autocast(), asynchronous=dyn.nll_async,
-                        cuda_graphs=dyn.nll_cuda_graphs)
+                        cuda_graphs=dyn.nll_cuda_graphs, compile_layers=dyn.nll_compile)
 
 
 class TransformersBackend:

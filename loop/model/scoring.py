@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from loop import faults
 from loop.model.async_step import attention_kernels
 from loop.model.causal_attention import causal_attention
+from loop.model.compiled_layers import compiled_layers
 from loop.model.nll_graphs import BackboneGraphs
 from loop.model.oom import halve_on_oom
 
@@ -235,7 +236,7 @@ def mean_nll(
     model, sequences: Sequence[list[int]], score_from: Sequence[int], *, pad_id: int, batch_size: int = 64,
     batch_tokens: int | None = None, autocast: contextlib.AbstractContextManager | None = None,
     head_kernel: str = "auto", asynchronous: bool | str = "auto", mask_builder: bool = False,
-    cuda_graphs: bool = False,
+    cuda_graphs: bool = False, compile_layers: bool = False,
 ) -> np.ndarray:
     """Mean NLL (nats per token) over tokens [score_from[i], len) of each sequence, in input order.
 
@@ -246,7 +247,8 @@ def mean_nll(
     `mask_builder`: let the model's mask builder run in the asynchronous scorer, as it did until the evening of
     2026-12-07 (for the bench's comparison; it reads back once per forward). `cuda_graphs`: the backbone's forward
     replayed as CUDA graphs (`loop.model.nll_graphs`), where the scorer is asynchronous on a card without the mask
-    builder; elsewhere it is ignored.
+    builder; elsewhere it is ignored. `compile_layers`: the decoder layers compiled for this call
+    (`loop.model.compiled_layers`).
     """
     if len(sequences) != len(score_from):
         raise ValueError("one score_from per sequence is needed")
@@ -277,7 +279,8 @@ def mean_nll(
             lengths = [len(s) for s in sequences]
             # The asynchronous scorer gives no mask: where causality is the whole mask, the model is also kept from
             # building one, whose test for packed rows would make the host wait once per forward.
-            with causal_attention(model, max(lengths), on=asynchronous and not mask_builder) as causal:
+            with causal_attention(model, max(lengths), on=asynchronous and not mask_builder) as causal, \
+                    compiled_layers(model, on=compile_layers):
                 graphs = None
                 if cuda_graphs and causal and use_fast and device.type == "cuda":
                     graphs = BackboneGraphs(head.backbone, batch_size, pad_id)

@@ -57,6 +57,8 @@ import torch
 from trl import SFTTrainer
 from trl.trainer.utils import add_fused_lm_head
 
+from loop.model.decoder_layers import decoder_layers
+
 log = logging.getLogger(__name__)
 
 
@@ -116,16 +118,6 @@ def resolve_levers(train_cfg, device: torch.device, *, trackers_on: bool, checkp
         raise ValueError("train.async_step=true needs train.token_metrics off (the metrics read the attention mask "
                          "the asynchronous step drops, and read back every step); set one of them to false or auto")
     return Levers(token_metrics=token_metrics, kernels=kernels, compile=bool(compile_), async_step=bool(async_step))
-
-
-def decoder_layers(model) -> list[torch.nn.Module]:
-    """The repeated blocks of a causal LM (the ModuleList whose members are all one class, and the longest)."""
-    best: list[torch.nn.Module] = []
-    for module in model.modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) > len(best) \
-                and len({type(m) for m in module}) == 1:
-            best = list(module)
-    return best
 
 
 def instance_only(model, patch: Callable[[torch.nn.Module], None]) -> None:
