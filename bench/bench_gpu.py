@@ -103,7 +103,6 @@ def section_nll(shape: str, variants: list[str] | None = None) -> None:
     call (host time, waits on the card, kernel time by kind; "step" there means the call)."""
     from loop.model.precision import Precision
     from loop.model.scoring import mean_nll
-    from loop.model.training_levers import decoder_layers
 
     workloads = {lengths: nll_workload(VOCAB[shape], lengths) for lengths in ("fixed", "mixed", "pool")}
     seqs, starts = workloads["fixed"]
@@ -128,10 +127,7 @@ def section_nll(shape: str, variants: list[str] | None = None) -> None:
             continue
         if v.weights == "bf16" and next(model.parameters()).dtype != torch.bfloat16:
             del model
-            model = build_model(shape, dtype=torch.bfloat16)  # fresh, uncompiled layers
-        if v.compiled:
-            for layer in decoder_layers(model):
-                layer.compile(dynamic=True)
+            model = build_model(shape, dtype=torch.bfloat16)
         m = model
         sequences, score_from = workloads[v.lengths]
         target_tokens = sum(len(s) - st for s, st in zip(sequences, score_from))
@@ -139,7 +135,7 @@ def section_nll(shape: str, variants: list[str] | None = None) -> None:
         run = lambda: mean_nll(m, sequences, score_from, pad_id=0, batch_size=v.rows,  # noqa: E731
                                batch_tokens=None, autocast=autocast(), head_kernel=v.head,
                                asynchronous=v.asynchronous, mask_builder=v.mask_builder,
-                               cuda_graphs=v.cuda_graphs)
+                               cuda_graphs=v.cuda_graphs, compile_layers=v.compiled)
         try:
             first = sync_time(run, repeats=1, warmup=0)[0]
             t = statistics.median(sync_time(run, repeats=3, warmup=0))

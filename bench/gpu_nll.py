@@ -4,7 +4,8 @@ Each variant is one `loop.model.scoring.mean_nll` call over the same sequences, 
 (float32 master weights under bf16 autocast, as a checkpoint in training is scored; or bf16 weights, as a frozen
 base), the LM head (`head_kernel`), the asynchronous scorer (`asynchronous`: pinned uploads, no padding mask, one
 read-back per call), the rows per batch (256, or the loop's `dynamics.nll_batch_size` default of 64) and compiled
-decoder layers (what `train.compile` leaves on a trained model: `layer.compile(dynamic=True)`); `mask_builder`
+decoder layers (`dynamics.nll_compile`: each layer compiled with dynamic lengths for the call, as `train.compile`
+compiles them; the first compiled variant's first call compiles, later ones reuse it); `mask_builder`
 variants run the asynchronous scorer as it ran until the evening of 2026-12-07, with the model's mask builder and
 its read-back per forward (`loop.model.causal_attention`); `cuda_graphs` variants replay the backbone as CUDA
 graphs (`loop.model.nll_graphs`). The sequences are
@@ -32,7 +33,7 @@ class NllVariant:
     cuda_graphs: bool = False  # the backbone replayed as CUDA graphs (dynamics.nll_cuda_graphs)
 
 
-# In the order they run: compiled layers stay compiled on the model, so they come last for each weight dtype.
+# In the order they run.
 NLL_VARIANTS = {
     "fp32_master_bf16_autocast": NllVariant("fp32", "chunked", False),  # the scorer of 2026-12-03
     "fp32_master_bf16_autocast_trl_head": NllVariant("fp32", "trl", False),  # the GPU default of 2026-12-06
