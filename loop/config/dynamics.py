@@ -58,8 +58,9 @@ class DynamicsConfig(Strict):
         "mask, one read-back per call); auto = on a GPU, off on a CPU (loop.model.scoring)")
     nll_cuda_graphs: bool = Field(
         False, description="replay the NLL scorer's backbone forward as CUDA graphs, one per 64-token width bucket, "
-        "where the asynchronous scorer runs on a card (loop.model.nll_graphs); off by default: on one H100 it ran 0.61x "
-        "the eager scorer on 256 sequences, 0.34x on mixed lengths (each width's capture costs more than it saves)")
+        "where the asynchronous scorer runs on a card (loop.model.nll_graphs); off by default: on one H100 it ran "
+        "0.61x the eager scorer on 256 sequences, 0.34x on mixed lengths (each width's capture costs more than it "
+        "saves)")
     nll_compile: bool = Field(
         False, description="compile each decoder layer for the NLL scorer's calls (loop.model.compiled_layers; "
         "undone after each call): 1.40x the eager scorer on one H100 on equal-length batches, a compile of some "
