@@ -21,6 +21,9 @@
 # minutes; a call during a lockout is refused at 15 s, so wait the minutes the refusal names before the next try. A
 # call naming nvidia-h200 may be given an H100; keep naming the same kind for every call of the lease, or the held
 # machine goes back. Put the runs that must not be lost first in a chain, and collect after each.
+# On 2026-12-08 a machine handed back with 695 s left could not be had again: one start failed, the lockouts that
+# followed ran past the point where about 290 s were left, and below that no start is tried. Queue what the lease
+# should also measure before giving it back, rather than planning a second lease.
 #
 # The parts are built here by `python3 bench/device_wheels.py` (.device/parts/, git-ignored); each call carries one
 # ([".device/parts/vllm.tar.part00"], ...). Python there: the image's python3 (torch 2.11.0+cu130).
