@@ -24,7 +24,8 @@ def _slot(config: RunConfig):
 
 
 @flow(name="curation-chain", flow_run_name="{strategy} (seed {seed})", log_prints=True)
-def curation_chain(config: RunConfig = RunConfig(preset="default"), seed: int = 0, strategy: str = "shared") -> list[dict]:
+def curation_chain(config: RunConfig = RunConfig(preset="default"), seed: int = 0,
+                   strategy: str = "shared") -> list[dict]:
     """Run the rounds of (`seed`, `strategy`) of the comparison `config` (`shared`: round 0); returns their records."""
     chain = next((c for c in plan_chains(config) if (c.seed, c.strategy) == (seed, strategy)), None)
     if chain is None:
@@ -40,6 +41,7 @@ def curation_chain(config: RunConfig = RunConfig(preset="default"), seed: int = 
                                "(loop.run.plan.chain_waves), as the curation-loop flow does")
         with _slot(config):
             info = run_step(config, step.seed, step.strategy, step.round)
-        print(f"{step.label}: {info.get('n_examples')} examples, test accuracy {info.get('accuracy', float('nan')):.3f}")
+        print(f"{step.label}: {info.get('n_examples')} examples, "
+              f"test accuracy {info.get('accuracy', float('nan')):.3f}")
         records.append(info)
     return records

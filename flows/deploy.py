@@ -26,7 +26,8 @@ def deployments_from_yaml(path: Path = PREFECT_YAML) -> list:
     for item in spec.get("deployments", []):
         entry = item.get("entrypoint", "")
         if entry not in FLOWS:
-            raise ValueError(f"{path}: deployment {item.get('name')!r} names entrypoint {entry!r}; known: {sorted(FLOWS)}")
+            raise ValueError(f"{path}: deployment {item.get('name')!r} names entrypoint {entry!r}; "
+                             f"known: {sorted(FLOWS)}")
         out.append(FLOWS[entry].to_deployment(
             name=item["name"], parameters=item.get("parameters", {}), description=item.get("description"),
             tags=item.get("tags", [])))

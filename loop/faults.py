@@ -1,9 +1,9 @@
 """Named fault points: the places where the fault-injection harness (`bench/fault_injection.py`) kills the loop.
 
-`reached(name)` is called where a unit of a stage's work begins: an optimizer step, a checkpoint's sampling, an
-NLL batch, a signal's computation, a selection, a lookahead probe just kept, a test evaluation, a store file or step folder about to be
-renamed into place, a report file about to be renamed, a file about to be pushed to a remote store, a Prefect
-task, a scoring shard's work unit. Normally it does nothing but test one module variable. Three environment
+`reached(name)` is called where a unit of a stage's work begins: an optimizer step, a checkpoint's sampling, an NLL
+batch, a signal's computation, a selection, a lookahead probe just kept, a test evaluation, a store file or step folder
+about to be renamed into place, a report file about to be renamed, a file about to be pushed to a remote store, a
+Prefect task, a scoring shard's work unit. Normally it does nothing but test one module variable. Three environment
 variables, read when this module is imported, turn it on:
 
 - `CURATION_LOOP_FAULT_LOG=FILE`: append each point's name to FILE as it is reached (the harness counts the
@@ -26,8 +26,8 @@ import os
 import signal
 
 POINTS = ("train.step", "dynamics.checkpoint", "nll.batch", "signals.compute", "selection.select",
-          "lookahead.probe", "evaluation.sample", "store.rename", "step.rename", "report.rename", "remote.push", "prefect.task",
-          "shard.unit")
+          "lookahead.probe", "evaluation.sample", "store.rename", "step.rename", "report.rename", "remote.push",
+          "prefect.task", "shard.unit")
 
 _LOG = os.environ.get("CURATION_LOOP_FAULT_LOG")
 _KILL = os.environ.get("CURATION_LOOP_KILL_AT")

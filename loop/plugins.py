@@ -81,7 +81,8 @@ class PluginRegistry(Generic[T]):
         for ep in entry_points(group=self.group) if self.group else ():
             item = ep.load()
             if self.kind is not None and (not isinstance(item, self.kind) or item.name != ep.name):
-                raise TypeError(f"entry point {ep.name!r} ({ep.value}) must be a {self.kind.__name__} named {ep.name!r}")
+                raise TypeError(f"entry point {ep.name!r} ({ep.value}) must be a {self.kind.__name__} "
+                                f"named {ep.name!r}")
             self.register(item, ep.name)
 
     def reset(self) -> None:

@@ -59,7 +59,8 @@ def draw_tau_curve(tau: dict) -> bytes:
     curve = tau["curve"]
     x = np.array([c["value"] for c in curve], dtype=float)
     for key, style, name in (("r2_dev", dict(color="tab:blue", linewidth=2), "dev (chooses the threshold)"),
-                             ("r2_test", dict(color="tab:gray", linestyle=":", linewidth=1.5), "test (information only)")):
+                             ("r2_test", dict(color="tab:gray", linestyle=":", linewidth=1.5),
+                              "test (information only)")):
         y = np.array([np.nan if c[key] is None else c[key] for c in curve], dtype=float)
         if np.isfinite(y).any():
             ax.plot(x, np.maximum(y, -1.0), label=name, **style)
@@ -92,7 +93,8 @@ def draw_robustness(robustness: dict) -> bytes:
     conditions = list(dict.fromkeys(b["condition"] for b in robustness["bins"]))
     width = 0.8 / max(1, len(conditions))
     for k, condition in enumerate(conditions):
-        rows = [next(b for b in robustness["bins"] if b["bin"] == name and b["condition"] == condition) for name in bins]
+        rows = [next(b for b in robustness["bins"] if b["bin"] == name and b["condition"] == condition)
+                for name in bins]
         centres = np.arange(len(bins)) + (k - (len(conditions) - 1) / 2) * width
         mean = np.array([np.nan if r["mean"] is None else r["mean"] for r in rows], dtype=float)
         low = np.array([np.nan if r["ci_low"] is None else r["ci_low"] for r in rows], dtype=float)

@@ -51,7 +51,8 @@ def prediction_table(data: AnalysisData) -> Table:
             for name, suffix in _PREDICTORS]
     return Table(["predictor", "R² on y = x [95% CI]", "R² fitted line [95% CI]", "slope", "intercept"], rows,
                  heading="Predicting test accuracy",
-                 intro="<p>R² on the identity line: 1 − Σ(test − predictor)² / Σ(test − mean test)², the paper's form "
+                 intro="<p>R² on the identity line: 1 − Σ(test − predictor)² / Σ(test − mean test)², "
+                 "the paper's form "
                  "(no fitted parameter). Fitted: R² of a least-squares line.</p>")
 
 

@@ -52,7 +52,8 @@ def png_bytes(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def plot_curves(points: pl.DataFrame, path: str | Path, *, reference: str = REFERENCE, title: str | None = None) -> Path:
+def plot_curves(points: pl.DataFrame, path: str | Path, *, reference: str = REFERENCE,
+                title: str | None = None) -> Path:
     """Draw `curve_points` output to a PNG at `path` (written atomically) and return the path."""
     return atomic_write_bytes(path, draw_curves(points, reference=reference, title=title))
 
@@ -81,7 +82,8 @@ def draw_curves(points: pl.DataFrame, *, reference: str = REFERENCE, title: str 
             style = dict(color="black", linestyle="--", linewidth=2.0, marker="s", label=f"{strategy} (i.i.d.)")
         else:
             style = dict(color=next(palette), linestyle="-", linewidth=1.6, marker="o", label=strategy)
-        ax.fill_between(x, p["ci_low"].to_numpy(), p["ci_high"].to_numpy(), color=style["color"], alpha=0.15, linewidth=0)
+        ax.fill_between(x, p["ci_low"].to_numpy(), p["ci_high"].to_numpy(), color=style["color"], alpha=0.15,
+                        linewidth=0)
         ax.plot(x, p["accuracy_mean"].to_numpy(), markersize=4, **style)
 
     ticks = sorted(points["n_examples"].unique().to_list())
@@ -93,5 +95,6 @@ def draw_curves(points: pl.DataFrame, *, reference: str = REFERENCE, title: str 
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize="small")
     n_seeds = int(points["n_seeds"].max())
-    ax.set_title(title or f"Test accuracy vs training examples (mean, 95% CI over {n_seeds} seed(s))", fontsize="medium")
+    ax.set_title(title or f"Test accuracy vs training examples (mean, 95% CI over {n_seeds} seed(s))",
+                 fontsize="medium")
     return png_bytes(fig)

@@ -57,7 +57,8 @@ def verdict(strategy: str, e: RatioEstimate, effect: float = 1.2) -> str:
     where the fitted i.i.d. curve's own error exceeds the ratio's interval (`RatioEstimate.flagged`)."""
     sentence = _verdict(strategy, e, effect)
     if e.flagged:
-        sentence += (f" (caution: the fitted i.i.d. curve misreads random's own accuracy by {math.exp(abs(e.curve_error)):.2f}x "
+        sentence += (" (caution: the fitted i.i.d. curve misreads random's own accuracy by "
+                     f"{math.exp(abs(e.curve_error)):.2f}x "
                      f"in examples between {e.n_examples} and the {e.n_examples * e.value:.0f} this ratio reaches, "
                      "more than the interval's half-width: the interval understates the uncertainty)")
     return sentence

@@ -31,7 +31,8 @@ def write_report(
     contrasts=(),
     reference: str = REFERENCE,
 ) -> Path:
-    """Write out_dir/curves.png, out_dir/summary.json and out_dir/index.html (each atomically); return index.html's path.
+    """Write out_dir/curves.png, out_dir/summary.json and out_dir/index.html (each atomically); return index.html's
+    path.
 
     Reads an evaluations frame (EVAL_SCHEMA) and a timings frame (TIMING_SCHEMA); the summary
     schema is in reports.summary. `tables` are extra sections, each a dict with title, caption,

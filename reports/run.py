@@ -236,7 +236,8 @@ def _write_run_report(store: RunStore) -> Path:
     notes = [*dynamics_notes(records, config, examples), *filter(None, [lookahead_note(records, config)]),
              f"Run store: {disk['total'] / 1e6:.1f} MB on disk, of which kept models {disk['models'] / 1e6:.1f} MB "
              f"and backend files {disk['backend'] / 1e6:.1f} MB (save_models, keep_models)."]
-    return write_report(evals, store.timings(), root / "report", title=f"curation-loop: {config.get('name', root.name)}",
+    return write_report(evals, store.timings(), root / "report",
+                        title=f"curation-loop: {config.get('name', root.name)}",
                         config_summary=summary, notes=notes, tables=tables,
                         contrasts=auto_contrasts(config["selection"]["strategies"]))
 

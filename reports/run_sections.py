@@ -152,7 +152,8 @@ def area(summary: dict) -> Table:
         ["strategy", "n range", "AULC [95% CI]", "ΔAULC [95% CI]", "deficiency [95% CI]", "median", "seeds"], rows,
         heading="Area under the learning curve and deficiency",
         intro="<p>AULC: trapezoid area over ln n divided by the ln n range. ΔAULC: paired by seed, both curves on "
-        "their shared n range. Deficiency (Baram et al. 2004): Σ<sub>t</sub>[R(n<sub>K</sub>) − acc(n<sub>t</sub>)] / "
+        "their shared n range. Deficiency (Baram et al. 2004): "
+        "Σ<sub>t</sub>[R(n<sub>K</sub>) − acc(n<sub>t</sub>)] / "
         "Σ<sub>t</sub>[R(n<sub>K</sub>) − R(n<sub>t</sub>)], below 1 is better than random.</p>")
 
 

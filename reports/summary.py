@@ -137,7 +137,8 @@ def build_summary(
             warnings.append(f"the {reference!r} curve does not rise with more examples: data-efficiency ratios are "
                             "undefined (the model learns nothing from more data in this range)")
     else:
-        warnings.append(f"no {reference!r} strategy in the evaluations: ratios, AULC differences and deficiency are empty")
+        warnings.append(f"no {reference!r} strategy in the evaluations: ratios, AULC differences and deficiency "
+                        "are empty")
         per_seed = ratios = headline = None
     areas = strategy_aulc(evals, reference)
 

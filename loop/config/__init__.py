@@ -5,8 +5,8 @@ errors everywhere (`extra="forbid"`), so a typo stops the run before any trainin
 A config may name a `preset` (a file in `loop/presets/`): its values are applied first and every key
 given alongside it overrides them.
 
-One module per section (data, model, train, sampling, dynamics, selection, analysis, scale, tracking), the whole in `run`,
-presets and override parsing in `presets`. The config is the flow's parameter and the CLI's (README), so its
+One module per section (data, model, train, sampling, dynamics, selection, analysis, scale, tracking), the whole in
+`run`, presets and override parsing in `presets`. The config is the flow's parameter and the CLI's (README), so its
 classes and `build_config` are named here too: `from loop.config import RunConfig` is the public way in.
 """
 

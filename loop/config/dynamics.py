@@ -50,7 +50,8 @@ class DynamicsConfig(Strict):
     tau_grid: TauGrid | None = Field(
         None, description="candidates for auto: tau from low to high by step (absolute), or log floor_scale "
         "(style_floor); null = -6..1 by 0.05 (absolute), -1.5..1.5 by 0.05 (style_floor)")
-    nll_batch_size: int = Field(64, gt=0, description="most sequences per teacher-forced NLL pass (64 is fastest on CPU)")
+    nll_batch_size: int = Field(
+        64, gt=0, description="most sequences per teacher-forced NLL pass (64 is fastest on CPU)")
     nll_batch_tokens: int | None = Field(
         None, gt=0, description="most tokens (padding included) per NLL pass; null = 16k on CPU, 64k on a GPU")
     nll_async: bool | Literal["auto"] = Field(

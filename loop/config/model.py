@@ -34,7 +34,8 @@ class ModelConfig(Strict):
     attn_implementation: str | None = Field(
         None, description="transformers' attention (sdpa, eager, flash_attention_2, ...); null = the model's default")
     lora: LoraSettings | None = Field(None, description="LoRA through peft; null = full fine-tuning")
-    format: Literal["plain", "chat"] = Field("plain", description="plain = the paper's format; chat = the model's chat template")
+    format: Literal["plain", "chat"] = Field(
+        "plain", description="plain = the paper's format; chat = the model's chat template")
     trust_remote_code: bool = Field(
         False, description="run the model repository's own Python code (transformers' trust_remote_code): off unless "
         "you trust the repository; weights are read from safetensors (or GGUF) only, never from pickle files")

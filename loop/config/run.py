@@ -64,8 +64,8 @@ class RunConfig(Strict):
         "round commits; their tables stay)")
     allow_resume_changes: bool = Field(
         False, description="resume a run store although library versions, base weights or data differ from its "
-        "first start (the differences are recorded in the run's manifest); by default such a resume stops and says what "
-        "changed. Not part of the run's stored config")
+        "first start (the differences are recorded in the run's manifest); by default such a resume stops and says "
+        "what changed. Not part of the run's stored config")
 
     @model_validator(mode="before")
     @classmethod

@@ -15,7 +15,8 @@ class SamplingConfig(Strict):
     temperature: float = Field(0.8, ge=0.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_new_tokens: int = Field(512, gt=0)
-    batch_size: int = Field(256, gt=0, description="sequences decoded at once (halved and retried on CUDA out of memory)")
+    batch_size: int = Field(
+        256, gt=0, description="sequences decoded at once (halved and retried on CUDA out of memory)")
     engine: Literal["auto", "decode", "generate", "vllm"] = Field(
         "auto",
         description="auto = vllm on a GPU where a vLLM environment is set up (vllm.python, CURATION_LOOP_VLLM_PYTHON "

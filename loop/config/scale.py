@@ -35,10 +35,10 @@ class ScaleConfig(Strict):
     part of the stored config (a run may resume in another mode).
 
     - `runs: steps`: this flow run runs every step as a task, `workers` at a time (Prefect's process pool).
-    - `runs: deployments`: every (replicate, strategy) chain of rounds is a flow run of the deployment `chain_deployment`
-      (`curation-chain/...`), which a work pool's workers take, on this machine or others sharing the run store;
-      round 0 of each replicate runs once, before the chains that read it. The comparison flow waits for them all
-      and writes the report from the stored tables.
+    - `runs: deployments`: every (replicate, strategy) chain of rounds is a flow run of the deployment
+      `chain_deployment` (`curation-chain/...`), which a work pool's workers take, on this machine or others sharing the
+      run store; round 0 of each replicate runs once, before the chains that read it. The comparison flow waits for them
+      all and writes the report from the stored tables.
     """
 
     runs: Literal["steps", "deployments"] = "steps"

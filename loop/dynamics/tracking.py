@@ -97,7 +97,8 @@ class DynamicsTracker:
             counts = sample_counts(self.cfg, bound.sampler, questions, n, seed=derived_seed(split, self.seed, epoch))
             self.stage_seconds["dynamics_held_out"] += time.perf_counter() - started
             total = n * questions.height
-            self.accuracy_rows.append({"epoch": epoch, "split": split, "accuracy": int(counts["n_correct"].sum()) / total,
+            self.accuracy_rows.append({"epoch": epoch, "split": split,
+                                       "accuracy": int(counts["n_correct"].sum()) / total,
                                        "n_questions": questions.height, "n_samples": n})
 
     def ledger(self) -> pl.DataFrame:

@@ -72,13 +72,15 @@ def check_lengths(cfg: RunConfig, tokenizer, examples: pl.DataFrame, context: in
     if not bad:
         return examples, report
     if not cfg.data.skip_invalid:
-        shown = "\n  ".join(problems[:SHOWN]) + (f"\n  ... and {len(problems) - SHOWN} more" if len(problems) > SHOWN else "")
+        shown = "\n  ".join(problems[:SHOWN]) + (f"\n  ... and {len(problems) - SHOWN} more"
+                                                 if len(problems) > SHOWN else "")
         raise ExampleTooLongError(
             f"{len(bad)} examples do not fit, under the tokenizer of {cfg.model.name_or_path}:\n  {shown}\n"
             "Raise train.max_length (or lower sampling.max_new_tokens), or set data.skip_invalid: true to drop "
             f"them (counted in {data_report_path('S')} of the run store).")
     dropped_seeds = examples.filter(pl.col("id").is_in(bad) & (pl.col("split") == "seed"))["id"].to_list()
-    gone = pl.col("id").is_in(bad) | (pl.col("split").eq("pool") & pl.col("seed_id").is_in(dropped_seeds).fill_null(False))
+    gone = pl.col("id").is_in(bad) | (pl.col("split").eq("pool")
+                                      & pl.col("seed_id").is_in(dropped_seeds).fill_null(False))
     for split, n in examples.filter(gone).group_by("split").len().iter_rows():
         report.dropped[f"{split} items too long for the model (data.skip_invalid)"] = n
     return examples.filter(~gone), report

@@ -134,7 +134,8 @@ def load_base(cfg: ModelConfig, device: torch.device, dtype: torch.dtype = torch
         if pickled:
             raise OSError(f"model {path!r} has pickled weights only ({', '.join(p.name for p in pickled)}): they are "
                           "not loaded, since reading a pickle can run code. Convert them to safetensors (load them "
-                          "once yourself where you trust them, then save_pretrained(safe_serialization=True)).") from err
+                          "once yourself where you trust them, then "
+                          "save_pretrained(safe_serialization=True)).") from err
         raise OSError(
             f"could not load model {path!r}: {err}. Offline (HF_HUB_OFFLINE=1), give a local folder in "
             "model.name_or_path.") from err

@@ -91,8 +91,8 @@ class RunContext:
     def split(self, seed: int, split: str) -> pl.DataFrame:
         rows = self.examples(seed).filter(pl.col("split") == split)
         if split == "dev" and rows.height == 0:
-            raise ValueError("this run reads the dev split (dynamics threshold auto, or the auto strategy's rewards) and "
-                             "has none: set data.n_dev (embedded) or data.splits.dev with data.dev_limit")
+            raise ValueError("this run reads the dev split (dynamics threshold auto, or the auto strategy's rewards) "
+                             "and has none: set data.n_dev (embedded) or data.splits.dev with data.dev_limit")
         return rows
 
     def n_seeds(self, seed: int) -> int:

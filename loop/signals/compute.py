@@ -24,7 +24,8 @@ PRE_TRAINING_SCOPES = ("static", "base")  # signals computed once per replicate,
 TRAINING_SCOPES = ("round", "checkpoint")  # signals of a round's models, stored in its step for the next round
 
 
-def context(ctx: RunContext, seed: int, examples: pl.DataFrame, provider: signals.Signal, **parts) -> signals.SignalContext:
+def context(ctx: RunContext, seed: int, examples: pl.DataFrame, provider: signals.Signal,
+            **parts) -> signals.SignalContext:
     """The narrow context `provider` computes from: its rows (pool items or seeds) of `examples`, and `parts` (the
     bound model, ledger, tau, epoch) of its scope."""
     level = "pool" if provider.level == "item" else "seed"

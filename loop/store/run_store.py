@@ -79,8 +79,8 @@ class RunStore:
             if self.remote is not None:                     # started the run, or resumed it since
                 self.remote.pull_file(relative)
         if not os.access(self.root, os.W_OK):
-            raise PermissionError(f"run store {self.root} (of {self.location}) is not writable: choose another out_dir or fix its "
-                                  "permissions")
+            raise PermissionError(f"run store {self.root} (of {self.location}) is not writable: choose another "
+                                  "out_dir or fix its permissions")
         config_path = self.root / layout.CONFIG
         added = Additions()
         if config_path.exists():
@@ -266,7 +266,8 @@ class RunStore:
 
         backend = self.root / layout.BACKEND
         return {"total": size(self.root.rglob("*")),
-                "models": size(p for d in self.root.glob(f"{layout.STEP_FOLDERS}/{layout.MODEL}") for p in d.rglob("*")),
+                "models": size(p for d in self.root.glob(f"{layout.STEP_FOLDERS}/{layout.MODEL}")
+                               for p in d.rglob("*")),
                 "backend": size(backend.rglob("*")) if backend.exists() else 0}
 
     def step_frame(self, seed: int, strategy: str, round_: int, name: str) -> pl.DataFrame:

@@ -72,13 +72,15 @@ def decode_loop_unsupported(model, capacity: int | None = None) -> str | None:
         return "attention sinks"
     window = min((w for w in (getattr(text, "sliding_window", None), getattr(text, "attention_chunk_size", None))
                   if w), default=None)
-    if window is not None and {"sliding_attention", "chunked_attention"} & set(kinds) and capacity and window < capacity:
+    if window is not None and {"sliding_attention", "chunked_attention"} & set(kinds) and capacity \
+            and window < capacity:
         return f"an attention window of {window} tokens, shorter than a sequence ({capacity})"
     return None
 
 
 def token_table(size: int, ids, device) -> torch.Tensor:
-    """A boolean lookup over a vocabulary of `size` ids (the model's, which may exceed the tokenizer's), True at `ids`."""
+    """A boolean lookup over a vocabulary of `size` ids (the model's, which may exceed the tokenizer's), True at
+    `ids`."""
     table = torch.zeros(max(size, 1), dtype=torch.bool)
     table[[i for i in ids if i is not None and 0 <= i < len(table)]] = True
     return table.to(device)

@@ -70,7 +70,8 @@ class _RingLayer(DynamicLayer):
         self.keys, self.values, self.column = keys, values, column
         self.device, self.dtype = keys.device, keys.dtype
         self.is_initialized = True
-        self.limit = keys.shape[2]  # columns attention reads: all of them, or (eager, before the ring wraps) those written
+        self.limit = keys.shape[2]  # columns attention reads: all of them, or (eager, before the ring wraps)
+                                    # those written
 
     def lazy_initialization(self, key_states, value_states) -> None:  # the buffers exist from the start
         pass
@@ -269,7 +270,8 @@ class DecodeLoopSampler:
             for (k_buf, v_buf), k, v in zip(kv, keys, values):
                 for buf, new in ((k_buf, k), (v_buf, v)):
                     # buf[rows, :, cols] indexes [rows, cols, heads, dim]: only the new prompts' columns are written.
-                    buf[rows[:, None], :, cols[None, :]] = new.to(buf.dtype).repeat_interleave(repeats, 0).permute(0, 2, 1, 3)
+                    buf[rows[:, None], :, cols[None, :]] = \
+                        new.to(buf.dtype).repeat_interleave(repeats, 0).permute(0, 2, 1, 3)
             row_mask = torch.zeros((len(rows), self._capacity), dtype=torch.bool, device=self.device)
             row_mask[:, cols] = valid.repeat_interleave(repeats, 0)
             state.mask.index_copy_(0, rows, row_mask)
@@ -419,7 +421,8 @@ class DecodeLoopSampler:
         free = torch.cuda.mem_get_info(self.device)[0]
         if free < 1.25 * need:
             raise torch.OutOfMemoryError(
-                f"CUDA out of memory: {free / 2**20:.0f} MiB free, the decode step's graph needs ~{need / 2**20:.0f} MiB")
+                f"CUDA out of memory: {free / 2**20:.0f} MiB free, "
+                f"the decode step's graph needs ~{need / 2**20:.0f} MiB")
         for t, s in zip(tensors, saved):
             t.copy_(s)
         for (k, v, c), layer in zip(saved_kv, (layer for layer in cache.layers for _ in cols)):

@@ -56,8 +56,8 @@ def vllm_python(cfg: VLLMConfig) -> str:
         raise VLLMServerError(
             "sampling.engine vllm needs the Python of a vLLM environment: set vllm.python (or the environment "
             "variable CURATION_LOOP_VLLM_PYTHON), or vllm.url for a running server. Install one with: "
-            "python3 -m venv .venv-vllm && .venv-vllm/bin/pip install vllm==0.26.0 (the release built for torch 2.11; the "
-            "README pairs releases with torch versions)")
+            "python3 -m venv .venv-vllm && .venv-vllm/bin/pip install vllm==0.26.0 (the release built for torch 2.11; "
+            "the README pairs releases with torch versions)")
     # The server starts in its own working folder (the run's backend/), so a path relative to where the user ran
     # the loop (`vllm.python=.venv-vllm/bin/python`, as the README shows) is made absolute here; a bare command
     # name is left to PATH.
@@ -76,7 +76,8 @@ class VLLMServer:
                  trust_remote_code: bool = False, reloads: bool = False):
         """`reloads`: new full weights are reloaded in place (vLLM's reload_weights) rather than restarted on: see
         `reload` and `loop.model.vllm.backend.reloads_weights`."""
-        self.cfg, self.workdir, self.lora, self.max_model_len, self.device = cfg, Path(workdir), lora, max_model_len, device
+        self.cfg, self.workdir, self.lora, self.max_model_len, self.device = \
+            cfg, Path(workdir), lora, max_model_len, device
         self.trust_remote_code = trust_remote_code
         self.reloads = reloads
         self.seconds: dict[str, list[float]] = {"start": [], "reload": []}  # how long each start and reload took
