@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from loop.config import build_config
+from loop.embedded.task import make_task
 from loop.model.async_step import CausalRightPadded, asynchronous_step
 from loop.model.causal_attention import CAUSAL_SDPA
-from loop.embedded.task import make_task
 from loop.model.loading import load_base, load_tokenizer
 from loop.model.training import train_round
 from loop.model.training_levers import resolve_levers

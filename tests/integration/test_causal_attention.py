@@ -46,4 +46,3 @@ def test_the_switch_gives_the_same_outputs_reads_nothing_and_is_undone():
     assert model.config._attn_implementation == "sdpa"
     with causal_attention(model, longest=20, on=False) as switched:
         assert not switched and model.config._attn_implementation == "sdpa"
-
