@@ -65,7 +65,7 @@ def test_nll_on_cuda_is_the_float32_definition(kind, tok, task):
 
 
 @pytest.mark.parametrize("kind", ["embedded", "qwen2"])
-def test_nll_through_cuda_graphs_is_the_eager_nll(kind, tok, task):
+def test_nll_through_cuda_graphs_is_the_eager_nll(kind, tok, task, monkeypatch):
     """dynamics.nll_cuda_graphs: the backbone replayed as graphs over padded shapes gives the eager scorer's NLL,
     in float32 and under bf16 autocast, with fewer graphs than batches (widths share a bucket)."""
     from loop.model import nll_graphs
@@ -80,15 +80,12 @@ def test_nll_through_cuda_graphs_is_the_eager_nll(kind, tok, task):
         captured.append(width)
         return original(self, ids, width)
 
-    nll_graphs.BackboneGraphs._capture = counted
-    try:
-        for autocast in (None, Precision(torch.float32, torch.bfloat16, "cuda").autocast):
-            kwargs = {"pad_id": tok.pad_token_id, "batch_size": 8, "asynchronous": True}
-            eager = mean_nll(model, seqs, starts, autocast=autocast and autocast(), **kwargs)
-            graphed = mean_nll(model, seqs, starts, autocast=autocast and autocast(), cuda_graphs=True, **kwargs)
-            np.testing.assert_allclose(graphed, eager, rtol=0, atol=1e-4 if autocast is None else 2e-2)
-    finally:
-        nll_graphs.BackboneGraphs._capture = original
+    monkeypatch.setattr(nll_graphs.BackboneGraphs, "_capture", counted)
+    for autocast in (None, Precision(torch.float32, torch.bfloat16, "cuda").autocast):
+        kwargs = {"pad_id": tok.pad_token_id, "batch_size": 8, "asynchronous": True}
+        eager = mean_nll(model, seqs, starts, autocast=autocast and autocast(), **kwargs)
+        graphed = mean_nll(model, seqs, starts, autocast=autocast and autocast(), cuda_graphs=True, **kwargs)
+        np.testing.assert_allclose(graphed, eager, rtol=0, atol=1e-4 if autocast is None else 2e-2)
     batches = -(-len(seqs) // 8)
     assert captured and len(captured) < 2 * batches  # both calls captured, some widths shared a graph
     assert all(width % nll_graphs.LENGTH_BUCKET == 0 for width in captured)
