@@ -50,6 +50,25 @@ def config_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[s
     return diff(stored, wanted)
 
 
+def with_added_fields(stored: Any, wanted: Any, defaults: Any) -> Any:
+    """The stored config with the fields it lacks filled in from `wanted`, where `wanted` leaves them at their
+    default (`defaults`: the config's own defaults, dumped as the store dumps a config). A field the stored config
+    lacks was added to the loop after the run started, and a new field's default is what the loop did before it
+    existed, so a store started by an earlier release resumes under a later one. A new field set otherwise stays a
+    difference: the resume would run something else."""
+    if not (isinstance(stored, dict) and isinstance(wanted, dict)):
+        return stored
+    defaults = defaults if isinstance(defaults, dict) else {}
+    filled = dict(stored)
+    for key, value in wanted.items():
+        if key not in stored:
+            if key in defaults and defaults[key] == value:
+                filled[key] = value
+        else:
+            filled[key] = with_added_fields(stored[key], value, defaults.get(key))
+    return filled
+
+
 @dataclass(frozen=True)
 class Additions:
     """What a resume adds to the stored run: replicates (seeds) and competitors (strategy labels)."""

@@ -85,6 +85,22 @@ def test_a_different_config_in_the_same_folder_is_refused(tiny_model_dir, tmp_pa
         Engine(build_config("smoke", overrides=[*overrides(tiny_model_dir, out), "train.epochs=3"])).prepare()
 
 
+def test_a_store_started_before_a_config_field_existed_resumes_where_the_field_is_at_its_default(tiny_model_dir,
+                                                                                                tmp_path):
+    """A later release adds config fields; a store whose config.yaml predates them resumes under it, unless the
+    resume sets such a field to something the earlier release could not have run."""
+    import yaml
+
+    out = tmp_path / "run"
+    Engine(build_config("smoke", overrides=overrides(tiny_model_dir, out))).prepare()
+    stored = yaml.safe_load((out / "config.yaml").read_text())
+    del stored["train"]["async_step"], stored["train"]["kernels"]  # as the release before those levers wrote it
+    (out / "config.yaml").write_text(yaml.safe_dump(stored, sort_keys=False))
+    Engine(build_config("smoke", overrides=overrides(tiny_model_dir, out))).prepare()
+    with pytest.raises(ConfigMismatchError, match="train.async_step"):
+        Engine(build_config("smoke", overrides=[*overrides(tiny_model_dir, out), "train.async_step=true"])).prepare()
+
+
 def test_more_seeds_add_replicates_to_a_finished_run_and_keep_what_it_had(tiny_model_dir, tmp_path):
     """A report that says the comparison needs more replicates is answered in the same run store: a rerun with more
     `seeds` runs only the new replicates, leaves the finished ones untouched, and ends with the tables of a run that

@@ -88,3 +88,25 @@ def test_the_first_starts_record_keeps_its_entries_and_gains_the_added_ones():
     old = {"examples": {"0": "a"}}  # recorded before strategy params were: nothing to merge them into
     merge_added(old, {"strategy_params": {"auto": {}}})
     assert old == {"examples": {"0": "a"}}
+
+
+def test_a_field_added_since_the_store_started_is_no_difference_at_its_default():
+    from loop.store.manifest import config_differences, with_added_fields
+
+    stored = {"name": "x", "train": {"epochs": 2}}
+    defaults = {"name": "embedded-default", "train": {"epochs": 3, "cuda_graphs": False, "length_bucket": None},
+                "analysis": {"tau": 0.5}}
+    at_default = {"name": "x", "train": {"epochs": 2, "cuda_graphs": False, "length_bucket": None},
+                  "analysis": {"tau": 0.5}}
+    filled = with_added_fields(stored, at_default, defaults)
+    assert config_differences(filled, at_default) == []
+    assert stored == {"name": "x", "train": {"epochs": 2}}  # the stored record itself is left as it was
+    # A new field set off its default would run something else; a stored field is never filled, even at its default.
+    graphs = {**at_default, "train": {**at_default["train"], "cuda_graphs": True}}
+    assert config_differences(with_added_fields(stored, graphs, defaults), graphs) == \
+        ["train.cuda_graphs: None -> True"]
+    epochs = {**at_default, "train": {**at_default["train"], "epochs": 3}}
+    assert config_differences(with_added_fields(stored, epochs, defaults), epochs) == ["train.epochs: 2 -> 3"]
+    # A key the config's defaults do not know (a typo in a hand-edited store) is no field added since.
+    odd = {**at_default, "extra": 1}
+    assert config_differences(with_added_fields(stored, odd, defaults), odd) == ["extra: None -> 1"]
