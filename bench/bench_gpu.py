@@ -38,7 +38,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from bench.gpu_levers import (  # noqa: E402
-    LEVER_RUNS, STEP_SPAN, StepClock, host_and_device, lever_overrides, run_workers)
+    LEVER_RUNS, STEP_SPAN, StepClock, host_and_device, kernel_bound_mfu, lever_overrides, run_workers)
 from bench.gpu_nll import (  # noqa: E402
     NLL_BEFORE, NLL_VARIANTS, PROFILED, default_nll_variant as nll_default, nll_matmul_flops, nll_workload)
 from bench.shapes import SHAPES, VOCAB, random_text, word_tokenizer  # noqa: E402
@@ -50,7 +50,7 @@ DEVICE = "cuda"  # --device cpu with --shape tiny: a dry run of the script's log
 TRAIN_RUNS = ["preset_32x1"]
 PROFILE = True
 PROFILED_RUNS = ("preset_32x1", "lean_32x1", "lean_liger_32x1", "lean_compile_32x1", "lean_async_32x1",
-                 "lean_async_compile_32x1")
+                 "lean_async_compile_32x1", "lean_async_compile_b32_32x1", "lean_async_graphs_32x1")
 
 
 def synchronize() -> None:
@@ -289,6 +289,9 @@ def section_training(shape: str) -> None:
                           "steady_tokens_per_s": steady_rate,
                           "steady_mfu_datasheet": 6 * params * steady_rate / DATASHEET_BF16 if steady_rate else None,
                           "profile": clock[-1].profiled, "levers": levers, "tokens": tokens, "params": params,
+                          "kernel_bound_mfu_datasheet": kernel_bound_mfu(
+                              params, tokens * per_step / N_TRAIN, clock[-1].profiled["device_ms_per_step"],
+                              DATASHEET_BF16) if clock[-1].profiled.get("device_ms_per_step") else None,
                           "train_call_start_unix": start, "train_call_end_unix": end,
                           "trained_weight_dtypes": dtypes,
                           "peak_memory_gb": torch.cuda.max_memory_allocated() / 1e9 if DEVICE == "cuda" else None}

@@ -2,7 +2,8 @@
 of a few steps (host time against device time), and several training workers sharing one card.
 
 Each run is one `train_round` of the same examples at the presets' 32 examples per optimizer step, differing only
-in `train.token_metrics`, `train.kernels`, `train.compile` and `train.async_step` (loop.model.training_levers).
+in `train.token_metrics`, `train.kernels`, `train.compile`, `train.async_step`, `train.cuda_graphs` and
+`train.length_bucket` (loop.model.training_levers).
 The step clock reads the wall time at each optimizer step's end without synchronising (a sync would itself change
 what is measured), so the steady rate is taken over the steps after the first WARM_STEPS (compilation and
 allocator warm-up)."""
@@ -23,10 +24,12 @@ PROFILE_STEPS = (12, 16)  # profiled optimizer steps [start, end)
 STEP_SPAN = "curation.train_step"
 
 def lever_overrides(token_metrics: bool, kernels: str = "torch", compile_: bool = False,
-                    async_step: bool = False) -> list[str]:
-    """The config overrides that pin every lever of `train_round` (loop.model.training_levers), in one order."""
+                    async_step: bool = False, cuda_graphs: bool = False, bucket: int | None = None) -> list[str]:
+    """The config overrides that pin every lever of `train_round` (loop.model.training_levers), in one order.
+    `bucket`: train.length_bucket (unset: batches padded to their longest row, or to 32 under CUDA graphs)."""
     return [f"train.token_metrics={str(token_metrics).lower()}", f"train.kernels={kernels}",
-            f"train.compile={str(compile_).lower()}", f"train.async_step={str(async_step).lower()}"]
+            f"train.compile={str(compile_).lower()}", f"train.async_step={str(async_step).lower()}",
+            f"train.cuda_graphs={str(cuda_graphs).lower()}", f"train.length_bucket={bucket or 'null'}"]
 
 
 # label -> (micro-batch, overrides); the first is the step as it ran before the levers.
@@ -37,6 +40,9 @@ LEVER_RUNS = {
     "lean_compile_32x1": (32, lever_overrides(False, compile_=True)),
     "lean_async_32x1": (32, lever_overrides(False, async_step=True)),
     "lean_async_compile_32x1": (32, lever_overrides(False, compile_=True, async_step=True)),
+    # Compiled layers on batches padded to 32 tokens (what the padding costs alone), then replayed as CUDA graphs.
+    "lean_async_compile_b32_32x1": (32, lever_overrides(False, compile_=True, async_step=True, bucket=32)),
+    "lean_async_graphs_32x1": (32, lever_overrides(False, compile_=True, async_step=True, cuda_graphs=True)),
     # The same optimizer step in two micro-batches: about half the activation memory, so that 8 workers fit one card.
     "lean_16x2": (16, [*lever_overrides(False), "train.gradient_accumulation_steps=2"]),
     "lean_async_16x2": (16, [*lever_overrides(False, async_step=True), "train.gradient_accumulation_steps=2"]),
@@ -123,6 +129,20 @@ KERNEL_KINDS = (
     ("reduction", ("reduce", "sum", "norm", "mean", "max")),
     ("elementwise", ("elementwise", "vectorized", "unrolled")),
 )
+
+
+def kernel_bound_mfu(params: int, tokens_per_step: float, kernel_ms_per_step: float,
+                     peak_flops: float = 989e12) -> float:
+    """The MFU a step would reach if the card ran its kernels back to back, the host never the limit:
+
+        6 x params x tokens_per_step / (kernel seconds per step x peak_flops)
+
+    the steady MFU's own count of work (6 N per trained token), over the kernels' time from a profile instead of
+    the step's wall time. What no host-side lever (asynchronous steps, CUDA graphs) can take a step past: beyond
+    it only faster or fewer kernels help."""
+    if kernel_ms_per_step <= 0:
+        raise ValueError(f"kernel_ms_per_step must be positive, not {kernel_ms_per_step}")
+    return 6 * params * tokens_per_step / (kernel_ms_per_step / 1e3) / peak_flops
 
 
 def kernel_kinds(kernels, steps: int) -> dict:

@@ -49,6 +49,10 @@
 #   workers-async              1, 2, 4 (and 8 on a card of more than 100 GB) asynchronous lean-step workers sharing
 #                              the card, 16 x 2 micro-batches
 #   levers-tests               tests/gpu (the new training step against the old one on the card)
+#   levers-graphs              tests/gpu's CUDA-graph step against the old one, then the asynchronous step eager,
+#                              compiled, compiled on batches padded to 32 tokens, and as CUDA graphs (train.cuda_graphs) in two train
+#                              calls (a later round's model records its graphs again), 1,536 examples with
+#                              profiles (about 6 minutes)
 #   nll-async                  bench/bench_gpu.py's peak and nll sections: the NLL scorer's variants (bench/gpu_nll.py),
 #                              the asynchronous scorer among them, with profiles; then tests/gpu's NLL test on the card
 #   nll-quick                  the host profiles (with and without the mask builder), then seven NLL variants
@@ -166,6 +170,11 @@ case "$1" in
       --train-runs lean_compile_32x1,lean_compile_32x1
     time python3 bench/bench_gpu.py --out "$out/new-process" --sections training --examples 512 --no-profile \
       --train-runs lean_compile_32x1,lean_32x1 ;;
+  levers-graphs)  # the GPU test first: the bench's figures mean nothing if the graphs train something else
+    time python3 -m pytest -q -p no:cacheprovider tests/gpu/test_training_levers_cuda.py -k "graphs or lean+async"
+    runs=lean_async_32x1,lean_async_compile_32x1,lean_async_compile_b32_32x1,lean_async_graphs_32x1
+    time python3 bench/bench_gpu.py --out "$out" --sections training --examples 1536 \
+      --train-runs "$runs,lean_async_graphs_32x1" --results "$out/results.json" ;;
   levers-tests)
     time python3 -m pytest -q -p no:cacheprovider tests/gpu --durations=5 ;;
   nll-async)

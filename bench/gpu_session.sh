@@ -25,6 +25,11 @@
 # followed ran past the point where about 290 s were left, and below that no start is tried. Queue what the lease
 # should also measure before giving it back, rather than planning a second lease.
 #
+# Queued for the next lease (issue 22), in this order, each alone on the card, collecting after each:
+#   levers-graphs (about 5 min), nll-graphs-pool (about 2 min), default-gpu-compile (about 6 min), and on an H200
+#   workers-async (its 8 workers need more than 80 GB). On an H100 that is one chain:
+#   background "levers-graphs nll-graphs-pool default-gpu-compile", then wait calls until it ends, then collect.
+#
 # The parts are built here by `python3 bench/device_wheels.py` (.device/parts/, git-ignored); each call carries one
 # ([".device/parts/vllm.tar.part00"], ...). Python there: the image's python3 (torch 2.11.0+cu130).
 set -euo pipefail

@@ -44,6 +44,14 @@ class TrainConfig(Strict):
         "auto", description="torch.compile each decoder layer (dynamic sequence length): fewer launches per step, "
         "about 27 s of compiling once per process; auto = the measured choice for the device: off (on an H100 a "
         "0.5B step ran 1.53x faster compiled, which repays the compile only past about 3.8M trained tokens)")
+    cuda_graphs: bool = Field(
+        False, description="replay each compiled decoder layer's forward and backward as CUDA graphs (torch.compile "
+        "mode reduce-overhead): one launch per layer and pass where the compiled step still launches dozens. Needs "
+        "train.compile true; pads batches to train.length_bucket (32 where unset) so that a few shapes are recorded. "
+        "Off: not yet measured on a card (loop.model.training_levers)")
+    length_bucket: int | None = Field(
+        None, gt=0, description="pad each batch's length up to a multiple of this many tokens (label -100: the same "
+        "loss and gradients), so that compiled or graphed layers see a few shapes; unset = pad to the longest row")
     async_step: bool | Literal["auto"] = Field(
         "auto", description="queue the step's work without waiting on the GPU: batches copied from pinned memory "
         "without a wait, a right-padded batch's attention mask left to the kernel's causal mask (the same outputs at "
@@ -60,4 +68,14 @@ class TrainConfig(Strict):
     def _packing_is_padding_free(self) -> TrainConfig:
         if self.packing and not self.padding_free:
             object.__setattr__(self, "padding_free", True)  # trl's bfd packing runs padding-free
+        return self
+
+    @model_validator(mode="after")
+    def _cuda_graphs_replay_compiled_layers(self) -> TrainConfig:
+        if self.cuda_graphs and self.compile is not True:
+            raise ValueError(f"train.cuda_graphs replays the layers train.compile compiles: set train.compile=true "
+                             f"(it is {self.compile!r})")
+        if self.cuda_graphs and self.length_bucket is None:
+            # One recorded shape per 32 tokens of length: about 16 tokens of padding a row, 7% of a 215-token row.
+            object.__setattr__(self, "length_bucket", 32)
         return self

@@ -123,6 +123,8 @@ def train_round(cfg: RunConfig, tokenizer, examples: pl.DataFrame, *, seed: int,
         task_type="CAUSAL_LM")
     dataset = build_dataset(tokenizer, examples, cfg.model, t.max_length)
     longest = max(len(ids) for ids in dataset["input_ids"])
+    if t.length_bucket:  # batches are padded up to a multiple of it: the longest batch may be that long
+        longest = -(-longest // t.length_bucket) * t.length_bucket
     checkpointing = use_checkpointing(cfg, model, precision, longest, device)
     levers = resolve_levers(t, device, trackers_on=tracker_run is not None, checkpointing=checkpointing)
     log.info("training step levers: %s", levers.describe())
@@ -141,7 +143,7 @@ def train_round(cfg: RunConfig, tokenizer, examples: pl.DataFrame, *, seed: int,
             # checked against it before round 0 (loop.model.lengths), so there is nothing left to cut.
             max_length=None if t.padding_free and not t.packing else t.max_length,
             train_sampling_strategy=t.batch_order, **{ckpt_field: checkpointing},
-            padding_free=t.padding_free, packing=t.packing, packing_strategy="bfd",
+            padding_free=t.padding_free, packing=t.packing, packing_strategy="bfd", pad_to_multiple_of=t.length_bucket,
             completion_only_loss=True, save_strategy="no", optim=_optimizer(cfg, device),
             **trackers.trainer_arguments(tracker_run), disable_tqdm=True, use_cpu=device.type == "cpu",
             bf16=precision.compute == torch.bfloat16, fp16=precision.compute == torch.float16,

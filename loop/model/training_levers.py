@@ -20,6 +20,18 @@ tests/gpu/test_training_levers_cuda.py on a card):
   where compiling per shape recompiled at every batch), which fuses the layer's element-wise work and casts.
   It does not combine with Liger: torch 2.11's dynamo cannot trace Liger's autograd functions (an
   AssertionError in its autograd.Function tracing, seen on an H200 on 2026-12-06), so that pair is refused.
+- `cuda_graphs` (with `compile`): each compiled layer's forward and backward are recorded as CUDA graphs
+  (torch.compile's reduce-overhead mode, Inductor's CUDA graph trees) and replayed, one launch where the compiled
+  layer launches dozens of kernels. The host's launches bound the compiled step (bench/RESULTS.md, 2026-12-07
+  evening: 128 ms of host against 70 ms of kernels a step); its kernels alone bound it at 29.7% MFU
+  (`kernel_bound_mfu` in bench/gpu_levers.py), so this lever can give at most 1.25x the compiled asynchronous step.
+  A graph holds one shape, so batches are padded to `train.length_bucket` tokens (32 unless set): the padded
+  positions carry label -100 and, right-padded, change no real token's output, so the loss and its gradients are
+  the same; the padding costs about 7% more kernel time on 215-token rows. Each (rows, bucket) shape is recorded
+  once per layer, and again for each round's model (new weights for its graphs to point at), after the graphs of
+  the model before are cleared. Built on 2026-12-08 and tested on a CPU (where Inductor records no graphs: the step
+  is the compiled one); not yet run on a card, so it stays off until tests/gpu and `levers-graphs` in
+  bench/gpu_runs.sh have run.
 
 Measured (bench/bench_gpu.py, Qwen2.5-0.5B shape, 32 examples per step, steady state past 8 warm-up steps):
 - one H200, 2026-12-06: the preset step 31.1k tokens/s (9.3% MFU), the lean loss 49.7k (14.9%, 1.60x), the lean
@@ -78,10 +90,12 @@ class Levers:
     kernels: str  # "torch" | "liger"
     compile: bool
     async_step: bool = False  # loop.model.async_step
+    cuda_graphs: bool = False  # only with compile
 
     def describe(self) -> str:
+        compiled = ("on, as CUDA graphs" if self.cuda_graphs else "on") if self.compile else "off"
         return f"token_metrics={'on' if self.token_metrics else 'off'} kernels={self.kernels} " \
-               f"compile={'on' if self.compile else 'off'} async_step={'on' if self.async_step else 'off'}"
+               f"compile={compiled} async_step={'on' if self.async_step else 'off'}"
 
 
 def liger_available() -> bool:
@@ -117,7 +131,9 @@ def resolve_levers(train_cfg, device: torch.device, *, trackers_on: bool, checkp
         # trl's metrics count the batch's tokens from its attention mask, which the asynchronous step drops.
         raise ValueError("train.async_step=true needs train.token_metrics off (the metrics read the attention mask "
                          "the asynchronous step drops, and read back every step); set one of them to false or auto")
-    return Levers(token_metrics=token_metrics, kernels=kernels, compile=bool(compile_), async_step=bool(async_step))
+    # train.cuda_graphs needs train.compile true (TrainConfig refuses it otherwise): it goes where compile goes.
+    return Levers(token_metrics=token_metrics, kernels=kernels, compile=bool(compile_), async_step=bool(async_step),
+                  cuda_graphs=bool(compile_) and train_cfg.cuda_graphs)
 
 
 def instance_only(model, patch: Callable[[torch.nn.Module], None]) -> None:
@@ -152,9 +168,16 @@ def apply_model_levers(model, levers: Levers) -> None:
 
         instance_only(model, lambda m: _apply_liger_kernel_to_instance(
             model=m, rope=False, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=False))
+    if levers.cuda_graphs:
+        # The graphs recorded for an earlier round's model point at its weights, which this round's model does not
+        # share: each would be recorded again beside it and keep its memory. Clear them; this model records its own.
+        from torch._inductor.cudagraph_trees import reset_cudagraph_trees
+
+        reset_cudagraph_trees()
     if levers.compile:
+        mode = "reduce-overhead" if levers.cuda_graphs else None  # reduce-overhead: Inductor's CUDA graph trees
         for layer in decoder_layers(model):
-            layer.compile(dynamic=True)
+            layer.compile(dynamic=True, mode=mode)
 
 
 class LeanSFTTrainer(SFTTrainer):

@@ -5,6 +5,7 @@ Skipped where torch sees no CUDA device (tests/integration/test_training_levers.
 import polars as pl
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from loop.config import build_config
 from loop.embedded.task import make_task
@@ -22,7 +23,9 @@ LEAN = ["train.token_metrics=false", "train.kernels=torch", "train.compile=false
 # Each lever beside the lean loss (Liger and compile do not combine: resolve_levers refuses the pair).
 NEW = {"lean": LEAN, "lean+compile": [*LEAN[:2], "train.compile=true", LEAN[3]],
        "lean+async": [*LEAN[:3], "train.async_step=true"],
-       "lean+async+compile": [*LEAN[:2], "train.compile=true", "train.async_step=true"]}
+       "lean+async+compile": [*LEAN[:2], "train.compile=true", "train.async_step=true"],
+       # compiled layers replayed as CUDA graphs, batches padded to 32 tokens (train.length_bucket's default there)
+       "lean+async+graphs": [*LEAN[:2], "train.compile=true", "train.async_step=true", "train.cuda_graphs=true"]}
 if liger_available():
     NEW["lean+liger"] = [LEAN[0], "train.kernels=liger", *LEAN[2:]]
 
@@ -36,7 +39,10 @@ def test_the_new_step_trains_where_the_old_one_does_within_bf16_noise(tiny_model
     for name, levers in (("old", OLD), ("new", NEW[new]), ("old-again", OLD)):
         cfg = build_config("smoke", overrides=common + levers)
         tok = load_tokenizer(cfg.model)
+        skipped = counters["inductor"]["cudagraph_skips"]
         model, _ = train_round(cfg, tok, seeds, seed=3, device=CUDA)
+        if cfg.train.cuda_graphs:  # Inductor falls back to the compiled kernels, and says so, where it cannot
+            assert counters["inductor"]["cudagraph_skips"] == skipped  # record: none may be skipped here
         trained[name] = {k: v.detach().float().clone() for k, v in model.named_parameters()}
         encoded = encode_examples(tok, seeds, eos=True)
         nll[name] = mean_nll(model, [e.input_ids for e in encoded], [e.n_prompt for e in encoded],

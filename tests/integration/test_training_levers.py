@@ -63,6 +63,53 @@ def test_levers_resolve_to_the_old_step_on_a_cpu_and_by_trackers_for_metrics(tin
     assert resolve_levers(compiled, CPU, trackers_on=False, checkpointing=True).compile is False
 
 
+def test_cuda_graphs_go_where_compiled_layers_go_and_pad_batches_to_a_bucket(tiny_model_dir):
+    graphs = config(tiny_model_dir, "train.compile=true", "train.cuda_graphs=true").train
+    assert graphs.length_bucket == 32  # a few recorded shapes unless the user picks the bucket
+    assert config(tiny_model_dir, "train.compile=true", "train.cuda_graphs=true",
+                  "train.length_bucket=16").train.length_bucket == 16
+    on = resolve_levers(graphs, CPU, trackers_on=False, checkpointing=False)
+    assert (on.compile, on.cuda_graphs) == (True, True) and "as CUDA graphs" in on.describe()
+    off = resolve_levers(graphs, CPU, trackers_on=False, checkpointing=True)  # a checkpointed layer is not compiled
+    assert (off.compile, off.cuda_graphs) == (False, False)
+    for compile_ in ("auto", "false"):
+        with pytest.raises(ValueError, match="train.cuda_graphs replays the layers train.compile compiles"):
+            config(tiny_model_dir, f"train.compile={compile_}", "train.cuda_graphs=true")
+
+
+@pytest.mark.parametrize("async_step", [False, True], ids=["masked", "asynchronous"])
+def test_batches_padded_to_a_length_bucket_train_the_same_weights(tiny_model_dir, seeds, async_step):
+    """Padding a batch to a multiple of train.length_bucket adds positions that carry label -100 and, on the right,
+    attend after every real token: the loss, its gradients and so the weights are the same within float32 rounding
+    (the attention's sums run over more, masked, positions). Checked with the padding mask (the CPU's step) and
+    without it (the asynchronous step's causal path)."""
+    from transformers import Trainer
+
+    widths, original = [], Trainer.training_step
+
+    def recorded(self, model, inputs, *a, **kw):
+        widths.append(inputs["input_ids"].shape[1])
+        return original(self, model, inputs, *a, **kw)
+
+    trained = {}
+    for bucket in (None, 16):
+        cfg = config(tiny_model_dir, f"train.async_step={str(async_step).lower()}",
+                     *([f"train.length_bucket={bucket}"] if bucket else []))
+        widths.clear()
+        Trainer.training_step = recorded
+        try:
+            model, _ = train_round(cfg, load_tokenizer(cfg.model), seeds, seed=5, device=CPU)
+        finally:
+            Trainer.training_step = original
+        trained[bucket] = (model.state_dict(), list(widths))
+    (plain, plain_widths), (padded, padded_widths) = trained[None], trained[16]
+    assert any(w % 16 for w in plain_widths) and all(w % 16 == 0 for w in padded_widths)
+    assert [-(-w // 16) * 16 for w in plain_widths] == padded_widths  # the same batches, each padded up
+    for name, weights in plain.items():
+        assert torch.allclose(weights, padded[name], rtol=1e-5, atol=1e-6), \
+            f"{name}: largest difference {(weights - padded[name]).abs().max():.3g}"
+
+
 def test_a_patch_applied_instance_only_leaves_later_models_as_they_were(tiny_model_dir):
     """Liger's apply functions swap the modeling module's classes (and may swap a class's forward) for every
     model built later; instance_only keeps the patch on the instance and undoes the rest. The patch here does
@@ -108,11 +155,17 @@ def test_compiled_layers_train_the_same_weights_within_rounding(tiny_model_dir, 
         cfg = config(tiny_model_dir, f"train.compile={compiled}", *extra)
         model, _ = train_round(cfg, load_tokenizer(cfg.model), seeds, seed=5, device=CPU)
         trained[compiled] = model.state_dict()
+    # train.cuda_graphs compiles the same layers in reduce-overhead mode, on batches padded to 32 tokens. A CPU has
+    # no graphs to record, so this checks the mode and the padding (the replay is tests/gpu's).
+    cfg = config(tiny_model_dir, "train.compile=true", "train.cuda_graphs=true", *extra)
+    model, _ = train_round(cfg, load_tokenizer(cfg.model), seeds, seed=5, device=CPU)
+    trained["graphs"] = model.state_dict()
     base = load_base(config(tiny_model_dir).model, CPU).state_dict()
     for name, eager in trained["false"].items():
-        compiled = trained["true"][name]
-        assert torch.allclose(eager, compiled, rtol=1e-4, atol=1e-4), \
-            f"{name}: largest difference {(eager - compiled).abs().max():.3g}"
+        for way in ("true", "graphs"):
+            compiled = trained[way][name]
+            assert torch.allclose(eager, compiled, rtol=1e-4, atol=1e-4), \
+                f"{way}, {name}: largest difference {(eager - compiled).abs().max():.3g}"
     # The training moved the weights far more than the two paths differ (peft starts lora_B at zero).
     eager = trained["false"]
     step = max((v - base[k]).abs().max().item() if k in base else v.abs().max().item()

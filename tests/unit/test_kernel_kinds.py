@@ -23,3 +23,13 @@ def test_kernels_are_summed_by_kind_per_step():
     assert kinds == {"matmul": 3.0, "attention": 1.5, "optimizer": 0.5, "fused_triton": 0.3, "elementwise": 0.2,
                      "other": 0.1}
     assert list(kinds) == sorted(kinds, key=kinds.get, reverse=True)
+
+
+def test_the_kernel_bound_mfu_counts_the_steps_work_over_its_kernels_time():
+    # 6 x 1e9 params x 1e4 tokens = 6e13 FLOPs a step; 100 ms of kernels -> 6e14 FLOP/s, 60% of a 1e15 peak.
+    assert gpu_levers.kernel_bound_mfu(10**9, 1e4, 100.0, peak_flops=1e15) == pytest.approx(0.6)
+    # Half the kernel time, twice the bound; the datasheet peak is the default.
+    assert gpu_levers.kernel_bound_mfu(10**9, 1e4, 50.0, peak_flops=1e15) == pytest.approx(1.2)
+    assert gpu_levers.kernel_bound_mfu(10**9, 1e4, 100.0) == pytest.approx(6e14 / 989e12)
+    with pytest.raises(ValueError, match="kernel_ms_per_step"):
+        gpu_levers.kernel_bound_mfu(10**9, 1e4, 0.0)
