@@ -48,6 +48,9 @@
 #                              step and compiled layers, with profiles (read-backs per step), 1,536 examples
 #   workers-async              1, 2, 4 (and 8 on a card of more than 100 GB) asynchronous lean-step workers sharing
 #                              the card, 16 x 2 micro-batches
+#   levers-1b                  the default and the best step on the Llama-3.2-1B shape, with profiles: their MFU and
+#                              kernel bound at a size users run (the 0.5B step's kernels bound it at 29.7%; about 4
+#                              minutes)
 #   levers-tests               tests/gpu (the new training step against the old one on the card)
 #   levers-graphs              tests/gpu's CUDA-graph step against the old one, then the asynchronous step eager,
 #                              compiled, compiled on batches padded to 32 tokens, and as CUDA graphs (train.cuda_graphs) in two train
@@ -175,6 +178,9 @@ case "$1" in
     runs=lean_async_32x1,lean_async_compile_32x1,lean_async_compile_b32_32x1,lean_async_graphs_32x1
     time python3 bench/bench_gpu.py --out "$out" --sections training --examples 1536 \
       --train-runs "$runs,lean_async_graphs_32x1" --results "$out/results.json" ;;
+  levers-1b)  # 1.24B parameters: about 20 GB of weights, gradients and AdamW state, with 32 x 1 micro-batches
+    time python3 bench/bench_gpu.py --out "$out" --shape llama-3.2-1b --sections training --examples 1536 \
+      --train-runs lean_async_32x1,lean_async_compile_32x1 ;;
   levers-tests)
     time python3 -m pytest -q -p no:cacheprovider tests/gpu --durations=5 ;;
   nll-async)

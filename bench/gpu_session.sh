@@ -26,9 +26,10 @@
 # should also measure before giving it back, rather than planning a second lease.
 #
 # Queued for the next lease (issue 22), in this order, each alone on the card, collecting after each:
-#   levers-graphs (about 5 min), nll-graphs-pool (about 2 min), default-gpu-compile (about 6 min), and on an H200
-#   workers-async (its 8 workers need more than 80 GB). On an H100 that is one chain:
-#   background "levers-graphs nll-graphs-pool default-gpu-compile", then wait calls until it ends, then collect.
+#   levers-graphs (about 6 min), nll-graphs-pool (about 2 min), default-gpu-compile (about 6 min), levers-1b (about
+#   4 min), and on an H200 workers-async (its 8 workers need more than 80 GB). On an H100 that is one chain:
+#   background "levers-graphs nll-graphs-pool default-gpu-compile levers-1b", then wait calls until it ends, then
+#   collect.
 #
 # The parts are built here by `python3 bench/device_wheels.py` (.device/parts/, git-ignored); each call carries one
 # ([".device/parts/vllm.tar.part00"], ...). Python there: the image's python3 (torch 2.11.0+cu130).
