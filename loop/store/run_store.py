@@ -25,8 +25,7 @@ from loop.schema import EVAL_SCHEMA, LEDGER_SCHEMA, TIMING_SCHEMA
 from loop.store import layout
 from loop.store.files import DamagedFileError, file_sha256, read_frame, write_atomic, writer_alive
 from loop.store.manifest import (NOT_STORED, ConfigMismatchError, ResumeMismatchError, Additions, additions,
-                                 config_differences, merge_added, resume_changes,
-                                 with_added_fields)
+                                 config_differences, merge_added, resume_changes, with_added_fields)
 from loop.store.sync import Remote, is_remote
 
 log = logging.getLogger(__name__)
@@ -73,9 +72,9 @@ class RunStore:
         A config that only adds replicates or strategies to the stored one resumes it (`loop.store.manifest`), after
         `check_additions(additions)` raises nothing. A field the stored config lacks, added to the loop since the
         run started, is no difference where this config leaves it at its default (`with_added_fields`). The
-        manifest of the first start is kept: a resume
-        whose library versions, base weights or data differ from it stops with the differences, unless
-        cfg.allow_resume_changes; every resume is appended to `manifest.json["resumes"]` with what changed."""
+        manifest of the first start is kept: a resume whose library versions, base weights or data differ from it
+        stops with the differences, unless cfg.allow_resume_changes; every resume is appended to
+        `manifest.json["resumes"]` with what changed."""
         wanted = cfg.model_dump(mode="json", exclude=NOT_STORED)
         self.root.mkdir(parents=True, exist_ok=True)
         for relative in (layout.CONFIG, layout.MANIFEST):  # the location's are the truth: another process may have
