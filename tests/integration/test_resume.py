@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import yaml
 
 from loop.config import build_config
 from loop.run.engine import Engine
@@ -89,8 +90,6 @@ def test_a_store_started_before_a_config_field_existed_resumes_where_the_field_i
                                                                                                 tmp_path):
     """A later release adds config fields; a store whose config.yaml predates them resumes under it, unless the
     resume sets such a field to something the earlier release could not have run."""
-    import yaml
-
     out = tmp_path / "run"
     Engine(build_config("smoke", overrides=overrides(tiny_model_dir, out))).prepare()
     stored = yaml.safe_load((out / "config.yaml").read_text())

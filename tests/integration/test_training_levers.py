@@ -78,7 +78,7 @@ def test_cuda_graphs_go_where_compiled_layers_go_and_pad_batches_to_a_bucket(tin
 
 
 @pytest.mark.parametrize("async_step", [False, True], ids=["masked", "asynchronous"])
-def test_batches_padded_to_a_length_bucket_train_the_same_weights(tiny_model_dir, seeds, async_step):
+def test_batches_padded_to_a_length_bucket_train_the_same_weights(tiny_model_dir, seeds, async_step, monkeypatch):
     """Padding a batch to a multiple of train.length_bucket adds positions that carry label -100 and, on the right,
     attend after every real token: the loss, its gradients and so the weights are the same within float32 rounding
     (the attention's sums run over more, masked, positions). Checked with the padding mask (the CPU's step) and
@@ -91,16 +91,13 @@ def test_batches_padded_to_a_length_bucket_train_the_same_weights(tiny_model_dir
         widths.append(inputs["input_ids"].shape[1])
         return original(self, model, inputs, *a, **kw)
 
+    monkeypatch.setattr(Trainer, "training_step", recorded)
     trained = {}
     for bucket in (None, 16):
         cfg = config(tiny_model_dir, f"train.async_step={str(async_step).lower()}",
                      *([f"train.length_bucket={bucket}"] if bucket else []))
         widths.clear()
-        Trainer.training_step = recorded
-        try:
-            model, _ = train_round(cfg, load_tokenizer(cfg.model), seeds, seed=5, device=CPU)
-        finally:
-            Trainer.training_step = original
+        model, _ = train_round(cfg, load_tokenizer(cfg.model), seeds, seed=5, device=CPU)
         trained[bucket] = (model.state_dict(), list(widths))
     (plain, plain_widths), (padded, padded_widths) = trained[None], trained[16]
     assert any(w % 16 for w in plain_widths) and all(w % 16 == 0 for w in padded_widths)
