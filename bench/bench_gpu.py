@@ -11,7 +11,8 @@ Sections (each timed after a warm-up, medians of repeats, on the same card in th
   against plain batched `generate` with num_return_sequences=8, bf16 weights; per-step cost against the
   weight-read roofline.
 - training: `loop.model.training.train_round` on 4,096 random examples of 120-310 tokens, one epoch, at the
-  gsm8k preset's batch settings and at a larger micro-batch; tokens/s and model FLOPs utilisation (6 N per token).
+  gsm8k preset's batch settings and at a larger micro-batch; tokens/s and model FLOPs utilisation (6 N per token),
+  and for a profiled run the MFU its kernels allow (`kernel_bound_mfu`: the same work over the kernels' time).
 Writes DIR/bench_gpu.json (every figure) and prints a table; `--results` also writes the summary keys to a
 results.json (device, date, nll_speedup_vs_per_example, nll_fraction_of_peak, train_mfu,
 sampling_speedup_vs_batched_generate).
