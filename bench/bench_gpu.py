@@ -39,12 +39,12 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from bench.gpu_levers import (  # noqa: E402
-    LEVER_RUNS, STEP_SPAN, StepClock, host_and_device, kernel_bound_mfu, lever_overrides, run_workers)
+    DATASHEET_BF16, LEVER_RUNS, STEP_SPAN, StepClock, host_and_device, kernel_bound_mfu, lever_overrides, run_workers,
+    train_mfu)
 from bench.gpu_nll import (  # noqa: E402
     NLL_BEFORE, NLL_VARIANTS, PROFILED, default_nll_variant as nll_default, nll_matmul_flops, nll_workload)
 from bench.shapes import SHAPES, VOCAB, random_text, word_tokenizer  # noqa: E402
 
-DATASHEET_BF16 = 989e12  # H100/H200 SXM dense bf16, the vendor's figure
 RESULTS: dict = {}
 N_TRAIN = 4096
 DEVICE = "cuda"  # --device cpu with --shape tiny: a dry run of the script's logic on a machine without a GPU
@@ -283,16 +283,16 @@ def section_training(shape: str) -> None:
             steady = clock[-1].steady_seconds_per_step()
             per_step = batch * cfg.train.gradient_accumulation_steps  # examples per optimizer step
             steady_rate = tokens * per_step / N_TRAIN / steady if steady else None
-            out[key] = {"seconds": seconds, "tokens_per_s": rate, "mfu_datasheet": 6 * params * rate / DATASHEET_BF16,
+            out[key] = {"seconds": seconds, "tokens_per_s": rate, "mfu_datasheet": train_mfu(params, rate),
                           "train_call_seconds": call, "train_call_tokens_per_s": fit,
-                          "train_call_mfu_datasheet": 6 * params * fit / DATASHEET_BF16,
+                          "train_call_mfu_datasheet": train_mfu(params, fit),
                           "steady_ms_per_step": 1e3 * steady if steady else None,
                           "steady_tokens_per_s": steady_rate,
-                          "steady_mfu_datasheet": 6 * params * steady_rate / DATASHEET_BF16 if steady_rate else None,
+                          "steady_mfu_datasheet": train_mfu(params, steady_rate) if steady_rate else None,
                           "profile": clock[-1].profiled, "levers": levers, "tokens": tokens, "params": params,
                           "kernel_bound_mfu_datasheet": kernel_bound_mfu(
-                              params, tokens * per_step / N_TRAIN, clock[-1].profiled["device_ms_per_step"],
-                              DATASHEET_BF16) if clock[-1].profiled.get("device_ms_per_step") else None,
+                              params, tokens * per_step / N_TRAIN, clock[-1].profiled["device_ms_per_step"])
+                          if clock[-1].profiled.get("device_ms_per_step") else None,
                           "train_call_start_unix": start, "train_call_end_unix": end,
                           "trained_weight_dtypes": dtypes,
                           "peak_memory_gb": torch.cuda.max_memory_allocated() / 1e9 if DEVICE == "cuda" else None}

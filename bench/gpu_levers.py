@@ -19,6 +19,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+DATASHEET_BF16 = 989e12  # H100/H200 SXM dense bf16, the vendor's figure
 WARM_STEPS = 8
 PROFILE_STEPS = (12, 16)  # profiled optimizer steps [start, end)
 STEP_SPAN = "curation.train_step"
@@ -131,18 +132,24 @@ KERNEL_KINDS = (
 )
 
 
+def train_mfu(params: int, tokens_per_s: float, peak_flops: float = DATASHEET_BF16) -> float:
+    """Model FLOPs utilisation of training: 6 x params x tokens/s / peak_flops (a forward and a backward pass, 6 N
+    FLOPs per trained token; attention's own FLOPs and any recomputation are not counted)."""
+    return 6 * params * tokens_per_s / peak_flops
+
+
 def kernel_bound_mfu(params: int, tokens_per_step: float, kernel_ms_per_step: float,
-                     peak_flops: float = 989e12) -> float:
+                     peak_flops: float = DATASHEET_BF16) -> float:
     """The MFU a step would reach if the card ran its kernels back to back, the host never the limit:
 
         6 x params x tokens_per_step / (kernel seconds per step x peak_flops)
 
-    the steady MFU's own count of work (6 N per trained token), over the kernels' time from a profile instead of
-    the step's wall time. What no host-side lever (asynchronous steps, CUDA graphs) can take a step past: beyond
-    it only faster or fewer kernels help."""
+    `train_mfu` at the rate the kernels' time allows (from a profile) instead of the step's wall time. What no
+    host-side lever (asynchronous steps, CUDA graphs) can take a step past: beyond it only faster or fewer kernels
+    help."""
     if kernel_ms_per_step <= 0:
         raise ValueError(f"kernel_ms_per_step must be positive, not {kernel_ms_per_step}")
-    return 6 * params * tokens_per_step / (kernel_ms_per_step / 1e3) / peak_flops
+    return train_mfu(params, tokens_per_step / (kernel_ms_per_step / 1e3), peak_flops)
 
 
 def kernel_kinds(kernels, steps: int) -> dict:
@@ -193,6 +200,6 @@ def run_workers(script: Path, out: Path, counts: list[int], label: str, examples
         tokens = sum(r["tokens"] for r in runs)
         result[str(n)] = {"tokens_per_s": tokens / span, "span_seconds": span,
                           "per_worker_tokens_per_s": [r["train_call_tokens_per_s"] for r in runs],
-                          "mfu_datasheet": 6 * runs[0]["params"] * tokens / span / 989e12,
+                          "mfu_datasheet": train_mfu(runs[0]["params"], tokens / span),
                           "peak_memory_gb": [r["peak_memory_gb"] for r in runs]}
     return result

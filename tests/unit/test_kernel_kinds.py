@@ -25,6 +25,12 @@ def test_kernels_are_summed_by_kind_per_step():
     assert list(kinds) == sorted(kinds, key=kinds.get, reverse=True)
 
 
+def test_training_mfu_counts_six_flops_per_parameter_and_token_over_the_peak():
+    # 6 x 5e8 params x 1e5 tokens/s = 3e14 FLOP/s: 30% of a 1e15 peak, and of the datasheet's 989 TFLOP/s by default.
+    assert gpu_levers.train_mfu(5 * 10**8, 1e5, peak_flops=1e15) == pytest.approx(0.3)
+    assert gpu_levers.train_mfu(5 * 10**8, 1e5) == pytest.approx(3e14 / 989e12)
+
+
 def test_the_kernel_bound_mfu_counts_the_steps_work_over_its_kernels_time():
     # 6 x 1e9 params x 1e4 tokens = 6e13 FLOPs a step; 100 ms of kernels -> 6e14 FLOP/s, 60% of a 1e15 peak.
     assert gpu_levers.kernel_bound_mfu(10**9, 1e4, 100.0, peak_flops=1e15) == pytest.approx(0.6)
