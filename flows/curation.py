@@ -1,15 +1,14 @@
 """The `curation-loop` Prefect flow: one task per loop step, all logic in `loop/`, report at the end.
 
 Steps form a DAG (a step reads what its inputs stored: its parent step, and for the auto controller random's
-previous round: `loop.run.plan.step_inputs`). With `workers > 1` the
-steps (and the preparation) run in a subflow on Prefect's process pool, independent steps side by side, each
-worker process on a GPU of its own where there are GPUs (the flow process itself never takes one); with one
-worker they run in order in this process. With `scale.runs: deployments` each (replicate, strategy) chain is a flow
-run of the `curation-chain` deployment (flows/chain.py) that a work pool's workers take, here or elsewhere.
-Resumption is the run store's job (a finished step is read back,
-never recomputed), so tasks carry no Prefect cache policy of their own. Tasks do not log prints:
-libraries inside a step print to buffers (datasets' fingerprinting disassembles functions with
-`print(file=...)`), which would flood the log.
+previous round: `loop.run.plan.step_inputs`). With `workers > 1` the steps (and the preparation) run in a subflow on
+Prefect's process pool, independent steps side by side, each worker process on a GPU of its own where there are
+GPUs (the flow process itself never takes one); with one worker they run in order in this process. With
+`scale.runs: deployments` each (replicate, strategy) chain is a flow run of the `curation-chain` deployment
+(flows/chain.py) that a work pool's workers take, here or elsewhere. Resumption is the run store's job (a finished
+step is read back, never recomputed), so tasks carry no Prefect cache policy of their own. Tasks do not log prints:
+libraries inside a step print to buffers (datasets' fingerprinting disassembles functions with `print(file=...)`),
+which would flood the log.
 """
 
 from __future__ import annotations

@@ -52,8 +52,7 @@ def prediction_table(data: AnalysisData) -> Table:
     return Table(["predictor", "R² on y = x [95% CI]", "R² fitted line [95% CI]", "slope", "intercept"], rows,
                  heading="Predicting test accuracy",
                  intro="<p>R² on the identity line: 1 − Σ(test − predictor)² / Σ(test − mean test)², "
-                 "the paper's form "
-                 "(no fitted parameter). Fitted: R² of a least-squares line.</p>")
+                 "the paper's form (no fitted parameter). Fitted: R² of a least-squares line.</p>")
 
 
 def generalization_gap(data: AnalysisData) -> Text | None:

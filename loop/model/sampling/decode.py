@@ -70,8 +70,8 @@ class _RingLayer(DynamicLayer):
         self.keys, self.values, self.column = keys, values, column
         self.device, self.dtype = keys.device, keys.dtype
         self.is_initialized = True
-        self.limit = keys.shape[2]  # columns attention reads: all of them, or (eager, before the ring wraps)
-                                    # those written
+        # Columns attention reads: all of them, or (eager, before the ring wraps) those written.
+        self.limit = keys.shape[2]
 
     def lazy_initialization(self, key_states, value_states) -> None:  # the buffers exist from the start
         pass
